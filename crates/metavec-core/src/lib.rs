@@ -1,0 +1,1 @@
+//! metavec core
