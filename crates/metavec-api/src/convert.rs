@@ -1,0 +1,287 @@
+//! proto <-> core conversions and request validation. Messages name the field and the value.
+
+use metavec_core as core;
+use metavec_core::{Budget, CollectionConfig, Error};
+use tonic::{Code, Status};
+
+use crate::pb;
+
+/// The one mapping from engine errors to gRPC statuses.
+pub fn to_status(e: &Error) -> Status {
+    let code = match e {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::Poisoned(_) => Code::Unavailable,
+        Error::Corruption { .. } => Code::DataLoss,
+        Error::Io { .. } | Error::Catalog(_) => Code::Internal,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// Checks a `Vectors` block's shape and returns its values.
+pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32>, Error> {
+    let v = v.ok_or_else(|| invalid(format!("{field} is missing")))?;
+    if v.dim != dim {
+        return Err(invalid(format!("{field}.dim is {}, collection dim is {dim}", v.dim)));
+    }
+    let want = v.count as u64 * v.dim as u64;
+    if v.values.len() as u64 != want {
+        return Err(invalid(format!(
+            "{field} has {} values, count {} x dim {} = {want}",
+            v.values.len(),
+            v.count,
+            v.dim
+        )));
+    }
+    Ok(v.values.clone())
+}
+
+pub fn budget(b: Option<&pb::Budget>) -> Result<Budget, Error> {
+    let b = b.ok_or_else(|| invalid("budget is missing: set budget { r_q, r_c }".into()))?;
+    Ok(Budget::new(b.r_q, b.r_c))
+}
+
+pub fn budget_pb(b: Budget) -> pb::Budget {
+    pb::Budget { r_q: b.r_q, r_c: b.r_c }
+}
+
+pub fn create_request(r: &pb::CreateCollectionRequest) -> Result<CollectionConfig, Error> {
+    let mut cfg = CollectionConfig::new(r.dim, r.doc_vectors, r.query_vectors);
+    if !r.budgets.is_empty() {
+        cfg.budgets = r.budgets.iter().map(|b| Budget::new(b.r_q, b.r_c)).collect();
+    }
+    if let Some(h) = &r.hnsw {
+        if h.m != 0 {
+            cfg.hnsw.m = h.m;
+        }
+        if h.ef_construction != 0 {
+            cfg.hnsw.ef_construction = h.ef_construction;
+        }
+    }
+    if !r.dtype.is_empty() {
+        cfg.dtype = core::Dtype::parse(&r.dtype)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn config_pb(c: &CollectionConfig) -> pb::CollectionConfig {
+    pb::CollectionConfig {
+        dim: c.dim,
+        doc_vectors: c.doc_vectors,
+        query_vectors: c.query_vectors,
+        budgets: c.budgets.iter().copied().map(budget_pb).collect(),
+        hnsw: Some(pb::HnswParams {
+            m: c.hnsw.m,
+            ef_construction: c.hnsw.ef_construction,
+        }),
+        dtype: match c.dtype {
+            core::Dtype::F32 => "f32".into(),
+        },
+    }
+}
+
+pub fn info_pb(i: &core::CollectionInfo) -> pb::CollectionInfo {
+    pb::CollectionInfo {
+        name: i.name.clone(),
+        config: Some(config_pb(&i.config)),
+        live_docs: i.live_docs,
+        memtable_docs: i.memtable_docs,
+        segments: i
+            .segments
+            .iter()
+            .map(|s| pb::SegmentInfo {
+                id: s.id,
+                docs: s.docs,
+                live_docs: s.live_docs,
+                file_bytes: s.file_bytes,
+                index_bytes: s.index_bytes,
+            })
+            .collect(),
+        wal_bytes: i.wal_bytes,
+    }
+}
+
+pub fn stats_pb(i: &core::CollectionInfo) -> pb::CollectionStats {
+    pb::CollectionStats {
+        name: i.name.clone(),
+        live_docs: i.live_docs,
+        memtable_docs: i.memtable_docs,
+        segments: i.segments.len() as u32,
+        segment_bytes: i.segments.iter().map(|s| s.file_bytes).sum(),
+        index_bytes: i.segments.iter().map(|s| s.index_bytes).sum(),
+        wal_bytes: i.wal_bytes,
+    }
+}
+
+/// Converts an upsert batch, checking each document's shape against the collection.
+pub fn documents(docs: Vec<pb::Document>, cfg: &CollectionConfig) -> Result<Vec<core::Document>, Error> {
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let field = format!("documents[{i}].vectors");
+            let v = d.vectors.as_ref();
+            if let Some(v) = v {
+                if v.count != cfg.doc_vectors {
+                    return Err(invalid(format!(
+                        "{field}.count is {} (id {:?}), collection doc_vectors is {}",
+                        v.count, d.id, cfg.doc_vectors
+                    )));
+                }
+            }
+            let values = vectors(v, &field, cfg.dim)?;
+            Ok(core::Document {
+                id: d.id,
+                vectors: values,
+                payload: (!d.payload.is_empty()).then_some(d.payload),
+            })
+        })
+        .collect()
+}
+
+pub fn document_pb(d: core::Document, cfg: &CollectionConfig) -> pb::Document {
+    pb::Document {
+        id: d.id,
+        vectors: Some(pb::Vectors {
+            count: cfg.doc_vectors,
+            dim: cfg.dim,
+            values: d.vectors,
+        }),
+        payload: d.payload.unwrap_or_default(),
+    }
+}
+
+/// The search knobs shared by Search and SearchBatch.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchKnobs {
+    pub budget: Budget,
+    pub k: u32,
+    pub candidates: u32,
+    pub ef: u32,
+    pub exact: bool,
+    pub with_payload: bool,
+    pub allow_untrained_budget: bool,
+}
+
+impl SearchKnobs {
+    pub fn request(&self, query: Vec<f32>) -> core::SearchRequest {
+        core::SearchRequest {
+            query,
+            budget: self.budget,
+            k: self.k,
+            candidates: (self.candidates != 0).then_some(self.candidates),
+            ef: (self.ef != 0).then_some(self.ef),
+            exact: self.exact,
+            allow_untrained_budget: self.allow_untrained_budget,
+            with_payload: self.with_payload,
+        }
+    }
+}
+
+pub fn search_request(r: &pb::SearchRequest, cfg: &CollectionConfig) -> Result<core::SearchRequest, Error> {
+    let knobs = SearchKnobs {
+        budget: budget(r.budget.as_ref())?,
+        k: r.k,
+        candidates: r.candidates,
+        ef: r.ef,
+        exact: r.exact,
+        with_payload: r.with_payload,
+        allow_untrained_budget: r.allow_untrained_budget,
+    };
+    Ok(knobs.request(vectors(r.query.as_ref(), "query", cfg.dim)?))
+}
+
+pub fn search_batch_request(r: &pb::SearchBatchRequest, cfg: &CollectionConfig) -> Result<Vec<core::SearchRequest>, Error> {
+    if r.queries.is_empty() {
+        return Err(invalid("queries is empty".into()));
+    }
+    let knobs = SearchKnobs {
+        budget: budget(r.budget.as_ref())?,
+        k: r.k,
+        candidates: r.candidates,
+        ef: r.ef,
+        exact: r.exact,
+        with_payload: r.with_payload,
+        allow_untrained_budget: r.allow_untrained_budget,
+    };
+    r.queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| Ok(knobs.request(vectors(Some(q), &format!("queries[{i}]"), cfg.dim)?)))
+        .collect()
+}
+
+pub fn search_response_pb(r: core::SearchResponse) -> pb::SearchResponse {
+    let s = &r.stats;
+    pb::SearchResponse {
+        hits: r
+            .hits
+            .into_iter()
+            .map(|h| pb::Hit {
+                id: h.id,
+                score: h.score,
+                payload: h.payload.unwrap_or_default(),
+            })
+            .collect(),
+        stats: Some(pb::SearchStats {
+            candidates: s.candidates,
+            docs_scored: s.docs_scored,
+            vector_bytes_read: s.vector_bytes_read,
+            dot_products: s.dot_products,
+            segments: s.segments,
+            candidate_us: s.candidate_time.as_micros() as u64,
+            rerank_us: s.rerank_time.as_micros() as u64,
+            merge_us: s.merge_time.as_micros() as u64,
+            total_us: s.total_time.as_micros() as u64,
+        }),
+        budget: Some(budget_pb(r.budget)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_by_variant() {
+        assert_eq!(to_status(&Error::InvalidArgument("x".into())).code(), Code::InvalidArgument);
+        assert_eq!(to_status(&Error::Poisoned("x".into())).code(), Code::Unavailable);
+        assert_eq!(to_status(&Error::ResourceExhausted("x".into())).code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let cfg = CollectionConfig::new(4, 2, 2);
+        let d = pb::Document {
+            id: "a".into(),
+            vectors: Some(pb::Vectors {
+                count: 2,
+                dim: 3,
+                values: vec![0.0; 6],
+            }),
+            payload: String::new(),
+        };
+        let e = documents(vec![d], &cfg).unwrap_err().to_string();
+        assert!(e.contains("documents[0].vectors.dim is 3, collection dim is 4"), "{e}");
+        let e = vectors(
+            Some(&pb::Vectors {
+                count: 2,
+                dim: 4,
+                values: vec![0.0; 7],
+            }),
+            "query",
+            4,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("query has 7 values"), "{e}");
+    }
+}

@@ -1,0 +1,69 @@
+//! The catalogue of collections, in sled: tree `collections`, key = name, value = JSON record.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+
+/// What the catalogue stores per collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub config: CollectionConfig,
+    pub created_unix_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn cat_err(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            Error::FailedPrecondition(format!("data directory is in use by another process ({io})"))
+        }
+        other => Error::Catalog(other.to_string()),
+    }
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let db = sled::Config::new().path(path).open().map_err(cat_err)?;
+        let tree = db.open_tree("collections").map_err(cat_err)?;
+        Ok(Catalog { db, tree })
+    }
+
+    pub fn list(&self) -> Result<Vec<(String, CatalogEntry)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(cat_err)?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let entry: CatalogEntry = serde_json::from_slice(&v)
+                .map_err(|e| Error::Catalog(format!("catalogue entry {name:?} does not parse: {e}")))?;
+            out.push((name, entry));
+        }
+        Ok(out)
+    }
+
+    pub fn contains(&self, name: &str) -> Result<bool> {
+        self.tree.contains_key(name).map_err(cat_err)
+    }
+
+    /// Inserts and makes the insert durable.
+    pub fn insert(&self, name: &str, entry: &CatalogEntry) -> Result<()> {
+        let v = serde_json::to_vec(entry).map_err(|e| Error::Catalog(e.to_string()))?;
+        self.tree.insert(name, v).map_err(cat_err)?;
+        self.db.flush().map_err(cat_err)?;
+        Ok(())
+    }
+
+    /// Removes and makes the removal durable.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        self.tree.remove(name).map_err(cat_err)?;
+        self.db.flush().map_err(cat_err)?;
+        Ok(())
+    }
+}

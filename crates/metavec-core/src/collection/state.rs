@@ -1,0 +1,185 @@
+//! In-memory state of a collection: memtable, frozen run, segments with tombstones, id map.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::manifest::SegmentEntry;
+use crate::segment::builder::DocSource;
+use crate::segment::Segment;
+use crate::Document;
+
+/// A fixed-size bitset of tombstones, shared copy-on-write with searches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bitset {
+    words: Vec<u64>,
+}
+
+impl Bitset {
+    pub fn new(len: usize) -> Self {
+        Bitset {
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    pub fn from_words(words: Vec<u64>) -> Self {
+        Bitset { words }
+    }
+
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    pub fn get(&self, i: usize) -> bool {
+        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn set(&mut self, i: usize) {
+        self.words[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+/// Where the live version of an id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    Mem(u32),
+    Frozen(u32),
+    Seg(u64, u32),
+}
+
+/// The active memtable: append-only slots; replaced or deleted slots are emptied.
+#[derive(Debug, Default)]
+pub struct Memtable {
+    pub slots: Vec<Option<Document>>,
+    pub live: usize,
+    pub bytes: usize,
+}
+
+impl Memtable {
+    fn weight(d: &Document) -> usize {
+        d.vectors.len() * 4 + d.id.len() + d.payload.as_ref().map_or(0, String::len) + 64
+    }
+
+    pub fn push(&mut self, d: Document) -> u32 {
+        self.bytes += Self::weight(&d);
+        self.live += 1;
+        self.slots.push(Some(d));
+        (self.slots.len() - 1) as u32
+    }
+
+    pub fn remove(&mut self, i: u32) {
+        if let Some(d) = self.slots[i as usize].take() {
+            self.bytes -= Self::weight(&d);
+            self.live -= 1;
+        }
+    }
+
+    pub fn get(&self, i: u32) -> Option<&Document> {
+        self.slots.get(i as usize).and_then(Option::as_ref)
+    }
+}
+
+/// A memtable frozen for flushing: immutable, searched until its segment is installed.
+#[derive(Debug)]
+pub struct Run {
+    pub docs: Vec<Document>,
+}
+
+impl DocSource for Run {
+    fn len(&self) -> usize {
+        self.docs.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        &self.docs[i].id
+    }
+    fn vectors(&self, i: usize) -> &[f32] {
+        &self.docs[i].vectors
+    }
+    fn payload(&self, i: usize) -> Option<&str> {
+        self.docs[i].payload.as_deref()
+    }
+}
+
+/// A sealed segment as the collection holds it.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub seg: Arc<Segment>,
+    pub dead: Arc<Bitset>,
+    /// The manifest entry without tombstones (those come from `dead` at commit).
+    pub entry: SegmentEntry,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub mem: Memtable,
+    pub frozen: Option<Arc<Run>>,
+    pub frozen_dead: Arc<Bitset>,
+    /// WAL generation that starts after the frozen run's records.
+    pub frozen_wal_end: u64,
+    pub segments: Vec<Slot>,
+    pub ids: HashMap<String, Loc>,
+    pub next_seq: u64,
+    /// Version of the last committed manifest.
+    pub manifest_version: u64,
+    /// Id the next flushed segment gets (from the manifest, so a failed flush reuses it).
+    pub next_segment_id: u64,
+}
+
+impl State {
+    /// Marks the current version of `id` dead; returns whether there was one.
+    pub fn kill(&mut self, id: &str) -> bool {
+        let Some(loc) = self.ids.remove(id) else {
+            return false;
+        };
+        match loc {
+            Loc::Mem(i) => self.mem.remove(i),
+            Loc::Frozen(i) => Arc::make_mut(&mut self.frozen_dead).set(i as usize),
+            Loc::Seg(seg, ord) => {
+                if let Some(slot) = self.segments.iter_mut().find(|s| s.seg.id() == seg) {
+                    Arc::make_mut(&mut slot.dead).set(ord as usize);
+                }
+            }
+        }
+        true
+    }
+
+    pub fn apply_upsert(&mut self, docs: Vec<Document>) {
+        for d in docs {
+            self.kill(&d.id);
+            let id = d.id.clone();
+            let at = self.mem.push(d);
+            self.ids.insert(id, Loc::Mem(at));
+        }
+    }
+
+    pub fn apply_delete(&mut self, ids: &[String]) -> usize {
+        ids.iter().filter(|id| self.kill(id)).count()
+    }
+
+    /// Moves the live memtable documents into a frozen run.
+    pub fn freeze(&mut self, wal_end: u64) {
+        let mem = std::mem::take(&mut self.mem);
+        let docs: Vec<Document> = mem.slots.into_iter().flatten().collect();
+        for (i, d) in docs.iter().enumerate() {
+            self.ids.insert(d.id.clone(), Loc::Frozen(i as u32));
+        }
+        self.frozen_dead = Arc::new(Bitset::new(docs.len()));
+        self.frozen = Some(Arc::new(Run { docs }));
+        self.frozen_wal_end = wal_end;
+    }
+
+    /// Adds a sealed segment (older first) and points its live ids at it.
+    pub fn add_segment(&mut self, slot: Slot) {
+        let id = slot.seg.id();
+        for (ord, doc_id) in slot.seg.ids().iter().enumerate() {
+            if !slot.dead.get(ord) {
+                self.kill(doc_id);
+                self.ids.insert(doc_id.clone(), Loc::Seg(id, ord as u32));
+            }
+        }
+        self.segments.push(slot);
+    }
+}

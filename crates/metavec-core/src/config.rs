@@ -1,0 +1,269 @@
+//! Collection configuration: dimensions, trained budgets, HNSW parameters, storage dtype.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest vector width accepted.
+pub const MAX_DIM: u32 = 16_384;
+/// Largest number of vectors per document or query.
+pub const MAX_VECTORS: u32 = 1_024;
+/// Longest external id, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = 256;
+/// Largest `k` a search may ask for.
+pub const MAX_K: u32 = 10_000;
+/// Longest collection name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The MetaEmbed ladder of trained budgets (r_q, r_c).
+pub const METAEMBED_LADDER: [(u32, u32); 5] = [(1, 1), (2, 4), (4, 8), (8, 16), (16, 64)];
+
+/// A query-time budget: the first `r_q` query vectors against the first `r_c` document vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Budget {
+    pub r_q: u32,
+    pub r_c: u32,
+}
+
+impl Budget {
+    pub const fn new(r_q: u32, r_c: u32) -> Self {
+        Budget { r_q, r_c }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}, {})", self.r_q, self.r_c)
+    }
+}
+
+/// How vectors are stored in sealed segments. Only f32 exists in format 1.0; the code is in every
+/// segment header so later formats can add compact types without a major version bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+}
+
+impl Dtype {
+    pub fn code(self) -> u8 {
+        match self {
+            Dtype::F32 => 0,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Dtype> {
+        match code {
+            0 => Some(Dtype::F32),
+            _ => None,
+        }
+    }
+
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Dtype> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Dtype::F32),
+            other => Err(Error::invalid(format!(
+                "dtype {other:?} is not supported (supported: f32)"
+            ))),
+        }
+    }
+}
+
+/// HNSW build parameters for the vector-0 graph of each segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswConfig {
+    pub m: u32,
+    pub ef_construction: u32,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        HnswConfig {
+            m: 16,
+            ef_construction: 200,
+        }
+    }
+}
+
+/// Everything a collection fixes at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    /// Width D of every vector.
+    pub dim: u32,
+    /// M_c: vectors per document, Matryoshka-ordered (vector 0 the coarsest).
+    pub doc_vectors: u32,
+    /// M_q: the most vectors a query may carry.
+    pub query_vectors: u32,
+    /// Trained budgets, nested and increasing.
+    pub budgets: Vec<Budget>,
+    pub hnsw: HnswConfig,
+    pub dtype: Dtype,
+}
+
+impl CollectionConfig {
+    /// A config with the MetaEmbed ladder cut to the counts, default HNSW and f32.
+    pub fn new(dim: u32, doc_vectors: u32, query_vectors: u32) -> Self {
+        CollectionConfig {
+            dim,
+            doc_vectors,
+            query_vectors,
+            budgets: default_budgets(doc_vectors, query_vectors),
+            hnsw: HnswConfig::default(),
+            dtype: Dtype::F32,
+        }
+    }
+
+    /// Checks every field; the message names the field and the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return Err(Error::invalid(format!(
+                "dim is {}, must be in 1..={MAX_DIM}",
+                self.dim
+            )));
+        }
+        if self.doc_vectors == 0 || self.doc_vectors > MAX_VECTORS {
+            return Err(Error::invalid(format!(
+                "doc_vectors is {}, must be in 1..={MAX_VECTORS}",
+                self.doc_vectors
+            )));
+        }
+        if self.query_vectors == 0 || self.query_vectors > MAX_VECTORS {
+            return Err(Error::invalid(format!(
+                "query_vectors is {}, must be in 1..={MAX_VECTORS}",
+                self.query_vectors
+            )));
+        }
+        if self.budgets.is_empty() {
+            return Err(Error::invalid("budgets is empty: at least one trained budget is needed"));
+        }
+        let mut prev: Option<Budget> = None;
+        for (i, b) in self.budgets.iter().enumerate() {
+            if b.r_q == 0 || b.r_q > self.query_vectors {
+                return Err(Error::invalid(format!(
+                    "budgets[{i}].r_q is {}, must be in 1..={} (query_vectors)",
+                    b.r_q, self.query_vectors
+                )));
+            }
+            if b.r_c == 0 || b.r_c > self.doc_vectors {
+                return Err(Error::invalid(format!(
+                    "budgets[{i}].r_c is {}, must be in 1..={} (doc_vectors)",
+                    b.r_c, self.doc_vectors
+                )));
+            }
+            if let Some(p) = prev {
+                if b.r_c <= p.r_c || b.r_q < p.r_q {
+                    return Err(Error::invalid(format!(
+                        "budgets[{i}] is {b} after {p}: budgets must be nested and increasing \
+                         (r_c strictly, r_q not decreasing)"
+                    )));
+                }
+            }
+            prev = Some(*b);
+        }
+        if self.hnsw.m < 2 || self.hnsw.m > 256 {
+            return Err(Error::invalid(format!("hnsw.m is {}, must be in 2..=256", self.hnsw.m)));
+        }
+        if self.hnsw.ef_construction == 0 || self.hnsw.ef_construction > 4096 {
+            return Err(Error::invalid(format!(
+                "hnsw.ef_construction is {}, must be in 1..=4096",
+                self.hnsw.ef_construction
+            )));
+        }
+        Ok(())
+    }
+
+    /// Group boundaries of the prefix-grouped layout: every trained r_c, then M_c.
+    /// Group g holds vectors `bounds[g-1]..bounds[g]` (with `bounds[-1] = 0`).
+    pub fn group_bounds(&self) -> Vec<u32> {
+        let mut bounds: Vec<u32> = self.budgets.iter().map(|b| b.r_c).collect();
+        if bounds.last() != Some(&self.doc_vectors) {
+            bounds.push(self.doc_vectors);
+        }
+        bounds
+    }
+
+    pub fn is_trained(&self, budget: Budget) -> bool {
+        self.budgets.contains(&budget)
+    }
+
+    /// f32 values per document.
+    pub fn doc_floats(&self) -> usize {
+        self.doc_vectors as usize * self.dim as usize
+    }
+}
+
+/// The MetaEmbed ladder cut to the counts: each pair is capped at (M_q, M_c), duplicates dropped.
+pub fn default_budgets(doc_vectors: u32, query_vectors: u32) -> Vec<Budget> {
+    let mut out: Vec<Budget> = Vec::new();
+    for (r_q, r_c) in METAEMBED_LADDER {
+        let b = Budget::new(r_q.min(query_vectors.max(1)), r_c.min(doc_vectors.max(1)));
+        match out.last() {
+            Some(last) if last.r_c >= b.r_c => {}
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// Collection names become directory names: ASCII letters, digits, `_` and `-`, 1..=64 bytes.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "collection name {name:?} is invalid: use 1..={MAX_NAME_LEN} ASCII letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_is_cut_to_counts() {
+        let b = default_budgets(64, 16);
+        assert_eq!(b.len(), 5);
+        let b = default_budgets(16, 8);
+        assert_eq!(
+            b,
+            vec![Budget::new(1, 1), Budget::new(2, 4), Budget::new(4, 8), Budget::new(8, 16)]
+        );
+        let b = default_budgets(32, 16);
+        assert_eq!(b.last(), Some(&Budget::new(16, 32)));
+        assert_eq!(default_budgets(1, 1), vec![Budget::new(1, 1)]);
+    }
+
+    #[test]
+    fn bounds_end_at_doc_vectors() {
+        let mut c = CollectionConfig::new(8, 20, 8);
+        assert_eq!(c.group_bounds(), vec![1, 4, 8, 16, 20]);
+        c.budgets = vec![Budget::new(1, 1)];
+        assert_eq!(c.group_bounds(), vec![1, 20]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = CollectionConfig::new(8, 16, 8);
+        c.validate().unwrap();
+        c.budgets = vec![Budget::new(2, 4), Budget::new(1, 1)];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("budgets[1]"), "{e}");
+        c = CollectionConfig::new(0, 16, 8);
+        assert!(c.validate().unwrap_err().to_string().contains("dim is 0"));
+        assert!(validate_collection_name("../etc").is_err());
+        assert!(validate_collection_name("docs_v1-a").is_ok());
+    }
+}

@@ -1,0 +1,59 @@
+//! File-system helpers: durable writes (tmp + fsync + rename + dir fsync) and read-only maps.
+
+mod mmap;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use mmap::MappedFile;
+
+use crate::error::{IoContext, Result};
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
+
+/// Path of the temporary sibling used while `path` is being written.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    rename_durable(&tmp, path)
+}
+
+/// Renames `from` to `to` and fsyncs the parent directory.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).at(to)?;
+    fsync_dir(to.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes a file if it exists.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// crc32 of a whole file and its length.
+pub fn file_crc(path: &Path) -> Result<(u32, u64)> {
+    let bytes = fs::read(path).at(path)?;
+    Ok((crc32fast::hash(&bytes), bytes.len() as u64))
+}

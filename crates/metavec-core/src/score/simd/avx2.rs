@@ -1,0 +1,103 @@
+//! AVX2 + FMA MaxSim update: 4 query rows x 2 document rows per step, eight accumulators,
+//! so each loaded document chunk feeds four FMAs and FMA latency is hidden.
+
+use std::arch::x86_64::*;
+
+use crate::score::dot_scalar;
+
+/// Safe entry point; only installed by `best()` after runtime detection of avx2 and fma.
+pub fn maxsim_update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
+    assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
+    if dim == 0 {
+        return;
+    }
+    // SAFETY: `best()` hands this function out only when the CPU reports avx2 and fma.
+    unsafe { update(query, r_q, dim, doc, maxes) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
+    let n = doc.len() / dim;
+    let mut j = 0;
+    while j + 2 <= n {
+        let d0 = &doc[j * dim..(j + 1) * dim];
+        let d1 = &doc[(j + 1) * dim..(j + 2) * dim];
+        let mut i = 0;
+        while i + 4 <= r_q {
+            let q = &query[i * dim..(i + 4) * dim];
+            // SAFETY: q holds 4 rows of `dim`, d0/d1 one row each (sliced above); avx2+fma enabled.
+            let r = unsafe { dot_4x2(q, d0, d1, dim) };
+            for k in 0..4 {
+                let m = r[2 * k].max(r[2 * k + 1]);
+                if m > maxes[i + k] {
+                    maxes[i + k] = m;
+                }
+            }
+            i += 4;
+        }
+        while i < r_q {
+            let q = &query[i * dim..(i + 1) * dim];
+            let m = dot_scalar(q, d0).max(dot_scalar(q, d1));
+            if m > maxes[i] {
+                maxes[i] = m;
+            }
+            i += 1;
+        }
+        j += 2;
+    }
+    if j < n {
+        let d = &doc[j * dim..(j + 1) * dim];
+        for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
+            let s = dot_scalar(&query[i * dim..(i + 1) * dim], d);
+            if s > *m {
+                *m = s;
+            }
+        }
+    }
+}
+
+/// Dots of 4 query rows (contiguous in `q`) with 2 document rows: [q0d0, q0d1, q1d0, ..., q3d1].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_4x2(q: &[f32], d0: &[f32], d1: &[f32], dim: usize) -> [f32; 8] {
+    debug_assert!(q.len() >= 4 * dim && d0.len() >= dim && d1.len() >= dim);
+    let qp = q.as_ptr();
+    let (p0, p1) = (d0.as_ptr(), d1.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut c = 0;
+    while c + 8 <= dim {
+        // SAFETY: c + 8 <= dim, so every load reads inside its row (rows are `dim` long, q has 4).
+        unsafe {
+            let x0 = _mm256_loadu_ps(p0.add(c));
+            let x1 = _mm256_loadu_ps(p1.add(c));
+            for k in 0..4 {
+                let y = _mm256_loadu_ps(qp.add(k * dim + c));
+                acc[2 * k] = _mm256_fmadd_ps(y, x0, acc[2 * k]);
+                acc[2 * k + 1] = _mm256_fmadd_ps(y, x1, acc[2 * k + 1]);
+            }
+        }
+        c += 8;
+    }
+    let mut out = [0.0f32; 8];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    while c < dim {
+        for k in 0..4 {
+            let y = q[k * dim + c];
+            out[2 * k] += y * d0[c];
+            out[2 * k + 1] += y * d1[c];
+        }
+        c += 1;
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}

@@ -1,0 +1,181 @@
+//! The write side of a segment: docs in, a sealed file + its HNSW graph out.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::format::{align_up, encode_preamble, FileKind, ALIGN, PREAMBLE_LEN};
+use crate::index::{HnswParams, VectorIndex};
+use crate::io::{file_crc, fsync_dir, rename_durable, tmp_path};
+
+use super::{GroupMeta, SegmentMeta, BLOCK_TARGET_BYTES, FOOTER_MAGIC, HEADER_LEN};
+
+/// A document as the builder reads it: id, M_c * D normalised floats, payload.
+pub trait DocSource: Sync {
+    fn len(&self) -> usize;
+    fn id(&self, i: usize) -> &str;
+    fn vectors(&self, i: usize) -> &[f32];
+    fn payload(&self, i: usize) -> Option<&str>;
+}
+
+/// What a build wrote: the segment file, and every index file with its crc and length.
+#[derive(Debug, Clone)]
+pub struct BuiltSegment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file_len: u64,
+    pub n_docs: u64,
+    pub index_files: Vec<(String, u64, u32)>,
+}
+
+/// Writes segment `id` of `docs` into `dir` (atomically: tmp, fsync, rename, dir fsync) and builds,
+/// persists and checksums its HNSW graph over vector 0.
+pub fn build_segment(
+    dir: &Path,
+    id: u64,
+    cfg: &CollectionConfig,
+    docs: &dyn DocSource,
+) -> Result<BuiltSegment> {
+    let path = dir.join(super::file_name(id));
+    let file_len = write_segment_file(&path, id, cfg, docs)?;
+
+    let dim = cfg.dim as usize;
+    let mut v0 = Vec::with_capacity(docs.len() * dim);
+    for i in 0..docs.len() {
+        v0.extend_from_slice(&docs.vectors(i)[..dim]);
+    }
+    let index = VectorIndex::build(
+        &v0,
+        dim,
+        HnswParams {
+            m: cfg.hnsw.m as usize,
+            ef_construction: cfg.hnsw.ef_construction as usize,
+        },
+    );
+    let basename = super::index_basename(id);
+    let written = index
+        .save(dir, &basename)
+        .map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
+    let mut index_files = Vec::new();
+    for p in written {
+        let (crc, len) = file_crc(&p)?;
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        index_files.push((name, len, crc));
+    }
+    Ok(BuiltSegment {
+        id,
+        path,
+        file_len,
+        n_docs: docs.len() as u64,
+        index_files,
+    })
+}
+
+fn write_segment_file(path: &Path, id: u64, cfg: &CollectionConfig, docs: &dyn DocSource) -> Result<u64> {
+    let dim = cfg.dim as usize;
+    let bpv = cfg.dtype.bytes_per_value();
+    let n = docs.len();
+    let tmp = tmp_path(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .at(&tmp)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let bounds = cfg.group_bounds();
+
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.push(cfg.dtype.code());
+    header.extend_from_slice(&[0u8; 3]);
+    header.extend_from_slice(&cfg.dim.to_le_bytes());
+    header.extend_from_slice(&cfg.doc_vectors.to_le_bytes());
+    header.extend_from_slice(&(bounds.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(n as u64).to_le_bytes());
+    header.extend_from_slice(&id.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_LEN);
+    let pre = encode_preamble(FileKind::Segment, 0, &header);
+    debug_assert_eq!(pre.len(), PREAMBLE_LEN + HEADER_LEN);
+    w.write_all(&pre).at(&tmp)?;
+    let mut pos = pre.len() as u64;
+
+    let mut groups = Vec::with_capacity(bounds.len());
+    let mut start = 0u32;
+    for &end in &bounds {
+        let width = (end - start) as usize;
+        let doc_bytes = width * dim * bpv;
+        let docs_per_block = (BLOCK_TARGET_BYTES / doc_bytes.max(1)).max(1);
+        pad_to(&mut w, &mut pos, &tmp)?;
+        let offset = pos;
+        let mut block_crcs = Vec::with_capacity(n.div_ceil(docs_per_block));
+        let mut crc = crc32fast::Hasher::new();
+        for i in 0..n {
+            let v = &docs.vectors(i)[start as usize * dim..end as usize * dim];
+            let bytes: &[u8] = bytemuck::cast_slice(v);
+            crc.update(bytes);
+            w.write_all(bytes).at(&tmp)?;
+            if (i + 1) % docs_per_block == 0 || i + 1 == n {
+                block_crcs.push(std::mem::take(&mut crc).finalize());
+            }
+        }
+        let len = (n * doc_bytes) as u64;
+        pos += len;
+        groups.push(GroupMeta {
+            start,
+            width: width as u32,
+            offset,
+            len,
+            docs_per_block: docs_per_block as u32,
+            block_crcs,
+        });
+        start = end;
+    }
+
+    let meta = SegmentMeta {
+        segment_id: id,
+        dim: cfg.dim,
+        doc_vectors: cfg.doc_vectors,
+        dtype: cfg.dtype.code(),
+        groups,
+        ids: (0..n).map(|i| docs.id(i).to_string()).collect(),
+        payloads: (0..n).map(|i| docs.payload(i).map(str::to_string)).collect(),
+    };
+    let meta_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
+        .map_err(|e| Error::io(&tmp, std::io::Error::other(format!("encoding segment metadata: {e}"))))?;
+    pad_to(&mut w, &mut pos, &tmp)?;
+    let meta_offset = pos;
+    w.write_all(&meta_bytes).at(&tmp)?;
+    pos += meta_bytes.len() as u64;
+
+    let mut footer = Vec::with_capacity(super::FOOTER_LEN);
+    footer.extend_from_slice(&meta_offset.to_le_bytes());
+    footer.extend_from_slice(&(meta_bytes.len() as u64).to_le_bytes());
+    footer.extend_from_slice(&crc32fast::hash(&meta_bytes).to_le_bytes());
+    footer.extend_from_slice(&[0u8; 4]);
+    footer.extend_from_slice(&FOOTER_MAGIC);
+    w.write_all(&footer).at(&tmp)?;
+    pos += footer.len() as u64;
+
+    let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+    file.sync_all().at(&tmp)?;
+    drop(file);
+    rename_durable(&tmp, path)?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(pos)
+}
+
+fn pad_to(w: &mut impl Write, pos: &mut u64, path: &Path) -> Result<()> {
+    let aligned = align_up(*pos);
+    let pad = (aligned - *pos) as usize;
+    if pad > 0 {
+        w.write_all(&[0u8; ALIGN][..pad]).at(path)?;
+        *pos = aligned;
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The read side of a segment: header and metadata checked once at open, vector blocks checked
+//! on first touch (and all of them by [`Segment::verify`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{CollectionConfig, Dtype};
+use crate::error::{Error, Result};
+use crate::format::{decode_preamble, u32_at, u64_at, FileKind, ALIGN};
+use crate::index::VectorIndex;
+use crate::io::MappedFile;
+
+use super::{GroupMeta, SegmentMeta, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN};
+
+/// An open, memory-mapped sealed segment with its HNSW graph.
+#[derive(Debug)]
+pub struct Segment {
+    id: u64,
+    map: MappedFile,
+    meta: SegmentMeta,
+    dim: usize,
+    bytes_per_value: usize,
+    /// One bit per block per group: set once the block's crc has been checked.
+    verified: Vec<Vec<AtomicU64>>,
+    index: VectorIndex,
+}
+
+impl Segment {
+    /// Opens segment `id` in `dir` for a collection of `cfg`; its HNSW files must be there too.
+    pub fn open(dir: &Path, id: u64, cfg: &CollectionConfig) -> Result<Segment> {
+        let path = dir.join(super::file_name(id));
+        let map = MappedFile::open(&path)?;
+        map.advise_random();
+        let meta = check_layout(map.bytes(), &path, id, cfg)?;
+        let verified = meta
+            .groups
+            .iter()
+            .map(|g| (0..g.block_crcs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        let index = VectorIndex::load(dir, &super::index_basename(id), cfg.dim as usize, meta.ids.len())
+            .map_err(|e| Error::corruption(dir.join(super::index_basename(id)), 0, e.to_string()))?;
+        Ok(Segment {
+            id,
+            map,
+            dim: cfg.dim as usize,
+            bytes_per_value: cfg.dtype.bytes_per_value(),
+            meta,
+            verified,
+            index,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        self.map.path()
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.ids.is_empty()
+    }
+
+    pub fn ids(&self) -> &[String] {
+        &self.meta.ids
+    }
+
+    pub fn payload(&self, ord: usize) -> Option<&str> {
+        self.meta.payloads.get(ord).and_then(|p| p.as_deref())
+    }
+
+    pub fn index(&self) -> &VectorIndex {
+        &self.index
+    }
+
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+
+    /// Bytes of the segment file.
+    pub fn file_len(&self) -> u64 {
+        self.map.bytes().len() as u64
+    }
+
+    /// The prefix `0..r_c` of document `ord`, as one slice per group it spans, and the bytes they
+    /// cover. Blocks are crc-checked the first time any document in them is touched.
+    pub fn prefix<'a>(&'a self, ord: usize, r_c: usize, out: &mut Vec<&'a [f32]>) -> Result<u64> {
+        out.clear();
+        let mut bytes = 0u64;
+        for (g, group) in self.meta.groups.iter().enumerate() {
+            let start = group.start as usize;
+            if start >= r_c {
+                break;
+            }
+            let take = (r_c - start).min(group.width as usize);
+            let slot = self.block_slice(g, ord)?;
+            let doc_bytes = group.width as usize * self.dim * self.bytes_per_value;
+            let block_first = (ord / group.docs_per_block as usize) * group.docs_per_block as usize;
+            let at = (ord - block_first) * doc_bytes;
+            let raw = &slot[at..at + take * self.dim * self.bytes_per_value];
+            out.push(bytemuck::cast_slice(raw));
+            bytes += raw.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// All M_c vectors of document `ord`, copied out.
+    pub fn vectors(&self, ord: usize) -> Result<Vec<f32>> {
+        let mut parts = Vec::new();
+        self.prefix(ord, self.meta.doc_vectors as usize, &mut parts)?;
+        Ok(parts.concat())
+    }
+
+    /// Checks every block's crc, whether touched or not.
+    pub fn verify(&self) -> Result<()> {
+        for (g, group) in self.meta.groups.iter().enumerate() {
+            for b in 0..group.block_crcs.len() {
+                self.check_block(g, b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of the block holding `ord` in group `g`, checked on first touch.
+    fn block_slice(&self, g: usize, ord: usize) -> Result<&[u8]> {
+        let group = &self.meta.groups[g];
+        let b = ord / group.docs_per_block as usize;
+        let bit = 1u64 << (b % 64);
+        if self.verified[g][b / 64].load(Ordering::Relaxed) & bit == 0 {
+            self.check_block(g, b)?;
+        }
+        Ok(self.block_bytes(group, b).1)
+    }
+
+    fn block_bytes<'a>(&'a self, group: &GroupMeta, b: usize) -> (u64, &'a [u8]) {
+        let doc_bytes = group.width as u64 * (self.dim * self.bytes_per_value) as u64;
+        let per = group.docs_per_block as u64;
+        let start = group.offset + b as u64 * per * doc_bytes;
+        let end = (start + per * doc_bytes).min(group.offset + group.len);
+        (start, &self.map.bytes()[start as usize..end as usize])
+    }
+
+    fn check_block(&self, g: usize, b: usize) -> Result<()> {
+        let group = &self.meta.groups[g];
+        let (offset, bytes) = self.block_bytes(group, b);
+        if crc32fast::hash(bytes) != group.block_crcs[b] {
+            return Err(Error::corruption(
+                self.path(),
+                offset,
+                format!("vector block {b} of group {g} (vectors {}..{}) fails its checksum", group.start, group.start + group.width),
+            ));
+        }
+        self.verified[g][b / 64].fetch_or(1u64 << (b % 64), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Validates preamble, header, footer and metadata against each other and the collection.
+fn check_layout(bytes: &[u8], path: &PathBuf, id: u64, cfg: &CollectionConfig) -> Result<SegmentMeta> {
+    let (_, header) = decode_preamble(bytes, FileKind::Segment, path)?;
+    if header.len() != HEADER_LEN {
+        return Err(Error::corruption(path, 20, format!("segment header is {} bytes, expected {HEADER_LEN}", header.len())));
+    }
+    let dtype = header[0];
+    let dim = u32_at(header, 4);
+    let doc_vectors = u32_at(header, 8);
+    let n_groups = u32_at(header, 12) as usize;
+    let n_docs = u64_at(header, 16);
+    let seg_id = u64_at(header, 24);
+    if Dtype::from_code(dtype) != Some(cfg.dtype) || dim != cfg.dim || doc_vectors != cfg.doc_vectors || seg_id != id {
+        return Err(Error::corruption(
+            path,
+            32,
+            format!(
+                "segment header (id {seg_id}, dtype {dtype}, dim {dim}, doc_vectors {doc_vectors}) does not match \
+                 the collection (id {id}, dtype {}, dim {}, doc_vectors {})",
+                cfg.dtype.code(),
+                cfg.dim,
+                cfg.doc_vectors
+            ),
+        ));
+    }
+    if bytes.len() < 64 + FOOTER_LEN {
+        return Err(Error::corruption(path, 0, "file too short for a footer"));
+    }
+    let foot_at = bytes.len() - FOOTER_LEN;
+    let footer = &bytes[foot_at..];
+    if footer[24..32] != FOOTER_MAGIC {
+        return Err(Error::corruption(path, foot_at as u64 + 24, "bad footer magic (truncated file?)"));
+    }
+    let meta_offset = u64_at(footer, 0);
+    let meta_len = u64_at(footer, 8);
+    let meta_crc = u32_at(footer, 16);
+    let meta_end = meta_offset.checked_add(meta_len).unwrap_or(u64::MAX);
+    if meta_offset % ALIGN as u64 != 0 || meta_end > foot_at as u64 {
+        return Err(Error::corruption(path, foot_at as u64, "footer points outside the file"));
+    }
+    let meta_bytes = &bytes[meta_offset as usize..meta_end as usize];
+    if crc32fast::hash(meta_bytes) != meta_crc {
+        return Err(Error::corruption(path, meta_offset, "segment metadata checksum mismatch"));
+    }
+    let meta = rkyv::from_bytes::<SegmentMeta, rkyv::rancor::Error>(meta_bytes)
+        .map_err(|e| Error::corruption(path, meta_offset, format!("segment metadata does not validate: {e}")))?;
+    let row_bytes = dim as u64 * cfg.dtype.bytes_per_value() as u64;
+    let mut expect_start = 0u32;
+    let structure_ok = meta.segment_id == id
+        && meta.ids.len() as u64 == n_docs
+        && meta.payloads.len() as u64 == n_docs
+        && meta.groups.len() == n_groups
+        && meta.groups.iter().all(|g| {
+            let ok = g.start == expect_start
+                && g.width > 0
+                && g.docs_per_block > 0
+                && g.offset % ALIGN as u64 == 0
+                && g.len == n_docs * g.width as u64 * row_bytes
+                && g.offset.checked_add(g.len).is_some_and(|e| e <= meta_offset)
+                && g.block_crcs.len() as u64 == n_docs.div_ceil(g.docs_per_block as u64);
+            expect_start = g.start + g.width;
+            ok
+        })
+        && expect_start == doc_vectors;
+    if !structure_ok {
+        return Err(Error::corruption(path, meta_offset, "segment metadata is inconsistent with its header"));
+    }
+    Ok(meta)
+}

@@ -1,0 +1,98 @@
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use super::*;
+use crate::collection::Run;
+use crate::config::CollectionConfig;
+use crate::synth::{generate, SynthSpec};
+use crate::{Document, Error};
+
+fn fixture(n: usize) -> (tempfile::TempDir, CollectionConfig, Run) {
+    let cfg = CollectionConfig::new(16, 16, 8);
+    let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
+    let data = generate(&SynthSpec::new(n, 1, 16, &ladder, 3));
+    let docs = (0..n)
+        .map(|i| Document {
+            id: format!("d{i}"),
+            vectors: data.doc(i).to_vec(),
+            payload: (i % 2 == 0).then(|| format!(r#"{{"i":{i}}}"#)),
+        })
+        .collect();
+    (tempfile::tempdir().unwrap(), cfg, Run { docs })
+}
+
+#[test]
+fn prefix_reads_only_the_groups_below_r_c() {
+    let (dir, cfg, run) = fixture(300);
+    let built = build_segment(dir.path(), 1, &cfg, &run).unwrap();
+    assert_eq!(built.n_docs, 300);
+    let seg = Segment::open(dir.path(), 1, &cfg).unwrap();
+    assert_eq!(seg.len(), 300);
+    assert_eq!(seg.payload(2), Some(r#"{"i":2}"#));
+    assert_eq!(seg.payload(1), None);
+    let mut parts = Vec::new();
+    for r_c in [1usize, 4, 8, 16, 5] {
+        let bytes = seg.prefix(123, r_c, &mut parts).unwrap();
+        assert_eq!(bytes, (r_c * 16 * 4) as u64);
+        let got: Vec<f32> = parts.concat();
+        assert_eq!(got, run.docs[123].vectors[..r_c * 16]);
+    }
+    assert_eq!(seg.vectors(7).unwrap(), run.docs[7].vectors);
+    // Groups are laid out contiguously, 64-byte aligned, one per trained r_c boundary.
+    let bounds: Vec<u32> = seg.meta().groups.iter().map(|g| g.start + g.width).collect();
+    assert_eq!(bounds, vec![1, 4, 8, 16]);
+    assert!(seg.meta().groups.iter().all(|g| g.offset % 64 == 0));
+    seg.verify().unwrap();
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x01;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+}
+
+#[test]
+fn flipped_vector_byte_is_a_corruption_error_naming_the_file() {
+    let (dir, cfg, run) = fixture(300);
+    build_segment(dir.path(), 1, &cfg, &run).unwrap();
+    let path = dir.path().join(file_name(1));
+    let g = {
+        let seg = Segment::open(dir.path(), 1, &cfg).unwrap();
+        seg.meta().groups[2].clone()
+    };
+    // Flip one byte of doc 0's vectors in group 2.
+    flip(&path, g.offset + 5);
+    let seg = Segment::open(dir.path(), 1, &cfg).expect("data blocks are checked on touch, not at open");
+    let mut parts = Vec::new();
+    // A prefix that stays below the damaged group still reads.
+    seg.prefix(0, 4, &mut parts).unwrap();
+    match seg.prefix(0, 8, &mut parts) {
+        Err(Error::Corruption { path: p, offset, .. }) => {
+            assert_eq!(p, path);
+            assert_eq!(offset, g.offset);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(matches!(seg.verify(), Err(Error::Corruption { .. })));
+}
+
+#[test]
+fn flipped_header_or_footer_fails_open() {
+    let (dir, cfg, run) = fixture(50);
+    build_segment(dir.path(), 1, &cfg, &run).unwrap();
+    let path = dir.path().join(file_name(1));
+    let len = std::fs::metadata(&path).unwrap().len();
+    for at in [0u64, 9, 13, 40, len - 3, len - 20] {
+        flip(&path, at);
+        let r = Segment::open(dir.path(), 1, &cfg);
+        assert!(matches!(r, Err(Error::Corruption { .. })), "flip at {at}: {r:?}");
+        flip(&path, at);
+    }
+    Segment::open(dir.path(), 1, &cfg).unwrap();
+    // The wrong collection shape is refused too.
+    let other = CollectionConfig::new(8, 16, 8);
+    assert!(matches!(Segment::open(dir.path(), 1, &other), Err(Error::Corruption { .. })));
+}

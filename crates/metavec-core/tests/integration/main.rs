@@ -1,0 +1,10 @@
+//! Integration tests of metavec-core through its public API.
+
+mod support;
+
+mod bytes;
+mod corruption;
+mod crash;
+mod errors;
+mod model;
+mod recall;

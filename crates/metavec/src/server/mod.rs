@@ -1,0 +1,125 @@
+//! `metavec serve`: the gRPC server over one engine.
+
+mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use metavec_api::pb;
+use metavec_core::{CollectionOptions, Engine, EngineOptions};
+use tonic::transport::Server;
+
+pub use service::Api;
+
+/// Everything `serve` needs, from flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "METAVEC_LISTEN")]
+    pub listen: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "./metavec-data", env = "METAVEC_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Largest gRPC message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64 << 20, env = "METAVEC_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: usize,
+    /// A memtable above this many MiB is sealed into a segment.
+    #[arg(long, default_value_t = 64, env = "METAVEC_MEMTABLE_MB")]
+    pub memtable_mb: usize,
+    /// Check every vector block checksum when a collection opens (slower start).
+    #[arg(long, env = "METAVEC_VERIFY_ON_OPEN")]
+    pub verify_on_open: bool,
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversize request (decoded before any handler runs) into
+/// RESOURCE_EXHAUSTED, the status gRPC uses for "message larger than max".
+fn oversize_to_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    let oversize = h.get("grpc-status").is_some_and(|v| v == "11")
+        && h.get("grpc-message").is_some_and(|m| m.to_str().unwrap_or("").contains("message length too large"));
+    if oversize {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = EngineOptions {
+        collection: CollectionOptions {
+            memtable_max_bytes: args.memtable_mb << 20,
+            verify_on_open: args.verify_on_open,
+        },
+    };
+    let dir = args.data_dir.clone();
+    let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
+    let api = Api { engine: engine.clone() };
+    let limit = args.max_message_bytes;
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::collections_server::CollectionsServer<Api>>().await;
+    health.set_serving::<pb::documents_server::DocumentsServer<Api>>().await;
+    health.set_serving::<pb::search_server::SearchServer<Api>>().await;
+    health.set_serving::<pb::admin_server::AdminServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, data_dir = %args.data_dir.display(), collections = engine.list_collections().len(), "metavec serving");
+    // Tests and scripts read this line to learn the port when --listen asks for port 0.
+    println!("metavec listening on {local}");
+
+    Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(
+            pb::collections_server::CollectionsServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            pb::documents_server::DocumentsServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            pb::search_server::SearchServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(api)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
+    drop(engine);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,242 @@
+//! The four gRPC services. Handlers stay thin: validate, convert, run the engine on the blocking
+//! pool, convert back. Engine errors map through `metavec_api::to_status`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metavec_api::convert;
+use metavec_api::pb;
+use metavec_api::to_status;
+use metavec_core::Engine;
+use rayon::prelude::*;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+#[derive(Clone)]
+pub struct Api {
+    pub engine: Arc<Engine>,
+}
+
+/// Runs engine work on the blocking pool; a panic inside becomes INTERNAL, never a crash.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, metavec_core::Error> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| to_status(&e)),
+        Err(e) => Err(Status::internal(format!("request task failed: {e}"))),
+    }
+}
+
+/// One line per request at debug; failures at warn with their status.
+fn logged<T>(rpc: &'static str, collection: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match &r {
+        Ok(_) => tracing::debug!(rpc, collection, ms, "ok"),
+        Err(s) => tracing::warn!(rpc, collection, ms, code = ?s.code(), message = s.message(), "request failed"),
+    }
+    r
+}
+
+impl Api {
+    fn collection(&self, name: &str) -> Result<Arc<metavec_core::Collection>, Status> {
+        self.engine.collection(name).map_err(|e| to_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::collections_server::Collections for Api {
+    async fn create_collection(
+        &self,
+        req: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let name = r.name.clone();
+        let engine = self.engine.clone();
+        let res = async {
+            let cfg = convert::create_request(&r).map_err(|e| to_status(&e))?;
+            let info = blocking(move || Ok(engine.create_collection(&r.name, cfg)?.info())).await?;
+            Ok(Response::new(convert::info_pb(&info)))
+        }
+        .await;
+        logged("CreateCollection", &name, t, res)
+    }
+
+    async fn get_collection(
+        &self,
+        req: Request<pb::GetCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().name;
+        let res = self.collection(&name).map(|c| Response::new(convert::info_pb(&c.info())));
+        logged("GetCollection", &name, t, res)
+    }
+
+    async fn list_collections(
+        &self,
+        _req: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let collections = self.engine.list_collections().iter().map(convert::info_pb).collect();
+        Ok(Response::new(pb::ListCollectionsResponse { collections }))
+    }
+
+    async fn delete_collection(
+        &self,
+        req: Request<pb::DeleteCollectionRequest>,
+    ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().name;
+        let engine = self.engine.clone();
+        let n = name.clone();
+        let res = blocking(move || engine.delete_collection(&n))
+            .await
+            .map(|()| Response::new(pb::DeleteCollectionResponse {}));
+        logged("DeleteCollection", &name, t, res)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::documents_server::Documents for Api {
+    async fn upsert(
+        &self,
+        req: Request<Streaming<pb::UpsertRequest>>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let t = Instant::now();
+        let mut stream = req.into_inner();
+        let mut out = pb::UpsertResponse::default();
+        let mut name = String::new();
+        let res = async {
+            loop {
+                let msg = match stream.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    // tonic reports an oversize message as OUT_OF_RANGE; gRPC's convention is RESOURCE_EXHAUSTED.
+                    Err(s) if s.code() == Code::OutOfRange => return Err(Status::resource_exhausted(s.message())),
+                    Err(s) => return Err(s),
+                };
+                name.clone_from(&msg.collection);
+                let coll = self.collection(&msg.collection)?;
+                let docs = convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
+                let ack = blocking(move || coll.upsert(docs)).await?;
+                out.upserted += ack.count as u64;
+                out.batches += 1;
+                out.last_seq = ack.seq;
+            }
+            Ok(Response::new(out))
+        }
+        .await;
+        logged("Upsert", &name, t, res)
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let res = async {
+            let coll = self.collection(&r.collection)?;
+            let ids = r.ids;
+            let ack = blocking(move || coll.delete(&ids)).await?;
+            Ok(Response::new(pb::DeleteResponse {
+                deleted: ack.count as u64,
+            }))
+        }
+        .await;
+        logged("Delete", &r.collection, t, res)
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let res = async {
+            let coll = self.collection(&r.collection)?;
+            let ids = r.ids;
+            let (found, ids, cfg) = blocking(move || {
+                let found = coll.get(&ids)?;
+                Ok((found, ids, coll.config().clone()))
+            })
+            .await?;
+            let mut out = pb::GetResponse::default();
+            for (id, d) in ids.into_iter().zip(found) {
+                match d {
+                    Some(d) => out.documents.push(convert::document_pb(d, &cfg)),
+                    None => out.missing_ids.push(id),
+                }
+            }
+            Ok(Response::new(out))
+        }
+        .await;
+        logged("Get", &r.collection, t, res)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::search_server::Search for Api {
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let res = async {
+            let coll = self.collection(&r.collection)?;
+            let sr = convert::search_request(&r, coll.config()).map_err(|e| to_status(&e))?;
+            let resp = blocking(move || coll.search(&sr)).await?;
+            Ok(Response::new(convert::search_response_pb(resp)))
+        }
+        .await;
+        logged("Search", &r.collection, t, res)
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let res = async {
+            let coll = self.collection(&r.collection)?;
+            let reqs = convert::search_batch_request(&r, coll.config()).map_err(|e| to_status(&e))?;
+            // Queries in parallel on the rayon pool (each search also parallelises inside).
+            let results = blocking(move || reqs.par_iter().map(|q| coll.search(q)).collect::<Result<Vec<_>, _>>()).await?;
+            Ok(Response::new(pb::SearchBatchResponse {
+                results: results.into_iter().map(convert::search_response_pb).collect(),
+            }))
+        }
+        .await;
+        logged("SearchBatch", &r.collection, t, res)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Api {
+    async fn flush(&self, req: Request<pb::FlushRequest>) -> Result<Response<pb::FlushResponse>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().collection;
+        let engine = self.engine.clone();
+        let n = name.clone();
+        let res = blocking(move || {
+            let targets = if n.is_empty() {
+                engine.list_collections().into_iter().map(|c| c.name).collect()
+            } else {
+                vec![n]
+            };
+            let mut flushed = Vec::new();
+            for name in targets {
+                if engine.collection(&name)?.flush()?.is_some() {
+                    flushed.push(name);
+                }
+            }
+            Ok(pb::FlushResponse { flushed })
+        })
+        .await
+        .map(Response::new);
+        logged("Flush", &name, t, res)
+    }
+
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        let name = req.into_inner().collection;
+        let infos = if name.is_empty() {
+            self.engine.list_collections()
+        } else {
+            vec![self.collection(&name)?.info()]
+        };
+        Ok(Response::new(pb::StatsResponse {
+            collections: infos.iter().map(convert::stats_pb).collect(),
+        }))
+    }
+}

@@ -1,0 +1,9 @@
+//! Black-box tests: start the real `metavec serve` binary on a free loopback port and a temp
+//! directory, talk gRPC to it.
+
+mod support;
+
+mod bad_input;
+mod e2e;
+mod health;
+mod python;

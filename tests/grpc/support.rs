@@ -1,0 +1,128 @@
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use metavec_api::pb;
+use metavec_api::pb::{
+    admin_client::AdminClient, collections_client::CollectionsClient, documents_client::DocumentsClient,
+    search_client::SearchClient,
+};
+use metavec_core::synth::SynthData;
+use tonic::transport::Channel;
+
+/// A running `metavec serve` child process.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metavec"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start metavec");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("metavec listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server did not report its address");
+        Server { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited with success.
+    pub fn terminate(&mut self) -> bool {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        self.child.wait().unwrap().success()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn clients(&self) -> Clients {
+        let ch = self.channel().await;
+        Clients {
+            collections: CollectionsClient::new(ch.clone()),
+            documents: DocumentsClient::new(ch.clone()).max_encoding_message_size(usize::MAX),
+            search: SearchClient::new(ch.clone()),
+            admin: AdminClient::new(ch),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Clients {
+    pub collections: CollectionsClient<Channel>,
+    pub documents: DocumentsClient<Channel>,
+    pub search: SearchClient<Channel>,
+    pub admin: AdminClient<Channel>,
+}
+
+pub fn vectors(count: u32, dim: u32, values: Vec<f32>) -> pb::Vectors {
+    pb::Vectors { count, dim, values }
+}
+
+pub fn synth_doc(data: &SynthData, i: usize) -> pb::Document {
+    let s = &data.spec;
+    pb::Document {
+        id: SynthData::id(i),
+        vectors: Some(vectors(s.doc_vectors() as u32, s.dim as u32, data.doc(i).to_vec())),
+        payload: format!(r#"{{"i":{i}}}"#),
+    }
+}
+
+/// One Upsert stream carrying `batches`.
+pub async fn upsert(c: &mut Clients, batches: Vec<pb::UpsertRequest>) -> Result<pb::UpsertResponse, tonic::Status> {
+    c.documents
+        .upsert(tokio_stream::iter(batches))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub fn create_req(name: &str, dim: u32, doc_vectors: u32, query_vectors: u32) -> pb::CreateCollectionRequest {
+    pb::CreateCollectionRequest {
+        name: name.into(),
+        dim,
+        doc_vectors,
+        query_vectors,
+        ..Default::default()
+    }
+}
+
+pub fn search_req(collection: &str, query: pb::Vectors, r_q: u32, r_c: u32, k: u32) -> pb::SearchRequest {
+    pb::SearchRequest {
+        collection: collection.into(),
+        query: Some(query),
+        budget: Some(pb::Budget { r_q, r_c }),
+        k,
+        ..Default::default()
+    }
+}
