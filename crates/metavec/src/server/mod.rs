@@ -1,5 +1,6 @@
 //! `metavec serve`: the gRPC server over one engine.
 
+mod limit;
 mod service;
 
 use std::net::SocketAddr;
@@ -32,18 +33,6 @@ pub struct ServeArgs {
     pub verify_on_open: bool,
 }
 
-/// Rewrites tonic's OUT_OF_RANGE for an oversize request (decoded before any handler runs) into
-/// RESOURCE_EXHAUSTED, the status gRPC uses for "message larger than max".
-fn oversize_to_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let h = resp.headers_mut();
-    let oversize = h.get("grpc-status").is_some_and(|v| v == "11")
-        && h.get("grpc-message").is_some_and(|m| m.to_str().unwrap_or("").contains("message length too large"));
-    if oversize {
-        h.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    resp
-}
-
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let opts = EngineOptions {
         collection: CollectionOptions {
@@ -72,7 +61,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("metavec listening on {local}");
 
     Server::builder()
-        .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
+        .layer(tower::util::MapRequestLayer::new(move |req: http::Request<tonic::body::Body>| {
+            req.map(|b| limit::LimitBody::wrap(b, limit))
+        }))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(

@@ -9,7 +9,7 @@ use metavec_api::pb;
 use metavec_api::to_status;
 use metavec_core::Engine;
 use rayon::prelude::*;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Clone)]
 pub struct Api {
@@ -106,13 +106,7 @@ impl pb::documents_server::Documents for Api {
         let mut name = String::new();
         let res = async {
             loop {
-                let msg = match stream.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    // tonic reports an oversize message as OUT_OF_RANGE; gRPC's convention is RESOURCE_EXHAUSTED.
-                    Err(s) if s.code() == Code::OutOfRange => return Err(Status::resource_exhausted(s.message())),
-                    Err(s) => return Err(s),
-                };
+                let Some(msg) = stream.message().await? else { break };
                 name.clone_from(&msg.collection);
                 let coll = self.collection(&msg.collection)?;
                 let docs = convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
