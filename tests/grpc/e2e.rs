@@ -12,7 +12,13 @@ const MC: u32 = 16;
 const MQ: u32 = 8;
 
 fn data(n: usize, seed: u64) -> SynthData {
-    generate(&SynthSpec::new(n, 30, DIM as usize, &[(1, 1), (2, 4), (4, 8), (8, 16)], seed))
+    generate(&SynthSpec::new(
+        n,
+        30,
+        DIM as usize,
+        &[(1, 1), (2, 4), (4, 8), (8, 16)],
+        seed,
+    ))
 }
 
 fn batches(data: &SynthData, range: std::ops::Range<usize>, per: usize) -> Vec<pb::UpsertRequest> {
@@ -47,18 +53,36 @@ async fn ingest_search_recall_and_restart() {
     let data = data(n, 11);
     let mut server = Server::start(dir.path(), &[]);
     let mut c = server.clients().await;
-    let info = c.collections.create_collection(create_req("e2e", DIM, MC, MQ)).await.unwrap().into_inner();
+    let info = c
+        .collections
+        .create_collection(create_req("e2e", DIM, MC, MQ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.config.unwrap().budgets.len(), 4);
 
     let t = std::time::Instant::now();
     let r = upsert(&mut c, batches(&data, 0..6_000, 500)).await.unwrap();
     assert_eq!((r.upserted, r.batches), (6_000, 12));
-    c.admin.flush(pb::FlushRequest { collection: "e2e".into() }).await.unwrap();
+    c.admin
+        .flush(pb::FlushRequest {
+            collection: "e2e".into(),
+        })
+        .await
+        .unwrap();
     let r = upsert(&mut c, batches(&data, 6_000..n, 500)).await.unwrap();
     assert_eq!(r.upserted, 4_000);
-    eprintln!("ingest: {:.0} docs/s over gRPC", n as f64 / t.elapsed().as_secs_f64());
+    eprintln!(
+        "ingest: {:.0} docs/s over gRPC",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
 
-    let info = c.collections.get_collection(pb::GetCollectionRequest { name: "e2e".into() }).await.unwrap().into_inner();
+    let info = c
+        .collections
+        .get_collection(pb::GetCollectionRequest { name: "e2e".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.live_docs, n as u64);
     assert_eq!(info.segments.len(), 1);
 
@@ -87,7 +111,10 @@ async fn kill_9_after_ack_loses_nothing() {
     let data = data(600, 12);
     let mut server = Server::start(dir.path(), &["--memtable-mb", "1"]);
     let mut c = server.clients().await;
-    c.collections.create_collection(create_req("e2e", DIM, MC, MQ)).await.unwrap();
+    c.collections
+        .create_collection(create_req("e2e", DIM, MC, MQ))
+        .await
+        .unwrap();
     // Several acknowledged streams; a 1 MiB memtable makes some of them seal segments.
     for chunk in [0..150, 150..300, 300..600] {
         upsert(&mut c, batches(&data, chunk, 50)).await.unwrap();
@@ -99,7 +126,10 @@ async fn kill_9_after_ack_loses_nothing() {
     let ids: Vec<String> = (0..600).map(SynthData::id).collect();
     let got = c
         .documents
-        .get(pb::GetRequest { collection: "e2e".into(), ids })
+        .get(pb::GetRequest {
+            collection: "e2e".into(),
+            ids,
+        })
         .await
         .unwrap()
         .into_inner();

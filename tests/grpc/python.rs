@@ -9,7 +9,9 @@ use crate::support::Server;
 fn python_example_creates_ingests_and_searches() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import grpc, grpc_tools, numpy"]).status();
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools, numpy"])
+        .status();
     if !probe.is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: {python} lacks grpcio / grpcio-tools / numpy");
         return;
@@ -24,6 +26,10 @@ fn python_example_creates_ingests_and_searches() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "quickstart failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("top hit: doc-0000"), "{stdout}");
 }

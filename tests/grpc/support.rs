@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use metavec_api::pb;
 use metavec_api::pb::{
-    admin_client::AdminClient, collections_client::CollectionsClient, documents_client::DocumentsClient,
-    search_client::SearchClient,
+    admin_client::AdminClient, collections_client::CollectionsClient,
+    documents_client::DocumentsClient, search_client::SearchClient,
 };
 use metavec_core::synth::SynthData;
 use tonic::transport::Channel;
@@ -38,7 +38,9 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server did not report its address");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not report its address");
         Server { child, addr }
     }
 
@@ -54,12 +56,19 @@ impl Server {
 
     /// SIGTERM and wait for a graceful exit; returns whether it exited with success.
     pub fn terminate(&mut self) -> bool {
-        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
         self.child.wait().unwrap().success()
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn clients(&self) -> Clients {
@@ -94,20 +103,32 @@ pub fn synth_doc(data: &SynthData, i: usize) -> pb::Document {
     let s = &data.spec;
     pb::Document {
         id: SynthData::id(i),
-        vectors: Some(vectors(s.doc_vectors() as u32, s.dim as u32, data.doc(i).to_vec())),
+        vectors: Some(vectors(
+            s.doc_vectors() as u32,
+            s.dim as u32,
+            data.doc(i).to_vec(),
+        )),
         payload: format!(r#"{{"i":{i}}}"#),
     }
 }
 
 /// One Upsert stream carrying `batches`.
-pub async fn upsert(c: &mut Clients, batches: Vec<pb::UpsertRequest>) -> Result<pb::UpsertResponse, tonic::Status> {
+pub async fn upsert(
+    c: &mut Clients,
+    batches: Vec<pb::UpsertRequest>,
+) -> Result<pb::UpsertResponse, tonic::Status> {
     c.documents
         .upsert(tokio_stream::iter(batches))
         .await
         .map(|r| r.into_inner())
 }
 
-pub fn create_req(name: &str, dim: u32, doc_vectors: u32, query_vectors: u32) -> pb::CreateCollectionRequest {
+pub fn create_req(
+    name: &str,
+    dim: u32,
+    doc_vectors: u32,
+    query_vectors: u32,
+) -> pb::CreateCollectionRequest {
     pb::CreateCollectionRequest {
         name: name.into(),
         dim,
@@ -117,7 +138,13 @@ pub fn create_req(name: &str, dim: u32, doc_vectors: u32, query_vectors: u32) ->
     }
 }
 
-pub fn search_req(collection: &str, query: pb::Vectors, r_q: u32, r_c: u32, k: u32) -> pb::SearchRequest {
+pub fn search_req(
+    collection: &str,
+    query: pb::Vectors,
+    r_q: u32,
+    r_c: u32,
+    k: u32,
+) -> pb::SearchRequest {
     pb::SearchRequest {
         collection: collection.into(),
         query: Some(query),

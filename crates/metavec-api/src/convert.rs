@@ -30,7 +30,10 @@ fn invalid(msg: String) -> Error {
 pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32>, Error> {
     let v = v.ok_or_else(|| invalid(format!("{field} is missing")))?;
     if v.dim != dim {
-        return Err(invalid(format!("{field}.dim is {}, collection dim is {dim}", v.dim)));
+        return Err(invalid(format!(
+            "{field}.dim is {}, collection dim is {dim}",
+            v.dim
+        )));
     }
     let want = v.count as u64 * v.dim as u64;
     if v.values.len() as u64 != want {
@@ -50,13 +53,20 @@ pub fn budget(b: Option<&pb::Budget>) -> Result<Budget, Error> {
 }
 
 pub fn budget_pb(b: Budget) -> pb::Budget {
-    pb::Budget { r_q: b.r_q, r_c: b.r_c }
+    pb::Budget {
+        r_q: b.r_q,
+        r_c: b.r_c,
+    }
 }
 
 pub fn create_request(r: &pb::CreateCollectionRequest) -> Result<CollectionConfig, Error> {
     let mut cfg = CollectionConfig::new(r.dim, r.doc_vectors, r.query_vectors);
     if !r.budgets.is_empty() {
-        cfg.budgets = r.budgets.iter().map(|b| Budget::new(b.r_q, b.r_c)).collect();
+        cfg.budgets = r
+            .budgets
+            .iter()
+            .map(|b| Budget::new(b.r_q, b.r_c))
+            .collect();
     }
     if let Some(h) = &r.hnsw {
         if h.m != 0 {
@@ -123,7 +133,10 @@ pub fn stats_pb(i: &core::CollectionInfo) -> pb::CollectionStats {
 }
 
 /// Converts an upsert batch, checking each document's shape against the collection.
-pub fn documents(docs: Vec<pb::Document>, cfg: &CollectionConfig) -> Result<Vec<core::Document>, Error> {
+pub fn documents(
+    docs: Vec<pb::Document>,
+    cfg: &CollectionConfig,
+) -> Result<Vec<core::Document>, Error> {
     docs.into_iter()
         .enumerate()
         .map(|(i, d)| {
@@ -186,7 +199,10 @@ impl SearchKnobs {
     }
 }
 
-pub fn search_request(r: &pb::SearchRequest, cfg: &CollectionConfig) -> Result<core::SearchRequest, Error> {
+pub fn search_request(
+    r: &pb::SearchRequest,
+    cfg: &CollectionConfig,
+) -> Result<core::SearchRequest, Error> {
     let knobs = SearchKnobs {
         budget: budget(r.budget.as_ref())?,
         k: r.k,
@@ -199,7 +215,10 @@ pub fn search_request(r: &pb::SearchRequest, cfg: &CollectionConfig) -> Result<c
     Ok(knobs.request(vectors(r.query.as_ref(), "query", cfg.dim)?))
 }
 
-pub fn search_batch_request(r: &pb::SearchBatchRequest, cfg: &CollectionConfig) -> Result<Vec<core::SearchRequest>, Error> {
+pub fn search_batch_request(
+    r: &pb::SearchBatchRequest,
+    cfg: &CollectionConfig,
+) -> Result<Vec<core::SearchRequest>, Error> {
     if r.queries.is_empty() {
         return Err(invalid("queries is empty".into()));
     }
@@ -252,9 +271,18 @@ mod tests {
 
     #[test]
     fn statuses_by_variant() {
-        assert_eq!(to_status(&Error::InvalidArgument("x".into())).code(), Code::InvalidArgument);
-        assert_eq!(to_status(&Error::Poisoned("x".into())).code(), Code::Unavailable);
-        assert_eq!(to_status(&Error::ResourceExhausted("x".into())).code(), Code::ResourceExhausted);
+        assert_eq!(
+            to_status(&Error::InvalidArgument("x".into())).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            to_status(&Error::Poisoned("x".into())).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            to_status(&Error::ResourceExhausted("x".into())).code(),
+            Code::ResourceExhausted
+        );
     }
 
     #[test]
@@ -270,7 +298,10 @@ mod tests {
             payload: String::new(),
         };
         let e = documents(vec![d], &cfg).unwrap_err().to_string();
-        assert!(e.contains("documents[0].vectors.dim is 3, collection dim is 4"), "{e}");
+        assert!(
+            e.contains("documents[0].vectors.dim is 3, collection dim is 4"),
+            "{e}"
+        );
         let e = vectors(
             Some(&pb::Vectors {
                 count: 2,

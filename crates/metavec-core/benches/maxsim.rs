@@ -57,13 +57,27 @@ fn bench(c: &mut Criterion) {
         let mut out = Mat::<f32>::zeros(r_q, C * r_c);
         g.bench_function(BenchmarkId::new("faer-gemm", &shape), |b| {
             b.iter(|| {
-                matmul(out.as_mut(), Accum::Replace, qm, dm.transpose(), 1.0f32, Par::Seq);
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    qm,
+                    dm.transpose(),
+                    1.0f32,
+                    Par::Seq,
+                );
                 black_box(out.as_ref().get(0, 0));
             })
         });
         g.bench_function(BenchmarkId::new("faer-gemm+max", &shape), |b| {
             b.iter(|| {
-                matmul(out.as_mut(), Accum::Replace, qm, dm.transpose(), 1.0f32, Par::Seq);
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    qm,
+                    dm.transpose(),
+                    1.0f32,
+                    Par::Seq,
+                );
                 let mut total = 0.0f32;
                 for cand in 0..C {
                     for i in 0..r_q {

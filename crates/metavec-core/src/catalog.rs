@@ -22,8 +22,12 @@ pub struct Catalog {
 
 fn cat_err(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-            Error::FailedPrecondition(format!("data directory is in use by another process ({io})"))
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            Error::FailedPrecondition(format!(
+                "data directory is in use by another process ({io})"
+            ))
         }
         other => Error::Catalog(other.to_string()),
     }
@@ -41,8 +45,9 @@ impl Catalog {
         for kv in self.tree.iter() {
             let (k, v) = kv.map_err(cat_err)?;
             let name = String::from_utf8_lossy(&k).into_owned();
-            let entry: CatalogEntry = serde_json::from_slice(&v)
-                .map_err(|e| Error::Catalog(format!("catalogue entry {name:?} does not parse: {e}")))?;
+            let entry: CatalogEntry = serde_json::from_slice(&v).map_err(|e| {
+                Error::Catalog(format!("catalogue entry {name:?} does not parse: {e}"))
+            })?;
             out.push((name, entry));
         }
         Ok(out)

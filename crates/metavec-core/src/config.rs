@@ -141,7 +141,9 @@ impl CollectionConfig {
             )));
         }
         if self.budgets.is_empty() {
-            return Err(Error::invalid("budgets is empty: at least one trained budget is needed"));
+            return Err(Error::invalid(
+                "budgets is empty: at least one trained budget is needed",
+            ));
         }
         let mut prev: Option<Budget> = None;
         for (i, b) in self.budgets.iter().enumerate() {
@@ -168,7 +170,10 @@ impl CollectionConfig {
             prev = Some(*b);
         }
         if self.hnsw.m < 2 || self.hnsw.m > 256 {
-            return Err(Error::invalid(format!("hnsw.m is {}, must be in 2..=256", self.hnsw.m)));
+            return Err(Error::invalid(format!(
+                "hnsw.m is {}, must be in 2..=256",
+                self.hnsw.m
+            )));
         }
         if self.hnsw.ef_construction == 0 || self.hnsw.ef_construction > 4096 {
             return Err(Error::invalid(format!(
@@ -239,7 +244,12 @@ mod tests {
         let b = default_budgets(16, 8);
         assert_eq!(
             b,
-            vec![Budget::new(1, 1), Budget::new(2, 4), Budget::new(4, 8), Budget::new(8, 16)]
+            vec![
+                Budget::new(1, 1),
+                Budget::new(2, 4),
+                Budget::new(4, 8),
+                Budget::new(8, 16)
+            ]
         );
         let b = default_budgets(32, 16);
         assert_eq!(b.last(), Some(&Budget::new(16, 32)));

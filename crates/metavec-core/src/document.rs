@@ -34,7 +34,9 @@ impl Document {
 
 pub fn validate_id(id: &str, field: &str) -> Result<()> {
     if id.is_empty() {
-        return Err(Error::invalid(format!("{field} is empty: ids are 1..={MAX_ID_BYTES} bytes")));
+        return Err(Error::invalid(format!(
+            "{field} is empty: ids are 1..={MAX_ID_BYTES} bytes"
+        )));
     }
     if id.len() > MAX_ID_BYTES {
         return Err(Error::invalid(format!(
@@ -71,7 +73,9 @@ pub fn normalize_rows(values: &mut [f32], dim: usize, what: &str) -> Result<()> 
 /// written unless the whole batch passes.
 pub fn prepare_batch(docs: &mut [Document], cfg: &CollectionConfig) -> Result<()> {
     if docs.is_empty() {
-        return Err(Error::invalid("documents is empty: a batch needs at least one document"));
+        return Err(Error::invalid(
+            "documents is empty: a batch needs at least one document",
+        ));
     }
     let dim = cfg.dim as usize;
     let expected = cfg.doc_floats();
@@ -96,7 +100,11 @@ pub fn prepare_batch(docs: &mut [Document], cfg: &CollectionConfig) -> Result<()
         if let Some(p) = &d.payload {
             validate_payload(p, &format!("documents[{i}].payload"))?;
         }
-        normalize_rows(&mut d.vectors, dim, &format!("documents[{i}] (id {:?})", d.id))?;
+        normalize_rows(
+            &mut d.vectors,
+            dim,
+            &format!("documents[{i}] (id {:?})", d.id),
+        )?;
     }
     Ok(())
 }

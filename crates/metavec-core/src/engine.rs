@@ -88,23 +88,44 @@ impl Engine {
         self.root.join("collections").join(name)
     }
 
-    pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Arc<Collection>> {
+    pub fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+    ) -> Result<Arc<Collection>> {
         validate_collection_name(name)?;
         config.validate()?;
         let _ddl = self.ddl.lock();
         if self.catalog.contains(name)? {
-            return Err(Error::AlreadyExists(format!("collection {name:?} already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "collection {name:?} already exists"
+            )));
         }
         let dir = self.dir_of(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).at(&dir)?;
         }
         Collection::create_dir(&dir)?;
-        let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let coll = Arc::new(Collection::open(name, &dir, config.clone(), self.opts.collection.clone())?);
-        self.catalog.insert(name, &CatalogEntry { config, created_unix_ms })?;
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let coll = Arc::new(Collection::open(
+            name,
+            &dir,
+            config.clone(),
+            self.opts.collection.clone(),
+        )?);
+        self.catalog.insert(
+            name,
+            &CatalogEntry {
+                config,
+                created_unix_ms,
+            },
+        )?;
         self.broken.write().remove(name);
-        self.collections.write().insert(name.to_string(), coll.clone());
+        self.collections
+            .write()
+            .insert(name.to_string(), coll.clone());
         tracing::info!(collection = name, "created collection");
         Ok(coll)
     }
@@ -115,9 +136,13 @@ impl Engine {
             return Ok(c.clone());
         }
         if let Some(why) = self.broken.read().get(name) {
-            return Err(Error::FailedPrecondition(format!("collection {name:?} could not be opened: {why}")));
+            return Err(Error::FailedPrecondition(format!(
+                "collection {name:?} could not be opened: {why}"
+            )));
         }
-        Err(Error::NotFound(format!("collection {name:?} does not exist")))
+        Err(Error::NotFound(format!(
+            "collection {name:?} does not exist"
+        )))
     }
 
     pub fn get_collection(&self, name: &str) -> Result<CollectionInfo> {
@@ -126,7 +151,8 @@ impl Engine {
 
     /// Every open collection, by name.
     pub fn list_collections(&self) -> Vec<CollectionInfo> {
-        let mut v: Vec<CollectionInfo> = self.collections.read().values().map(|c| c.info()).collect();
+        let mut v: Vec<CollectionInfo> =
+            self.collections.read().values().map(|c| c.info()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -135,7 +161,9 @@ impl Engine {
     pub fn delete_collection(&self, name: &str) -> Result<()> {
         let _ddl = self.ddl.lock();
         if !self.catalog.contains(name)? {
-            return Err(Error::NotFound(format!("collection {name:?} does not exist")));
+            return Err(Error::NotFound(format!(
+                "collection {name:?} does not exist"
+            )));
         }
         self.catalog.remove(name)?;
         self.broken.write().remove(name);

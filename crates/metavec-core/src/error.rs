@@ -51,7 +51,11 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
 
-    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, msg: impl Into<String>) -> Self {
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Corruption {
             path: path.into(),
             offset,
@@ -63,7 +67,10 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.raw_os_error() == Some(28) {
-            return Error::ResourceExhausted(format!("disk full writing {}: {source}", path.display()));
+            return Error::ResourceExhausted(format!(
+                "disk full writing {}: {source}",
+                path.display()
+            ));
         }
         Error::Io { path, source }
     }

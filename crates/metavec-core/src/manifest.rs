@@ -98,7 +98,10 @@ mod tests {
         for i in (0..bytes.len()).filter(|i| !(28..32).contains(i)) {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(Manifest::decode(&bad, Path::new("M")).is_err(), "flip at {i}");
+            assert!(
+                Manifest::decode(&bad, Path::new("M")).is_err(),
+                "flip at {i}"
+            );
         }
     }
 }

@@ -95,7 +95,12 @@ fn noisy_unit(rng: &mut StdRng, base: Option<&[f32]>, sigma: f32, dim: usize, ou
         out.push(base.map_or(0.0, |b| b[c]) + g * if base.is_some() { scale } else { 1.0 });
     }
     let v = &mut out[start..];
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let n = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|x| *x /= n);
 }
 
@@ -155,7 +160,13 @@ pub fn generate(spec: &SynthSpec) -> SynthData {
             let n_q = spec.query_levels[l] - level_start(l, &spec.query_levels);
             let n_d = spec.doc_levels[l_doc] - level_start(l_doc, &spec.doc_levels);
             let j = level_start(l_doc, &spec.doc_levels) + parent_pos(p, n_q, n_d);
-            noisy_unit(&mut rng, Some(&d[j * dim..(j + 1) * dim]), spec.query_noise, dim, &mut queries);
+            noisy_unit(
+                &mut rng,
+                Some(&d[j * dim..(j + 1) * dim]),
+                spec.query_noise,
+                dim,
+                &mut queries,
+            );
         }
     }
     SynthData {

@@ -5,10 +5,19 @@ mod server;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "metavec", version, about = "A database for Matryoshka multi-vector embeddings")]
+#[command(
+    name = "metavec",
+    version,
+    about = "A database for Matryoshka multi-vector embeddings"
+)]
 struct Cli {
     /// Log format: "text" or "json" (level from RUST_LOG, default info).
-    #[arg(long, global = true, default_value = "text", env = "METAVEC_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "METAVEC_LOG_FORMAT"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -37,7 +46,10 @@ fn init_tracing(format: &str) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("metavec: cannot start the runtime: {e}");

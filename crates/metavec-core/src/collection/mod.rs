@@ -113,7 +113,12 @@ impl Collection {
 
     /// Opens a collection directory: loads the manifest and its segments, removes unlisted files,
     /// replays the WAL.
-    pub(crate) fn open(name: &str, dir: &Path, config: CollectionConfig, opts: CollectionOptions) -> Result<Collection> {
+    pub(crate) fn open(
+        name: &str,
+        dir: &Path,
+        config: CollectionConfig,
+        opts: CollectionOptions,
+    ) -> Result<Collection> {
         let manifest = Manifest::load(dir)?;
         let seg_dir = Self::segments_dir(dir);
         let wal_dir = Self::wal_dir(dir);
@@ -125,7 +130,11 @@ impl Collection {
                 return Err(Error::corruption(
                     dir.join(crate::manifest::FILE_NAME),
                     0,
-                    format!("tombstones of segment {} have the wrong length ({} words)", entry.id, dead.words().len()),
+                    format!(
+                        "tombstones of segment {} have the wrong length ({} words)",
+                        entry.id,
+                        dead.words().len()
+                    ),
                 ));
             }
             let mut entry = entry.clone();
@@ -165,7 +174,10 @@ impl Collection {
         state.next_seq = last_seq + 1;
         state.manifest_version = manifest.version;
         state.next_segment_id = manifest.next_segment_id;
-        let gen = report.last_gen.map_or(manifest.wal_start, |g| g + 1).max(manifest.wal_start);
+        let gen = report
+            .last_gen
+            .map_or(manifest.wal_start, |g| g + 1)
+            .max(manifest.wal_start);
         let wal = Wal::create(&wal_dir, gen, report.bytes)?;
         Ok(Collection {
             name: name.to_string(),
@@ -197,7 +209,10 @@ impl Collection {
 
     pub(crate) fn check_live(&self) -> Result<()> {
         if self.dropped.load(Ordering::Acquire) {
-            return Err(Error::NotFound(format!("collection {:?} was deleted", self.name)));
+            return Err(Error::NotFound(format!(
+                "collection {:?} was deleted",
+                self.name
+            )));
         }
         Ok(())
     }
@@ -227,7 +242,9 @@ impl Collection {
     pub fn delete(&self, ids: &[String]) -> Result<WriteAck> {
         self.check_live()?;
         if ids.is_empty() {
-            return Err(Error::invalid("ids is empty: a delete needs at least one id"));
+            return Err(Error::invalid(
+                "ids is empty: a delete needs at least one id",
+            ));
         }
         for (i, id) in ids.iter().enumerate() {
             validate_id(id, &format!("ids[{i}]"))?;
@@ -264,7 +281,11 @@ impl Collection {
                         .cloned()
                         .ok_or_else(|| lost(id))?,
                     Loc::Seg(seg, ord) => {
-                        let slot = st.segments.iter().find(|s| s.seg.id() == seg).ok_or_else(|| lost(id))?;
+                        let slot = st
+                            .segments
+                            .iter()
+                            .find(|s| s.seg.id() == seg)
+                            .ok_or_else(|| lost(id))?;
                         Document {
                             id: id.clone(),
                             vectors: slot.seg.vectors(ord as usize)?,
@@ -291,7 +312,11 @@ impl Collection {
             name: self.name.clone(),
             config: self.config.clone(),
             live_docs: st.ids.len() as u64,
-            memtable_docs: (st.mem.live + st.frozen.as_ref().map_or(0, |r| r.docs.len() - st.frozen_dead.count())) as u64,
+            memtable_docs: (st.mem.live
+                + st.frozen
+                    .as_ref()
+                    .map_or(0, |r| r.docs.len() - st.frozen_dead.count()))
+                as u64,
             segments: st
                 .segments
                 .iter()
@@ -332,7 +357,11 @@ impl Collection {
                 let next_gen = self.wal.rotate()?;
                 st.freeze(next_gen);
             }
-            (st.frozen.clone().expect("frozen above"), st.frozen_wal_end, st.next_segment_id)
+            (
+                st.frozen.clone().expect("frozen above"),
+                st.frozen_wal_end,
+                st.next_segment_id,
+            )
         };
         let seg_dir = Self::segments_dir(&self.dir);
         let built = segment::build_segment(&seg_dir, seg_id, &self.config, &*run)?;
@@ -365,7 +394,12 @@ impl Collection {
                 next_segment_id: seg_id + 1,
                 wal_start: wal_end,
                 last_seq: st.next_seq - 1,
-                segments: st.segments.iter().chain(std::iter::once(&slot)).map(entry_with_tombstones).collect(),
+                segments: st
+                    .segments
+                    .iter()
+                    .chain(std::iter::once(&slot))
+                    .map(entry_with_tombstones)
+                    .collect(),
             };
             manifest.store(&self.dir)?;
             st.manifest_version = manifest.version;
@@ -395,7 +429,13 @@ impl Collection {
 
     /// Checks every checksum of every sealed file of this collection.
     pub fn verify(&self) -> Result<()> {
-        let segs: Vec<Arc<Segment>> = self.state.read().segments.iter().map(|s| s.seg.clone()).collect();
+        let segs: Vec<Arc<Segment>> = self
+            .state
+            .read()
+            .segments
+            .iter()
+            .map(|s| s.seg.clone())
+            .collect();
         for s in segs {
             s.verify()?;
         }
@@ -404,7 +444,11 @@ impl Collection {
 }
 
 fn lost(id: &str) -> Error {
-    Error::corruption(PathBuf::new(), 0, format!("id map points at a missing document for {id:?}"))
+    Error::corruption(
+        PathBuf::new(),
+        0,
+        format!("id map points at a missing document for {id:?}"),
+    )
 }
 
 fn entry_with_tombstones(slot: &Slot) -> SegmentEntry {
@@ -414,26 +458,49 @@ fn entry_with_tombstones(slot: &Slot) -> SegmentEntry {
 }
 
 /// Opens a segment listed in the manifest after checking its file length and index crcs.
-fn open_segment(seg_dir: &Path, entry: &SegmentEntry, cfg: &CollectionConfig, verify: bool) -> Result<Segment> {
+fn open_segment(
+    seg_dir: &Path,
+    entry: &SegmentEntry,
+    cfg: &CollectionConfig,
+    verify: bool,
+) -> Result<Segment> {
     let path = seg_dir.join(segment::file_name(entry.id));
     let len = std::fs::metadata(&path).at(&path)?.len();
     if len != entry.file_len {
         return Err(Error::corruption(
             &path,
             len.min(entry.file_len),
-            format!("segment file is {len} bytes, the manifest says {}", entry.file_len),
+            format!(
+                "segment file is {len} bytes, the manifest says {}",
+                entry.file_len
+            ),
         ));
     }
     for f in &entry.index_files {
         let p = seg_dir.join(&f.name);
         let (crc, len) = file_crc(&p)?;
         if (crc, len) != (f.crc, f.len) {
-            return Err(Error::corruption(&p, 0, format!("index file checksum mismatch ({len} bytes, manifest says {})", f.len)));
+            return Err(Error::corruption(
+                &p,
+                0,
+                format!(
+                    "index file checksum mismatch ({len} bytes, manifest says {})",
+                    f.len
+                ),
+            ));
         }
     }
     let seg = Segment::open(seg_dir, entry.id, cfg)?;
     if seg.len() as u64 != entry.n_docs {
-        return Err(Error::corruption(&path, 0, format!("segment holds {} docs, the manifest says {}", seg.len(), entry.n_docs)));
+        return Err(Error::corruption(
+            &path,
+            0,
+            format!(
+                "segment holds {} docs, the manifest says {}",
+                seg.len(),
+                entry.n_docs
+            ),
+        ));
     }
     if verify {
         seg.verify()?;
@@ -447,7 +514,8 @@ fn remove_unlisted_segments(seg_dir: &Path, manifest: &Manifest) -> Result<()> {
         let entry = entry.at(seg_dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let listed = segment::parse_file_name(name).is_some_and(|id| manifest.segments.iter().any(|s| s.id == id));
+        let listed = segment::parse_file_name(name)
+            .is_some_and(|id| manifest.segments.iter().any(|s| s.id == id));
         if !listed && (name.starts_with("seg-") || name.ends_with(".tmp")) {
             tracing::info!(file = %name, "removing a file no manifest lists");
             remove_if_exists(&entry.path())?;

@@ -91,7 +91,10 @@ pub fn decode_preamble<'a>(
         return Err(Error::corruption(
             path,
             0,
-            format!("file is {} bytes, shorter than the {PREAMBLE_LEN}-byte preamble", bytes.len()),
+            format!(
+                "file is {} bytes, shorter than the {PREAMBLE_LEN}-byte preamble",
+                bytes.len()
+            ),
         ));
     }
     if bytes[..8] != MAGIC {
@@ -125,7 +128,11 @@ pub fn decode_preamble<'a>(
         .checked_add(header_len as usize)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| {
-            Error::corruption(path, 20, format!("header length {header_len} runs past the end of the file"))
+            Error::corruption(
+                path,
+                20,
+                format!("header length {header_len} runs past the end of the file"),
+            )
         })?;
     let header = &bytes[PREAMBLE_LEN..end];
     let mut h = crc32fast::Hasher::new();
@@ -183,7 +190,10 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
             assert!(
-                matches!(decode_preamble(&bad, FileKind::Manifest, p), Err(Error::Corruption { .. })),
+                matches!(
+                    decode_preamble(&bad, FileKind::Manifest, p),
+                    Err(Error::Corruption { .. })
+                ),
                 "flip at {i} not caught"
             );
         }

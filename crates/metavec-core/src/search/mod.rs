@@ -141,16 +141,23 @@ pub fn prepare_query(req: &SearchRequest, cfg: &CollectionConfig) -> Result<Vec<
         )));
     }
     if req.k == 0 || req.k > MAX_K {
-        return Err(Error::invalid(format!("k is {}, must be in 1..={MAX_K}", req.k)));
+        return Err(Error::invalid(format!(
+            "k is {}, must be in 1..={MAX_K}",
+            req.k
+        )));
     }
     if let Some(c) = req.candidates {
         if c == 0 || c > MAX_CANDIDATES {
-            return Err(Error::invalid(format!("candidates is {c}, must be in 1..={MAX_CANDIDATES}")));
+            return Err(Error::invalid(format!(
+                "candidates is {c}, must be in 1..={MAX_CANDIDATES}"
+            )));
         }
     }
     if let Some(ef) = req.ef {
         if ef == 0 || ef > MAX_CANDIDATES {
-            return Err(Error::invalid(format!("ef is {ef}, must be in 1..={MAX_CANDIDATES}")));
+            return Err(Error::invalid(format!(
+                "ef is {ef}, must be in 1..={MAX_CANDIDATES}"
+            )));
         }
     }
     let mut q = req.query[..b.r_q as usize * dim].to_vec();
@@ -187,13 +194,20 @@ impl Collection {
         for (i, slot) in st.mem.slots.iter().enumerate() {
             if let Some(d) = slot {
                 let s = score::maxsim(&q, r_q, dim, &[&d.vectors[..r_c * dim]]);
-                scored.push(Scored { score: s, src: Src::Mem(i as u32) });
+                scored.push(Scored {
+                    score: s,
+                    src: Src::Mem(i as u32),
+                });
             }
         }
         let mem_scored = scored.len() as u64;
-        let frozen: Option<(Arc<Run>, Arc<Bitset>)> = st.frozen.clone().map(|r| (r, st.frozen_dead.clone()));
-        let segments: Vec<(Arc<Segment>, Arc<Bitset>)> =
-            st.segments.iter().map(|s| (s.seg.clone(), s.dead.clone())).collect();
+        let frozen: Option<(Arc<Run>, Arc<Bitset>)> =
+            st.frozen.clone().map(|r| (r, st.frozen_dead.clone()));
+        let segments: Vec<(Arc<Segment>, Arc<Bitset>)> = st
+            .segments
+            .iter()
+            .map(|s| (s.seg.clone(), s.dead.clone()))
+            .collect();
         // Results from the memtable are resolved to ids now, while the lock is held.
         top_k(&mut scored, k, |s| match s {
             Src::Mem(i) => st.mem.get(i).map_or("", |d| d.id.as_str()),
@@ -201,11 +215,14 @@ impl Collection {
         });
         let mem_hits: Vec<(f32, String, Option<String>)> = scored
             .iter()
-        .filter_map(|s| match s.src {
-            Src::Mem(i) => st.mem.get(i).map(|d| (s.score, d.id.clone(), d.payload.clone())),
-            _ => None,
-        })
-        .collect();
+            .filter_map(|s| match s.src {
+                Src::Mem(i) => st
+                    .mem
+                    .get(i)
+                    .map(|d| (s.score, d.id.clone(), d.payload.clone())),
+                _ => None,
+            })
+            .collect();
         drop(st);
 
         let mut frozen_scored = Vec::new();
@@ -213,7 +230,10 @@ impl Collection {
             for (i, d) in run.docs.iter().enumerate() {
                 if !dead.get(i) {
                     let s = score::maxsim(&q, r_q, dim, &[&d.vectors[..r_c * dim]]);
-                    frozen_scored.push(Scored { score: s, src: Src::Frozen(i as u32) });
+                    frozen_scored.push(Scored {
+                        score: s,
+                        src: Src::Frozen(i as u32),
+                    });
                 }
             }
         }
@@ -229,7 +249,9 @@ impl Collection {
             .par_iter()
             .map(|(seg, dead)| {
                 if req.exact {
-                    (0..seg.len() as u32).filter(|&o| !dead.get(o as usize)).collect()
+                    (0..seg.len() as u32)
+                        .filter(|&o| !dead.get(o as usize))
+                        .collect()
                 } else {
                     seg.index()
                         .search(q0, c, ef, &|o| !dead.get(o))
@@ -310,7 +332,11 @@ impl Collection {
             for s in top {
                 if let Src::Seg(si, o) = s.src {
                     let seg = &segments[si].0;
-                    all.push((s.score, seg.ids()[o as usize].clone(), seg.payload(o as usize).map(str::to_string)));
+                    all.push((
+                        s.score,
+                        seg.ids()[o as usize].clone(),
+                        seg.payload(o as usize).map(str::to_string),
+                    ));
                 }
             }
         }

@@ -15,6 +15,9 @@ use super::{GroupMeta, SegmentMeta, BLOCK_TARGET_BYTES, FOOTER_MAGIC, HEADER_LEN
 /// A document as the builder reads it: id, M_c * D normalised floats, payload.
 pub trait DocSource: Sync {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn id(&self, i: usize) -> &str;
     fn vectors(&self, i: usize) -> &[f32];
     fn payload(&self, i: usize) -> Option<&str>;
@@ -77,7 +80,12 @@ pub fn build_segment(
     })
 }
 
-fn write_segment_file(path: &Path, id: u64, cfg: &CollectionConfig, docs: &dyn DocSource) -> Result<u64> {
+fn write_segment_file(
+    path: &Path,
+    id: u64,
+    cfg: &CollectionConfig,
+    docs: &dyn DocSource,
+) -> Result<u64> {
     let dim = cfg.dim as usize;
     let bpv = cfg.dtype.bytes_per_value();
     let n = docs.len();
@@ -144,10 +152,16 @@ fn write_segment_file(path: &Path, id: u64, cfg: &CollectionConfig, docs: &dyn D
         dtype: cfg.dtype.code(),
         groups,
         ids: (0..n).map(|i| docs.id(i).to_string()).collect(),
-        payloads: (0..n).map(|i| docs.payload(i).map(str::to_string)).collect(),
+        payloads: (0..n)
+            .map(|i| docs.payload(i).map(str::to_string))
+            .collect(),
     };
-    let meta_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
-        .map_err(|e| Error::io(&tmp, std::io::Error::other(format!("encoding segment metadata: {e}"))))?;
+    let meta_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&meta).map_err(|e| {
+        Error::io(
+            &tmp,
+            std::io::Error::other(format!("encoding segment metadata: {e}")),
+        )
+    })?;
     pad_to(&mut w, &mut pos, &tmp)?;
     let meta_offset = pos;
     w.write_all(&meta_bytes).at(&tmp)?;
@@ -162,7 +176,9 @@ fn write_segment_file(path: &Path, id: u64, cfg: &CollectionConfig, docs: &dyn D
     w.write_all(&footer).at(&tmp)?;
     pos += footer.len() as u64;
 
-    let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
     file.sync_all().at(&tmp)?;
     drop(file);
     rename_durable(&tmp, path)?;

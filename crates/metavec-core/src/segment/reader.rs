@@ -35,10 +35,19 @@ impl Segment {
         let verified = meta
             .groups
             .iter()
-            .map(|g| (0..g.block_crcs.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+            .map(|g| {
+                (0..g.block_crcs.len().div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            })
             .collect();
-        let index = VectorIndex::load(dir, &super::index_basename(id), cfg.dim as usize, meta.ids.len())
-            .map_err(|e| Error::corruption(dir.join(super::index_basename(id)), 0, e.to_string()))?;
+        let index = VectorIndex::load(
+            dir,
+            &super::index_basename(id),
+            cfg.dim as usize,
+            meta.ids.len(),
+        )
+        .map_err(|e| Error::corruption(dir.join(super::index_basename(id)), 0, e.to_string()))?;
         Ok(Segment {
             id,
             map,
@@ -152,7 +161,11 @@ impl Segment {
             return Err(Error::corruption(
                 self.path(),
                 offset,
-                format!("vector block {b} of group {g} (vectors {}..{}) fails its checksum", group.start, group.start + group.width),
+                format!(
+                    "vector block {b} of group {g} (vectors {}..{}) fails its checksum",
+                    group.start,
+                    group.start + group.width
+                ),
             ));
         }
         self.verified[g][b / 64].fetch_or(1u64 << (b % 64), Ordering::Relaxed);
@@ -161,10 +174,22 @@ impl Segment {
 }
 
 /// Validates preamble, header, footer and metadata against each other and the collection.
-fn check_layout(bytes: &[u8], path: &PathBuf, id: u64, cfg: &CollectionConfig) -> Result<SegmentMeta> {
+fn check_layout(
+    bytes: &[u8],
+    path: &PathBuf,
+    id: u64,
+    cfg: &CollectionConfig,
+) -> Result<SegmentMeta> {
     let (_, header) = decode_preamble(bytes, FileKind::Segment, path)?;
     if header.len() != HEADER_LEN {
-        return Err(Error::corruption(path, 20, format!("segment header is {} bytes, expected {HEADER_LEN}", header.len())));
+        return Err(Error::corruption(
+            path,
+            20,
+            format!(
+                "segment header is {} bytes, expected {HEADER_LEN}",
+                header.len()
+            ),
+        ));
     }
     let dtype = header[0];
     let dim = u32_at(header, 4);
@@ -172,7 +197,11 @@ fn check_layout(bytes: &[u8], path: &PathBuf, id: u64, cfg: &CollectionConfig) -
     let n_groups = u32_at(header, 12) as usize;
     let n_docs = u64_at(header, 16);
     let seg_id = u64_at(header, 24);
-    if Dtype::from_code(dtype) != Some(cfg.dtype) || dim != cfg.dim || doc_vectors != cfg.doc_vectors || seg_id != id {
+    if Dtype::from_code(dtype) != Some(cfg.dtype)
+        || dim != cfg.dim
+        || doc_vectors != cfg.doc_vectors
+        || seg_id != id
+    {
         return Err(Error::corruption(
             path,
             32,
@@ -191,21 +220,38 @@ fn check_layout(bytes: &[u8], path: &PathBuf, id: u64, cfg: &CollectionConfig) -
     let foot_at = bytes.len() - FOOTER_LEN;
     let footer = &bytes[foot_at..];
     if footer[24..32] != FOOTER_MAGIC {
-        return Err(Error::corruption(path, foot_at as u64 + 24, "bad footer magic (truncated file?)"));
+        return Err(Error::corruption(
+            path,
+            foot_at as u64 + 24,
+            "bad footer magic (truncated file?)",
+        ));
     }
     let meta_offset = u64_at(footer, 0);
     let meta_len = u64_at(footer, 8);
     let meta_crc = u32_at(footer, 16);
-    let meta_end = meta_offset.checked_add(meta_len).unwrap_or(u64::MAX);
+    let meta_end = meta_offset.saturating_add(meta_len);
     if meta_offset % ALIGN as u64 != 0 || meta_end > foot_at as u64 {
-        return Err(Error::corruption(path, foot_at as u64, "footer points outside the file"));
+        return Err(Error::corruption(
+            path,
+            foot_at as u64,
+            "footer points outside the file",
+        ));
     }
     let meta_bytes = &bytes[meta_offset as usize..meta_end as usize];
     if crc32fast::hash(meta_bytes) != meta_crc {
-        return Err(Error::corruption(path, meta_offset, "segment metadata checksum mismatch"));
+        return Err(Error::corruption(
+            path,
+            meta_offset,
+            "segment metadata checksum mismatch",
+        ));
     }
-    let meta = rkyv::from_bytes::<SegmentMeta, rkyv::rancor::Error>(meta_bytes)
-        .map_err(|e| Error::corruption(path, meta_offset, format!("segment metadata does not validate: {e}")))?;
+    let meta = rkyv::from_bytes::<SegmentMeta, rkyv::rancor::Error>(meta_bytes).map_err(|e| {
+        Error::corruption(
+            path,
+            meta_offset,
+            format!("segment metadata does not validate: {e}"),
+        )
+    })?;
     let row_bytes = dim as u64 * cfg.dtype.bytes_per_value() as u64;
     let mut expect_start = 0u32;
     let structure_ok = meta.segment_id == id
@@ -218,14 +264,20 @@ fn check_layout(bytes: &[u8], path: &PathBuf, id: u64, cfg: &CollectionConfig) -
                 && g.docs_per_block > 0
                 && g.offset % ALIGN as u64 == 0
                 && g.len == n_docs * g.width as u64 * row_bytes
-                && g.offset.checked_add(g.len).is_some_and(|e| e <= meta_offset)
+                && g.offset
+                    .checked_add(g.len)
+                    .is_some_and(|e| e <= meta_offset)
                 && g.block_crcs.len() as u64 == n_docs.div_ceil(g.docs_per_block as u64);
             expect_start = g.start + g.width;
             ok
         })
         && expect_start == doc_vectors;
     if !structure_ok {
-        return Err(Error::corruption(path, meta_offset, "segment metadata is inconsistent with its header"));
+        return Err(Error::corruption(
+            path,
+            meta_offset,
+            "segment metadata is inconsistent with its header",
+        ));
     }
     Ok(meta)
 }

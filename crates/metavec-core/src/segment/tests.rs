@@ -38,14 +38,23 @@ fn prefix_reads_only_the_groups_below_r_c() {
     }
     assert_eq!(seg.vectors(7).unwrap(), run.docs[7].vectors);
     // Groups are laid out contiguously, 64-byte aligned, one per trained r_c boundary.
-    let bounds: Vec<u32> = seg.meta().groups.iter().map(|g| g.start + g.width).collect();
+    let bounds: Vec<u32> = seg
+        .meta()
+        .groups
+        .iter()
+        .map(|g| g.start + g.width)
+        .collect();
     assert_eq!(bounds, vec![1, 4, 8, 16]);
     assert!(seg.meta().groups.iter().all(|g| g.offset % 64 == 0));
     seg.verify().unwrap();
 }
 
 fn flip(path: &std::path::Path, at: u64) {
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut b).unwrap();
@@ -65,12 +74,15 @@ fn flipped_vector_byte_is_a_corruption_error_naming_the_file() {
     };
     // Flip one byte of doc 0's vectors in group 2.
     flip(&path, g.offset + 5);
-    let seg = Segment::open(dir.path(), 1, &cfg).expect("data blocks are checked on touch, not at open");
+    let seg =
+        Segment::open(dir.path(), 1, &cfg).expect("data blocks are checked on touch, not at open");
     let mut parts = Vec::new();
     // A prefix that stays below the damaged group still reads.
     seg.prefix(0, 4, &mut parts).unwrap();
     match seg.prefix(0, 8, &mut parts) {
-        Err(Error::Corruption { path: p, offset, .. }) => {
+        Err(Error::Corruption {
+            path: p, offset, ..
+        }) => {
             assert_eq!(p, path);
             assert_eq!(offset, g.offset);
         }
@@ -88,11 +100,17 @@ fn flipped_header_or_footer_fails_open() {
     for at in [0u64, 9, 13, 40, len - 3, len - 20] {
         flip(&path, at);
         let r = Segment::open(dir.path(), 1, &cfg);
-        assert!(matches!(r, Err(Error::Corruption { .. })), "flip at {at}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Corruption { .. })),
+            "flip at {at}: {r:?}"
+        );
         flip(&path, at);
     }
     Segment::open(dir.path(), 1, &cfg).unwrap();
     // The wrong collection shape is refused too.
     let other = CollectionConfig::new(8, 16, 8);
-    assert!(matches!(Segment::open(dir.path(), 1, &other), Err(Error::Corruption { .. })));
+    assert!(matches!(
+        Segment::open(dir.path(), 1, &other),
+        Err(Error::Corruption { .. })
+    ));
 }

@@ -41,7 +41,9 @@ pub fn replay_dir(
         // A file whose preamble never reached the disk whole was created by a crashed rotation
         // and holds nothing acknowledged.
         let start = match decode_preamble(&bytes, FileKind::Wal, &path) {
-            Ok((_, header)) if header.len() >= 8 && u64_at(header, 0) == gen => PREAMBLE_LEN + header.len(),
+            Ok((_, header)) if header.len() >= 8 && u64_at(header, 0) == gen => {
+                PREAMBLE_LEN + header.len()
+            }
             Ok(_) => {
                 return Err(crate::Error::corruption(
                     &path,

@@ -114,7 +114,9 @@ pub fn decode(buf: &[u8], floats_per_doc: usize) -> Result<(Record, usize), Deco
     }
     let len = u32_at(buf, 0) as usize;
     if len > MAX_RECORD_LEN {
-        return Err(DecodeError::Corrupt(format!("record length {len} is implausible")));
+        return Err(DecodeError::Corrupt(format!(
+            "record length {len} is implausible"
+        )));
     }
     let total = RECORD_HEADER_LEN + len;
     if buf.len() < total {
@@ -180,7 +182,9 @@ impl<'a> Cursor<'a> {
             .at
             .checked_add(n)
             .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| DecodeError::Corrupt("record payload is shorter than its contents".into()))?;
+            .ok_or_else(|| {
+                DecodeError::Corrupt("record payload is shorter than its contents".into())
+            })?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)

@@ -87,7 +87,8 @@ impl Wal {
     }
 
     fn poison(&self, what: &str, e: &std::io::Error) -> Error {
-        let msg = format!("{what} failed ({e}); writes are refused until the collection is reopened");
+        let msg =
+            format!("{what} failed ({e}); writes are refused until the collection is reopened");
         tracing::error!(dir = %self.dir.display(), "{msg}");
         *self.poisoned.lock() = Some(msg.clone());
         if e.raw_os_error() == Some(28) {
@@ -103,7 +104,10 @@ impl Wal {
         if let Err(e) = (&*cur.file).write_all(record) {
             return Err(self.poison("WAL write", &e));
         }
-        let offset = self.written.fetch_add(record.len() as u64, Ordering::AcqRel) + record.len() as u64;
+        let offset = self
+            .written
+            .fetch_add(record.len() as u64, Ordering::AcqRel)
+            + record.len() as u64;
         Ok(WalPos {
             gen: cur.gen,
             offset,
@@ -163,7 +167,9 @@ impl Wal {
                 crate::io::remove_if_exists(&path)?;
                 let _ = self
                     .older_bytes
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(b.saturating_sub(len)));
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                        Some(b.saturating_sub(len))
+                    });
             }
         }
         fsync_dir(&self.dir)

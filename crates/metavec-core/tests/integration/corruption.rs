@@ -28,24 +28,45 @@ fn torn_wal_tail_is_truncated_and_earlier_batches_survive() {
     }
     // Tear the last record: cut its final 7 bytes, as a crash mid-write would.
     let files = wal_files(dir.path());
-    let last = files.iter().rev().find(|p| std::fs::metadata(p).unwrap().len() > 48).unwrap().clone();
+    let last = files
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 48)
+        .unwrap()
+        .clone();
     let len = std::fs::metadata(&last).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 7).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     // And a second file with garbage after a good header would be cut the same way.
     {
         let engine = engine_with(dir.path(), 1 << 30);
         let coll = engine.collection("c").unwrap();
         assert_eq!(coll.len(), 20, "the torn third batch is dropped whole");
-        let got = coll.get(&[metavec_core::synth::SynthData::id(19), metavec_core::synth::SynthData::id(20)]).unwrap();
+        let got = coll
+            .get(&[
+                metavec_core::synth::SynthData::id(19),
+                metavec_core::synth::SynthData::id(20),
+            ])
+            .unwrap();
         assert!(got[0].is_some() && got[1].is_none());
         // The file was truncated at the bad record, so the next open sees a clean log.
         assert!(std::fs::metadata(&last).unwrap().len() < len - 7);
         // Writes go on.
-        coll.upsert(vec![Document::new("after", data.doc(25).to_vec())]).unwrap();
+        coll.upsert(vec![Document::new("after", data.doc(25).to_vec())])
+            .unwrap();
     }
     // Garbage appended to a log is cut too.
     let newest = wal_files(dir.path()).pop().unwrap();
-    std::fs::OpenOptions::new().append(true).open(&newest).unwrap().write_all(&[0xAB; 100]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .unwrap()
+        .write_all(&[0xAB; 100])
+        .unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
     let coll = engine.collection("c").unwrap();
     assert_eq!(coll.len(), 21);
@@ -93,7 +114,8 @@ fn flipped_segment_byte_is_reported_with_the_file_and_other_collections_keep_ser
         other => panic!("verify: {other:?}"),
     }
     // Budgets below the damaged group still read clean bytes.
-    coll.search(&SearchRequest::new(q.clone(), Budget::new(1, 1), 10).exact()).unwrap();
+    coll.search(&SearchRequest::new(q.clone(), Budget::new(1, 1), 10).exact())
+        .unwrap();
     engine.collection("healthy").unwrap().search(&req).unwrap();
 }
 

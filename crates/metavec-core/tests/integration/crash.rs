@@ -32,7 +32,10 @@ fn doc(batch: u64, i: usize) -> Document {
 #[ignore = "run by crash_mid_stream_loses_no_acknowledged_write as a child process"]
 fn crash_child_writer() {
     let Ok(dir) = std::env::var(ENV) else { return };
-    let start: u64 = std::env::var("METAVEC_CRASH_START").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("METAVEC_CRASH_START")
+        .unwrap()
+        .parse()
+        .unwrap();
     // Small memtable: flushes (segment build, manifest commit, WAL cleanup) happen mid-stream.
     let engine = engine_with(std::path::Path::new(&dir), 40 * MC * DIM * 4);
     let coll = match engine.collection("crash") {
@@ -45,7 +48,8 @@ fn crash_child_writer() {
     for batch in start.. {
         writeln!(out, "SEND {batch}").unwrap();
         out.flush().unwrap();
-        coll.upsert((0..BATCH).map(|i| doc(batch, i)).collect()).unwrap();
+        coll.upsert((0..BATCH).map(|i| doc(batch, i)).collect())
+            .unwrap();
         writeln!(out, "ACK {batch}").unwrap();
         out.flush().unwrap();
     }
@@ -58,7 +62,13 @@ fn crash_mid_stream_loses_no_acknowledged_write() {
     let mut next = 0u64;
     for (round, kill_after) in [23usize, 57, 5, 91].into_iter().enumerate() {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["crash::crash_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash::crash_child_writer",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV, dir.path())
             .env("METAVEC_CRASH_START", next.to_string())
             .stdout(Stdio::piped())
@@ -89,7 +99,8 @@ fn crash_mid_stream_loses_no_acknowledged_write() {
         for &b in &acked {
             let ids: Vec<String> = (0..BATCH).map(|i| format!("b{b}-{i}")).collect();
             for (i, got) in coll.get(&ids).unwrap().into_iter().enumerate() {
-                let got = got.unwrap_or_else(|| panic!("round {round}: acknowledged b{b}-{i} lost"));
+                let got =
+                    got.unwrap_or_else(|| panic!("round {round}: acknowledged b{b}-{i} lost"));
                 let mut want = doc(b, i);
                 normalize_rows(&mut want.vectors, DIM, "want").unwrap();
                 assert_eq!(got.vectors, want.vectors, "b{b}-{i} vectors differ");
@@ -99,8 +110,16 @@ fn crash_mid_stream_loses_no_acknowledged_write() {
         // All or nothing for the batch that was in flight.
         if let Some(f) = in_flight.filter(|f| *f > last) {
             let ids: Vec<String> = (0..BATCH).map(|i| format!("b{f}-{i}")).collect();
-            let present = coll.get(&ids).unwrap().iter().filter(|d| d.is_some()).count();
-            assert!(present == 0 || present == BATCH, "batch {f} half applied: {present}/{BATCH}");
+            let present = coll
+                .get(&ids)
+                .unwrap()
+                .iter()
+                .filter(|d| d.is_some())
+                .count();
+            assert!(
+                present == 0 || present == BATCH,
+                "batch {f} half applied: {present}/{BATCH}"
+            );
         }
     }
     assert!(acked.len() >= 23 + 57 + 5 + 91);

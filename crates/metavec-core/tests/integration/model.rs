@@ -36,10 +36,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn vectors(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n * DIM)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
@@ -81,7 +85,10 @@ fn run(ops: Vec<Op>) {
                 unique.sort();
                 unique.dedup();
                 let ack = coll.delete(&ids).unwrap();
-                let existed = unique.iter().filter(|i| oracle.remove(*i).is_some()).count();
+                let existed = unique
+                    .iter()
+                    .filter(|i| oracle.remove(*i).is_some())
+                    .count();
                 assert_eq!(ack.count, existed);
             }
             Op::Flush => {
@@ -102,7 +109,11 @@ fn run(ops: Vec<Op>) {
                             assert_eq!(&d.vectors, v, "vectors of {id} differ");
                             assert_eq!(&d.payload, p);
                         }
-                        (o, g) => panic!("get {id}: oracle {:?} engine {:?}", o.is_some(), g.is_some()),
+                        (o, g) => panic!(
+                            "get {id}: oracle {:?} engine {:?}",
+                            o.is_some(),
+                            g.is_some()
+                        ),
                     }
                 }
             }
@@ -144,14 +155,24 @@ fn check_against_oracle(
 ) {
     let mut truth: Vec<(f32, &String)> = oracle
         .iter()
-        .map(|(id, (v, _))| (maxsim_reference(q, b.r_q as usize, v, b.r_c as usize, DIM), id))
+        .map(|(id, (v, _))| {
+            (
+                maxsim_reference(q, b.r_q as usize, v, b.r_c as usize, DIM),
+                id,
+            )
+        })
         .collect();
     truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     truth.truncate(k);
     assert_eq!(hits.len(), truth.len());
     for (h, t) in hits.iter().zip(&truth) {
         // Tie-robust: the i-th score matches, and each hit's own oracle score matches it.
-        assert!((h.score - t.0).abs() < 1e-4, "score {} vs oracle {}", h.score, t.0);
+        assert!(
+            (h.score - t.0).abs() < 1e-4,
+            "score {} vs oracle {}",
+            h.score,
+            t.0
+        );
         let (v, p) = &oracle[&h.id];
         let own = maxsim_reference(q, b.r_q as usize, v, b.r_c as usize, DIM);
         assert!((own - h.score).abs() < 1e-4);

@@ -29,10 +29,16 @@ fn recall_at_10_is_at_least_095_at_every_trained_budget() {
         let mut mrr = 0.0;
         for qi in 0..40 {
             let q = data.query(qi)[..budget.r_q as usize * 64].to_vec();
-            let approx = coll.search(&SearchRequest::new(q.clone(), budget, 10)).unwrap();
-            let exact = coll.search(&SearchRequest::new(q.clone(), budget, 10).exact()).unwrap();
+            let approx = coll
+                .search(&SearchRequest::new(q.clone(), budget, 10))
+                .unwrap();
+            let exact = coll
+                .search(&SearchRequest::new(q.clone(), budget, 10).exact())
+                .unwrap();
             assert_eq!(exact.stats.docs_scored, n as u64);
-            let ids = |r: &metavec_core::SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+            let ids = |r: &metavec_core::SearchResponse| {
+                r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>()
+            };
             total += recall(&ids(&approx), &ids(&exact));
             // Scores of a hit found by both are the same computation.
             for h in &approx.hits {
@@ -40,14 +46,19 @@ fn recall_at_10_is_at_least_095_at_every_trained_budget() {
                     assert!((e.score - h.score).abs() < 1e-5);
                 }
             }
-            let deep = coll.search(&SearchRequest::new(q, budget, 100).exact()).unwrap();
+            let deep = coll
+                .search(&SearchRequest::new(q, budget, 100).exact())
+                .unwrap();
             let target = metavec_core::synth::SynthData::id(data.targets[qi]);
             if let Some(rank) = deep.hits.iter().position(|h| h.id == target) {
                 mrr += 1.0 / (rank + 1) as f64;
             }
         }
         let r = total / 40.0;
-        eprintln!("budget {budget}: recall@10 {r:.3}, target MRR {:.3}", mrr / 40.0);
+        eprintln!(
+            "budget {budget}: recall@10 {r:.3}, target MRR {:.3}",
+            mrr / 40.0
+        );
         assert!(r >= 0.95, "recall@10 at {budget} is {r:.3}");
         mrr_by_budget.push(mrr / 40.0);
     }

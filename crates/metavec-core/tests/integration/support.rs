@@ -2,7 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use metavec_core::synth::{generate, SynthData, SynthSpec};
-use metavec_core::{Collection, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions};
+use metavec_core::{
+    Collection, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions,
+};
 
 pub fn engine_with(dir: &Path, memtable_max_bytes: usize) -> Engine {
     Engine::open(
@@ -23,7 +25,13 @@ pub fn ladder(cfg: &CollectionConfig) -> Vec<(u32, u32)> {
 
 /// Synthetic data shaped for `cfg`.
 pub fn synth(cfg: &CollectionConfig, docs: usize, queries: usize, seed: u64) -> SynthData {
-    generate(&SynthSpec::new(docs, queries, cfg.dim as usize, &ladder(cfg), seed))
+    generate(&SynthSpec::new(
+        docs,
+        queries,
+        cfg.dim as usize,
+        &ladder(cfg),
+        seed,
+    ))
 }
 
 /// Upserts `range` of the synthetic docs in batches.

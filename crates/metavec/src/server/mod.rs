@@ -42,14 +42,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = args.data_dir.clone();
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
-    let api = Api { engine: engine.clone() };
+    let api = Api {
+        engine: engine.clone(),
+    };
     let limit = args.max_message_bytes;
 
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::collections_server::CollectionsServer<Api>>().await;
-    health.set_serving::<pb::documents_server::DocumentsServer<Api>>().await;
-    health.set_serving::<pb::search_server::SearchServer<Api>>().await;
-    health.set_serving::<pb::admin_server::AdminServer<Api>>().await;
+    health
+        .set_serving::<pb::collections_server::CollectionsServer<Api>>()
+        .await;
+    health
+        .set_serving::<pb::documents_server::DocumentsServer<Api>>()
+        .await;
+    health
+        .set_serving::<pb::search_server::SearchServer<Api>>()
+        .await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<Api>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -61,9 +71,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("metavec listening on {local}");
 
     Server::builder()
-        .layer(tower::util::MapRequestLayer::new(move |req: http::Request<tonic::body::Body>| {
-            req.map(|b| limit::LimitBody::wrap(b, limit))
-        }))
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: http::Request<tonic::body::Body>| {
+                req.map(|b| limit::LimitBody::wrap(b, limit))
+            },
+        ))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(
@@ -86,7 +98,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        )
         .await?;
     tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
     drop(engine);

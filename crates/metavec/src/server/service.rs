@@ -27,11 +27,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// One line per request at debug; failures at warn with their status.
-fn logged<T>(rpc: &'static str, collection: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+fn logged<T>(
+    rpc: &'static str,
+    collection: &str,
+    started: Instant,
+    r: Result<T, Status>,
+) -> Result<T, Status> {
     let ms = started.elapsed().as_secs_f64() * 1e3;
     match &r {
         Ok(_) => tracing::debug!(rpc, collection, ms, "ok"),
-        Err(s) => tracing::warn!(rpc, collection, ms, code = ?s.code(), message = s.message(), "request failed"),
+        Err(s) => {
+            tracing::warn!(rpc, collection, ms, code = ?s.code(), message = s.message(), "request failed")
+        }
     }
     r
 }
@@ -67,7 +74,9 @@ impl pb::collections_server::Collections for Api {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let t = Instant::now();
         let name = req.into_inner().name;
-        let res = self.collection(&name).map(|c| Response::new(convert::info_pb(&c.info())));
+        let res = self
+            .collection(&name)
+            .map(|c| Response::new(convert::info_pb(&c.info())));
         logged("GetCollection", &name, t, res)
     }
 
@@ -75,7 +84,12 @@ impl pb::collections_server::Collections for Api {
         &self,
         _req: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
-        let collections = self.engine.list_collections().iter().map(convert::info_pb).collect();
+        let collections = self
+            .engine
+            .list_collections()
+            .iter()
+            .map(convert::info_pb)
+            .collect();
         Ok(Response::new(pb::ListCollectionsResponse { collections }))
     }
 
@@ -106,10 +120,13 @@ impl pb::documents_server::Documents for Api {
         let mut name = String::new();
         let res = async {
             loop {
-                let Some(msg) = stream.message().await? else { break };
+                let Some(msg) = stream.message().await? else {
+                    break;
+                };
                 name.clone_from(&msg.collection);
                 let coll = self.collection(&msg.collection)?;
-                let docs = convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
+                let docs =
+                    convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
                 let ack = blocking(move || coll.upsert(docs)).await?;
                 out.upserted += ack.count as u64;
                 out.batches += 1;
@@ -121,7 +138,10 @@ impl pb::documents_server::Documents for Api {
         logged("Upsert", &name, t, res)
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
         let res = async {
@@ -163,7 +183,10 @@ impl pb::documents_server::Documents for Api {
 
 #[tonic::async_trait]
 impl pb::search_server::Search for Api {
-    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+    async fn search(
+        &self,
+        req: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
         let res = async {
@@ -184,11 +207,20 @@ impl pb::search_server::Search for Api {
         let r = req.into_inner();
         let res = async {
             let coll = self.collection(&r.collection)?;
-            let reqs = convert::search_batch_request(&r, coll.config()).map_err(|e| to_status(&e))?;
+            let reqs =
+                convert::search_batch_request(&r, coll.config()).map_err(|e| to_status(&e))?;
             // Queries in parallel on the rayon pool (each search also parallelises inside).
-            let results = blocking(move || reqs.par_iter().map(|q| coll.search(q)).collect::<Result<Vec<_>, _>>()).await?;
+            let results = blocking(move || {
+                reqs.par_iter()
+                    .map(|q| coll.search(q))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
             Ok(Response::new(pb::SearchBatchResponse {
-                results: results.into_iter().map(convert::search_response_pb).collect(),
+                results: results
+                    .into_iter()
+                    .map(convert::search_response_pb)
+                    .collect(),
             }))
         }
         .await;
@@ -198,14 +230,21 @@ impl pb::search_server::Search for Api {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for Api {
-    async fn flush(&self, req: Request<pb::FlushRequest>) -> Result<Response<pb::FlushResponse>, Status> {
+    async fn flush(
+        &self,
+        req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
         let t = Instant::now();
         let name = req.into_inner().collection;
         let engine = self.engine.clone();
         let n = name.clone();
         let res = blocking(move || {
             let targets = if n.is_empty() {
-                engine.list_collections().into_iter().map(|c| c.name).collect()
+                engine
+                    .list_collections()
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect()
             } else {
                 vec![n]
             };
@@ -222,7 +261,10 @@ impl pb::admin_server::Admin for Api {
         logged("Flush", &name, t, res)
     }
 
-    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         let name = req.into_inner().collection;
         let infos = if name.is_empty() {
             self.engine.list_collections()
