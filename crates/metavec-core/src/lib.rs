@@ -29,7 +29,6 @@ pub mod document;
 pub mod engine;
 pub mod error;
 pub mod format;
-#[path = "/tmp/index_stub.rs"]
 pub mod index;
 pub mod io;
 pub mod manifest;
