@@ -8,10 +8,15 @@
 use std::time::{Duration, Instant};
 
 use metavec_core::synth::{generate, SynthData, SynthSpec};
-use metavec_core::{Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest};
+use metavec_core::{
+    Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
+};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -28,15 +33,27 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let (n, dim, mc, mq, nq) = (env("MV_DOCS", 20_000), env("MV_DIM", 384), env("MV_MC", 64), env("MV_MQ", 16), env("MV_QUERIES", 50));
+    let (n, dim, mc, mq, nq) = (
+        env("MV_DOCS", 20_000),
+        env("MV_DIM", 384),
+        env("MV_MC", 64),
+        env("MV_MQ", 16),
+        env("MV_QUERIES", 50),
+    );
     let threads = env("MV_THREADS", 1);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
     let mut cfg = CollectionConfig::new(dim as u32, mc as u32, mq as u32);
     cfg.hnsw.ef_construction = 100;
     let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
     let t = Instant::now();
     let data = generate(&SynthSpec::new(n, nq, dim, &ladder, 7));
-    eprintln!("generated {n} docs x {mc} x {dim} in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {n} docs x {mc} x {dim} in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(
@@ -52,8 +69,13 @@ fn main() {
     let coll = engine.create_collection("bench", cfg.clone()).unwrap();
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        coll.upsert(chunk.iter().map(|&i| Document::new(SynthData::id(i), data.doc(i).to_vec())).collect())
-            .unwrap();
+        coll.upsert(
+            chunk
+                .iter()
+                .map(|&i| Document::new(SynthData::id(i), data.doc(i).to_vec()))
+                .collect(),
+        )
+        .unwrap();
     }
     let ingest = t.elapsed();
     let t = Instant::now();
@@ -70,7 +92,8 @@ fn main() {
 
     for &b in &cfg.budgets {
         let budget = Budget::new(b.r_q, b.r_c);
-        let (mut fast, mut exact, mut recall, mut bytes, mut scored) = (Vec::new(), Vec::new(), 0.0, 0u64, 0u64);
+        let (mut fast, mut exact, mut recall, mut bytes, mut scored) =
+            (Vec::new(), Vec::new(), 0.0, 0u64, 0u64);
         for qi in 0..nq {
             let q = data.query(qi)[..b.r_q as usize * dim].to_vec();
             let req = SearchRequest::new(q.clone(), budget, 10);
@@ -80,7 +103,12 @@ fn main() {
             let t = Instant::now();
             let e = coll.search(&req.clone().exact()).unwrap();
             exact.push(t.elapsed());
-            recall += e.hits.iter().filter(|h| a.hits.iter().any(|x| x.id == h.id)).count() as f64 / e.hits.len() as f64;
+            recall += e
+                .hits
+                .iter()
+                .filter(|h| a.hits.iter().any(|x| x.id == h.id))
+                .count() as f64
+                / e.hits.len() as f64;
             bytes += a.stats.vector_bytes_read;
             scored += a.stats.docs_scored;
         }

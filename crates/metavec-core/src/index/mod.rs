@@ -48,7 +48,7 @@ pub struct UnitDot;
 
 impl Distance<f32> for UnitDot {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - crate::score::dot_scalar(a, b)).max(0.0)
+        (1.0 - crate::score::dot(a, b)).max(0.0)
     }
 }
 
@@ -77,7 +77,10 @@ pub struct VectorIndex {
 
 impl std::fmt::Debug for VectorIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VectorIndex").field("len", &self.len).field("dim", &self.dim).finish()
+        f.debug_struct("VectorIndex")
+            .field("len", &self.len)
+            .field("dim", &self.dim)
+            .finish()
     }
 }
 
@@ -92,8 +95,18 @@ impl VectorIndex {
                 dim,
             };
         }
-        let mut g: Graph<'static> = Hnsw::new(params.m.clamp(2, 256), n, MAX_LAYER, params.ef_construction.max(1), UnitDot);
-        let items: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).enumerate().map(|(i, v)| (v, i)).collect();
+        let mut g: Graph<'static> = Hnsw::new(
+            params.m.clamp(2, 256),
+            n,
+            MAX_LAYER,
+            params.ef_construction.max(1),
+            UnitDot,
+        );
+        let items: Vec<(&[f32], usize)> = vectors
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, v)| (v, i))
+            .collect();
         g.parallel_insert_slice(&items);
         g.set_searching_mode(true);
         VectorIndex {
@@ -127,10 +140,16 @@ impl VectorIndex {
         }
         .map_err(|e| err(dir, format!("dump failed: {e}")))?;
         if dumped != tmp_base {
-            return Err(err(dir, format!("hnsw_rs dumped under {dumped:?}, expected {tmp_base:?}")));
+            return Err(err(
+                dir,
+                format!("hnsw_rs dumped under {dumped:?}, expected {tmp_base:?}"),
+            ));
         }
         let mut out = Vec::new();
-        for (tmp, fin) in Self::file_names(&tmp_base).iter().zip(Self::file_names(basename)) {
+        for (tmp, fin) in Self::file_names(&tmp_base)
+            .iter()
+            .zip(Self::file_names(basename))
+        {
             let (tmp, fin) = (dir.join(tmp), dir.join(fin));
             std::fs::File::open(&tmp)
                 .and_then(|f| f.sync_all())
@@ -145,7 +164,12 @@ impl VectorIndex {
     }
 
     /// Reloads what `save` wrote; checks the dimension and the point count.
-    pub fn load(dir: &Path, basename: &str, dim: usize, expected_len: usize) -> Result<VectorIndex, IndexError> {
+    pub fn load(
+        dir: &Path,
+        basename: &str,
+        dim: usize,
+        expected_len: usize,
+    ) -> Result<VectorIndex, IndexError> {
         if expected_len == 0 {
             return Ok(VectorIndex {
                 inner: Inner::Empty,
@@ -163,11 +187,18 @@ impl VectorIndex {
         // hnsw_rs asserts on malformed input; the manifest's crc check runs first, and a panic that
         // still happens is turned into an error rather than taking the process down.
         let loaded = catch_unwind(AssertUnwindSafe(|| {
-            Loaded::try_new(HnswIo::new(dir, basename), |io| io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot))
+            Loaded::try_new(HnswIo::new(dir, basename), |io| {
+                io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
+            })
         }))
         .map_err(|_| err(&path, "hnsw_rs panicked while reading the graph"))?
         .map_err(|e| err(&path, format!("cannot reload: {e}")))?;
-        let (n, d) = loaded.with_dependent(|_, g| (g.get_nb_point(), g.get_point_indexation().get_data_dimension()));
+        let (n, d) = loaded.with_dependent(|_, g| {
+            (
+                g.get_nb_point(),
+                g.get_point_indexation().get_data_dimension(),
+            )
+        });
         if n != expected_len || d != dim {
             return Err(err(
                 &path,
@@ -185,7 +216,13 @@ impl VectorIndex {
 
     /// Top-`k` ids by dot product with `query`, best first, as (id, dot). Only ids with
     /// `allow(id)` are returned. `ef` is raised to at least `k`.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize, allow: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Vec<(usize, f32)> {
         if k == 0 || self.len == 0 || query.len() != self.dim {
             return Vec::new();
         }
@@ -195,9 +232,14 @@ impl VectorIndex {
         let found = match &self.inner {
             Inner::Empty => return Vec::new(),
             Inner::Built(g) => g.search_filter(query, k, ef, Some(&filter)),
-            Inner::Loaded(l) => l.with_dependent(|_, g| g.search_filter(query, k, ef, Some(&filter))),
+            Inner::Loaded(l) => {
+                l.with_dependent(|_, g| g.search_filter(query, k, ef, Some(&filter)))
+            }
         };
-        found.into_iter().map(|n| (n.d_id, 1.0 - n.distance)).collect()
+        found
+            .into_iter()
+            .map(|n| (n.d_id, 1.0 - n.distance))
+            .collect()
     }
 }
 

@@ -5,7 +5,9 @@ use super::*;
 
 fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut v: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut v: Vec<f32> = (0..n * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     for row in v.chunks_mut(dim) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         row.iter_mut().for_each(|x| *x /= norm);
@@ -23,7 +25,10 @@ fn brute(v: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<usize> {
     s.into_iter().take(k).map(|x| x.0).collect()
 }
 
-const P: HnswParams = HnswParams { m: 16, ef_construction: 100 };
+const P: HnswParams = HnswParams {
+    m: 16,
+    ef_construction: 100,
+};
 
 #[test]
 fn recall_save_load_and_filter() {
@@ -35,8 +40,15 @@ fn recall_save_load_and_filter() {
     let all = |_: usize| true;
     let mut hit = 0;
     for q in qs.chunks(dim) {
-        let got: Vec<usize> = idx.search(q, 10, 64, &all).into_iter().map(|x| x.0).collect();
-        hit += brute(&v, dim, q, 10).iter().filter(|i| got.contains(i)).count();
+        let got: Vec<usize> = idx
+            .search(q, 10, 64, &all)
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        hit += brute(&v, dim, q, 10)
+            .iter()
+            .filter(|i| got.contains(i))
+            .count();
     }
     assert!(hit as f64 / 200.0 >= 0.9, "recall {}", hit as f64 / 200.0);
 
@@ -44,7 +56,10 @@ fn recall_save_load_and_filter() {
     let files = idx.save(dir.path(), "seg-1").unwrap();
     assert_eq!(files.len(), 2);
     assert!(files.iter().all(|f| f.exists()));
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
     let back = VectorIndex::load(dir.path(), "seg-1", dim, 2_000).unwrap();
     for q in qs.chunks(dim) {

@@ -13,10 +13,14 @@ use std::sync::OnceLock;
 /// `doc` (`doc.len() / dim` rows).
 pub type UpdateFn = fn(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]);
 
+/// Dot product of two equal-length slices.
+pub type DotFn = fn(a: &[f32], b: &[f32]) -> f32;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel {
     pub name: &'static str,
     pub update: UpdateFn,
+    pub dot: DotFn,
 }
 
 /// The fastest kernel this CPU supports, chosen once.
@@ -26,10 +30,16 @@ pub fn kernel() -> Kernel {
         let k = simd::best().unwrap_or(Kernel {
             name: "scalar",
             update: maxsim_update_scalar,
+            dot: dot_scalar,
         });
         tracing::debug!(kernel = k.name, "MaxSim kernel selected");
         k
     })
+}
+
+/// Dot product through the dispatched kernel (used by the HNSW distance).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (kernel().dot)(a, b)
 }
 
 /// Dot product with eight independent accumulators (vectorises without fast-math).
@@ -101,10 +111,11 @@ mod tests {
 
     #[test]
     fn dot_matches_naive() {
-        for n in [0, 1, 7, 8, 9, 31, 384] {
+        for n in [0, 1, 7, 8, 9, 31, 33, 64, 384, 1000] {
             let (a, b) = (vecs(n, 1), vecs(n, 2));
             let naive: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((dot_scalar(&a, &b) as f64 - naive).abs() < 1e-3, "n = {n}");
+            assert!((dot(&a, &b) as f64 - naive).abs() < 1e-3, "n = {n}");
         }
     }
 

@@ -16,7 +16,7 @@ use crate::score;
 use crate::segment::Segment;
 
 /// Candidates per segment when the request does not say.
-pub const DEFAULT_CANDIDATES: u32 = 256;
+pub const DEFAULT_CANDIDATES: u32 = 320;
 /// Largest candidate count a request may ask for.
 pub const MAX_CANDIDATES: u32 = 100_000;
 

@@ -3,7 +3,50 @@
 
 use std::arch::x86_64::*;
 
-use crate::score::dot_scalar;
+/// Dot product; only installed by `best()` after runtime detection of avx2 and fma.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    // SAFETY: `best()` hands this function out only when the CPU reports avx2 and fma.
+    unsafe { dot_fma(&a[..n], &b[..n]) }
+}
+
+/// Four independent 8-lane accumulators hide the FMA latency.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut c = 0;
+    while c + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: c + 32 <= n, so c + 8k + 8 <= n for k < 4: in bounds of both slices.
+            unsafe {
+                let x = _mm256_loadu_ps(pa.add(c + 8 * k));
+                let y = _mm256_loadu_ps(pb.add(c + 8 * k));
+                *acc = _mm256_fmadd_ps(x, y, *acc);
+            }
+        }
+        c += 32;
+    }
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n.
+        unsafe {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(c)),
+                _mm256_loadu_ps(pb.add(c)),
+                acc[0],
+            );
+        }
+        c += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum(sum);
+    while c < n {
+        s += a[c] * b[c];
+        c += 1;
+    }
+    s
+}
 
 /// Safe entry point; only installed by `best()` after runtime detection of avx2 and fma.
 pub fn maxsim_update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
@@ -37,7 +80,8 @@ unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut
         }
         while i < r_q {
             let q = &query[i * dim..(i + 1) * dim];
-            let m = dot_scalar(q, d0).max(dot_scalar(q, d1));
+            // SAFETY: avx2+fma are enabled in this function; the slices are equal-length rows.
+            let m = unsafe { dot_fma(q, d0).max(dot_fma(q, d1)) };
             if m > maxes[i] {
                 maxes[i] = m;
             }
@@ -48,7 +92,8 @@ unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut
     if j < n {
         let d = &doc[j * dim..(j + 1) * dim];
         for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
-            let s = dot_scalar(&query[i * dim..(i + 1) * dim], d);
+            // SAFETY: as above.
+            let s = unsafe { dot_fma(&query[i * dim..(i + 1) * dim], d) };
             if s > *m {
                 *m = s;
             }

@@ -14,6 +14,7 @@ pub fn best() -> Option<Kernel> {
             return Some(Kernel {
                 name: "avx2-fma",
                 update: avx2::maxsim_update,
+                dot: avx2::dot,
             });
         }
     }
