@@ -54,7 +54,7 @@ impl Engine {
             let dir = coll_root.join(name);
             match Collection::open(name, &dir, entry.config.clone(), opts.collection.clone()) {
                 Ok(c) => {
-                    collections.insert(name.clone(), Arc::new(c));
+                    collections.insert(name.clone(), c);
                 }
                 Err(e) => {
                     tracing::error!(collection = %name, error = %e, "collection failed to open; serving the others");
@@ -78,6 +78,14 @@ impl Engine {
             ddl: Mutex::new(()),
             opts,
         })
+    }
+
+    /// Stops every background flusher (waiting for flushes in progress). Dropping the engine
+    /// does this too; after it, the directory may be opened again.
+    pub fn close(&self) {
+        for c in self.collections.read().values() {
+            c.shutdown();
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -109,12 +117,7 @@ impl Engine {
         let created_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let coll = Arc::new(Collection::open(
-            name,
-            &dir,
-            config.clone(),
-            self.opts.collection.clone(),
-        )?);
+        let coll = Collection::open(name, &dir, config.clone(), self.opts.collection.clone())?;
         self.catalog.insert(
             name,
             &CatalogEntry {
@@ -169,11 +172,18 @@ impl Engine {
         self.broken.write().remove(name);
         if let Some(c) = self.collections.write().remove(name) {
             c.mark_dropped();
+            c.shutdown();
         }
         let dir = self.dir_of(name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted collection's files; they go at next open");
         }
         Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
     }
 }

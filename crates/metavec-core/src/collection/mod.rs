@@ -10,7 +10,7 @@ mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -84,6 +84,9 @@ pub struct Collection {
     pub(crate) state: RwLock<State>,
     flush_lock: Mutex<()>,
     dropped: AtomicBool,
+    /// Wakes the background flusher; `None` once the collection is shut down.
+    flush_signal: Mutex<Option<mpsc::SyncSender<()>>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Collection {
@@ -111,9 +114,51 @@ impl Collection {
         crate::io::fsync_dir(dir.parent().unwrap_or(Path::new(".")))
     }
 
-    /// Opens a collection directory: loads the manifest and its segments, removes unlisted files,
-    /// replays the WAL.
+    /// Opens a collection and starts its background flusher thread, which seals the memtable when
+    /// a write pushes it past `memtable_max_bytes`.
     pub(crate) fn open(
+        name: &str,
+        dir: &Path,
+        config: CollectionConfig,
+        opts: CollectionOptions,
+    ) -> Result<Arc<Collection>> {
+        let coll = Arc::new(Self::recover(name, dir, config, opts)?);
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let weak = Arc::downgrade(&coll);
+        let handle = std::thread::Builder::new()
+            .name(format!("flush-{name}"))
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let Some(c) = weak.upgrade() else { break };
+                    match c.flush() {
+                        Ok(_) | Err(Error::NotFound(_)) => {}
+                        Err(e) => tracing::error!(
+                            collection = %c.name,
+                            error = %e,
+                            "background flush failed; the next write past the threshold retries it"
+                        ),
+                    }
+                }
+            })
+            .map_err(|e| Error::io(dir, e))?;
+        *coll.flush_signal.lock() = Some(tx);
+        *coll.flusher.lock() = Some(handle);
+        Ok(coll)
+    }
+
+    /// Stops the background flusher, waiting for a flush in progress. Later writes still work
+    /// (they no longer trigger flushes); the engine calls this before it lets go of the directory.
+    pub(crate) fn shutdown(&self) {
+        self.flush_signal.lock().take();
+        if let Some(h) = self.flusher.lock().take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Loads the manifest and its segments, removes unlisted files, replays the WAL.
+    fn recover(
         name: &str,
         dir: &Path,
         config: CollectionConfig,
@@ -188,6 +233,8 @@ impl Collection {
             state: RwLock::new(state),
             flush_lock: Mutex::new(()),
             dropped: AtomicBool::new(false),
+            flush_signal: Mutex::new(None),
+            flusher: Mutex::new(None),
         })
     }
 
@@ -229,11 +276,18 @@ impl Collection {
             let pos = self.wal.append(&wal::record::encode_upsert(seq, &docs))?;
             st.next_seq += 1;
             st.apply_upsert(docs);
-            (seq, pos, st.mem.bytes >= self.opts.memtable_max_bytes)
+            (seq, pos, st.mem.bytes)
         };
         self.wal.sync(pos)?;
-        if over {
-            self.flush_if_idle()?;
+        if over >= self.opts.memtable_max_bytes {
+            if let Some(tx) = &*self.flush_signal.lock() {
+                // A full channel means a flush is already pending.
+                let _ = tx.try_send(());
+            }
+            // Backpressure: at twice the threshold, wait for the flush in progress to finish.
+            if over >= self.opts.memtable_max_bytes.saturating_mul(2) {
+                drop(self.flush_lock.lock());
+            }
         }
         Ok(WriteAck { seq, count })
     }
@@ -330,13 +384,6 @@ impl Collection {
                 .collect(),
             wal_bytes: self.wal.size_bytes(),
         }
-    }
-
-    fn flush_if_idle(&self) -> Result<()> {
-        if let Some(guard) = self.flush_lock.try_lock() {
-            self.flush_locked(guard)?;
-        }
-        Ok(())
     }
 
     /// Seals the memtable into a segment and commits it in the manifest; WAL generations it
