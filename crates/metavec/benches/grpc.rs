@@ -173,4 +173,5 @@ async fn main() {
         );
     }
     let _ = child.kill();
+    let _ = child.wait();
 }
