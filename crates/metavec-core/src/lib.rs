@@ -24,6 +24,7 @@
 
 pub mod catalog;
 pub mod collection;
+pub mod compaction;
 pub mod config;
 pub mod document;
 pub mod engine;
@@ -39,6 +40,7 @@ pub mod synth;
 pub mod wal;
 
 pub use collection::{Collection, CollectionInfo, CollectionOptions, SegmentInfo, WriteAck};
+pub use compaction::CompactionReport;
 pub use config::{Budget, CollectionConfig, Dtype, HnswConfig};
 pub use document::Document;
 pub use engine::{Engine, EngineOptions};

@@ -33,6 +33,10 @@ pub struct CollectionOptions {
     pub memtable_max_bytes: usize,
     /// Check every vector block's crc when a segment is opened (otherwise: on first touch).
     pub verify_on_open: bool,
+    /// Background compaction merges all segments when there are more than this many.
+    pub compact_max_segments: usize,
+    /// ... or when more than this fraction of sealed documents is tombstoned.
+    pub compact_dead_ratio: f64,
 }
 
 impl Default for CollectionOptions {
@@ -40,6 +44,8 @@ impl Default for CollectionOptions {
         CollectionOptions {
             memtable_max_bytes: 64 << 20,
             verify_on_open: false,
+            compact_max_segments: 8,
+            compact_dead_ratio: 0.3,
         }
     }
 }
@@ -80,9 +86,10 @@ pub struct Collection {
     config: CollectionConfig,
     dir: PathBuf,
     opts: CollectionOptions,
-    wal: Wal,
+    pub(crate) wal: Wal,
     pub(crate) state: RwLock<State>,
-    flush_lock: Mutex<()>,
+    /// Serialises everything that commits a manifest: flush, compaction, snapshot.
+    pub(crate) flush_lock: Mutex<()>,
     dropped: AtomicBool,
     /// Wakes the background flusher; `None` once the collection is shut down.
     flush_signal: Mutex<Option<mpsc::SyncSender<()>>>,
@@ -130,13 +137,12 @@ impl Collection {
             .spawn(move || {
                 while rx.recv().is_ok() {
                     let Some(c) = weak.upgrade() else { break };
-                    match c.flush() {
-                        Ok(_) | Err(Error::NotFound(_)) => {}
-                        Err(e) => tracing::error!(
+                    if let Err(e) = c.background_tick() {
+                        tracing::error!(
                             collection = %c.name,
                             error = %e,
-                            "background flush failed; the next write past the threshold retries it"
-                        ),
+                            "background flush or compaction failed; the next write retries it"
+                        );
                     }
                 }
             })
@@ -144,6 +150,33 @@ impl Collection {
         *coll.flush_signal.lock() = Some(tx);
         *coll.flusher.lock() = Some(handle);
         Ok(coll)
+    }
+
+    /// One round of background work: flush a memtable past its threshold, then compact if the
+    /// policy asks for it.
+    fn background_tick(&self) -> Result<()> {
+        if self.check_live().is_err() {
+            return Ok(());
+        }
+        let over = self.state.read().mem.bytes >= self.opts.memtable_max_bytes;
+        if over {
+            self.flush()?;
+        }
+        if self.needs_compaction() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Wakes the background thread (a full channel means it is already due to run).
+    fn nudge(&self) {
+        if let Some(tx) = &*self.flush_signal.lock() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    pub fn options(&self) -> &CollectionOptions {
+        &self.opts
     }
 
     /// Stops the background flusher, waiting for a flush in progress. Later writes still work
@@ -218,6 +251,7 @@ impl Collection {
         }
         state.next_seq = last_seq + 1;
         state.manifest_version = manifest.version;
+        state.wal_start = manifest.wal_start;
         state.next_segment_id = manifest.next_segment_id;
         let gen = report
             .last_gen
@@ -280,10 +314,7 @@ impl Collection {
         };
         self.wal.sync(pos)?;
         if over >= self.opts.memtable_max_bytes {
-            if let Some(tx) = &*self.flush_signal.lock() {
-                // A full channel means a flush is already pending.
-                let _ = tx.try_send(());
-            }
+            self.nudge();
             // Backpressure: at twice the threshold, wait for the flush in progress to finish.
             if over >= self.opts.memtable_max_bytes.saturating_mul(2) {
                 drop(self.flush_lock.lock());
@@ -311,6 +342,10 @@ impl Collection {
             (seq, pos, st.apply_delete(ids))
         };
         self.wal.sync(pos)?;
+        if count > 0 {
+            // Deletes raise the tombstone ratio the compaction policy watches.
+            self.nudge();
+        }
         Ok(WriteAck { seq, count })
     }
 
@@ -402,7 +437,7 @@ impl Collection {
                     return Ok(None);
                 }
                 let next_gen = self.wal.rotate()?;
-                st.freeze(next_gen);
+                st.freeze(next_gen, self.config.dim as usize);
             }
             (
                 st.frozen.clone().expect("frozen above"),
@@ -410,24 +445,7 @@ impl Collection {
                 st.next_segment_id,
             )
         };
-        let seg_dir = Self::segments_dir(&self.dir);
-        let built = segment::build_segment(&seg_dir, seg_id, &self.config, &*run)?;
-        let entry = SegmentEntry {
-            id: seg_id,
-            n_docs: built.n_docs,
-            file_len: built.file_len,
-            index_files: built
-                .index_files
-                .iter()
-                .map(|(name, len, crc)| FileCheck {
-                    name: name.clone(),
-                    len: *len,
-                    crc: *crc,
-                })
-                .collect(),
-            dead: Vec::new(),
-        };
-        let seg = Arc::new(open_segment(&seg_dir, &entry, &self.config, false)?);
+        let (seg, entry) = self.seal(seg_id, &*run)?;
         {
             let mut st = self.state.write();
             let slot = Slot {
@@ -436,21 +454,13 @@ impl Collection {
                 entry,
             };
             // Commit first: if the manifest cannot be written, memory still matches disk.
-            let manifest = Manifest {
-                version: st.manifest_version + 1,
-                next_segment_id: seg_id + 1,
-                wal_start: wal_end,
-                last_seq: st.next_seq - 1,
-                segments: st
-                    .segments
-                    .iter()
-                    .chain(std::iter::once(&slot))
-                    .map(entry_with_tombstones)
-                    .collect(),
-            };
-            manifest.store(&self.dir)?;
-            st.manifest_version = manifest.version;
-            st.next_segment_id = manifest.next_segment_id;
+            let entries = st
+                .segments
+                .iter()
+                .chain(std::iter::once(&slot))
+                .map(entry_with_tombstones)
+                .collect();
+            self.commit(&mut st, entries, wal_end)?;
             for (i, d) in run.docs.iter().enumerate() {
                 if let Some(loc) = st.ids.get_mut(&d.id) {
                     if *loc == Loc::Frozen(i as u32) {
@@ -467,6 +477,63 @@ impl Collection {
         }
         tracing::info!(collection = %self.name, segment = seg_id, docs = run.docs.len(), "flushed memtable");
         Ok(Some(seg_id))
+    }
+
+    /// Writes segment `seg_id` of `docs` (and its HNSW), opens it, and returns it with its
+    /// manifest entry (no tombstones yet).
+    pub(crate) fn seal(
+        &self,
+        seg_id: u64,
+        docs: &dyn segment::builder::DocSource,
+    ) -> Result<(Arc<Segment>, SegmentEntry)> {
+        let seg_dir = Self::segments_dir(&self.dir);
+        let built = segment::build_segment(&seg_dir, seg_id, &self.config, docs)?;
+        let entry = SegmentEntry {
+            id: seg_id,
+            n_docs: built.n_docs,
+            file_len: built.file_len,
+            index_files: built
+                .index_files
+                .iter()
+                .map(|(name, len, crc)| FileCheck {
+                    name: name.clone(),
+                    len: *len,
+                    crc: *crc,
+                })
+                .collect(),
+            dead: Vec::new(),
+        };
+        let seg = Arc::new(open_segment(&seg_dir, &entry, &self.config, false)?);
+        Ok((seg, entry))
+    }
+
+    /// Writes the manifest listing `segments` (entries with tombstones) and records the
+    /// commit in `st`. Callers hold `flush_lock` and the state write lock, and change the
+    /// in-memory segment list only after this succeeds.
+    pub(crate) fn commit(
+        &self,
+        st: &mut State,
+        segments: Vec<SegmentEntry>,
+        wal_start: u64,
+    ) -> Result<()> {
+        let next_segment_id = segments
+            .iter()
+            .map(|s| s.id + 1)
+            .max()
+            .unwrap_or(0)
+            .max(st.next_segment_id);
+        let manifest = Manifest {
+            version: st.manifest_version + 1,
+            next_segment_id,
+            wal_start,
+            last_seq: st.next_seq - 1,
+            segments,
+        };
+        manifest.store(&self.dir)?;
+        st.manifest_version = manifest.version;
+        st.next_segment_id = manifest.next_segment_id;
+        st.wal_start = wal_start;
+        Ok(())
     }
 
     /// Bytes of WAL on disk not yet covered by a segment.
@@ -498,14 +565,14 @@ fn lost(id: &str) -> Error {
     )
 }
 
-fn entry_with_tombstones(slot: &Slot) -> SegmentEntry {
+pub(crate) fn entry_with_tombstones(slot: &Slot) -> SegmentEntry {
     let mut e = slot.entry.clone();
     e.dead = slot.dead.words().to_vec();
     e
 }
 
 /// Opens a segment listed in the manifest after checking its file length and index crcs.
-fn open_segment(
+pub(crate) fn open_segment(
     seg_dir: &Path,
     entry: &SegmentEntry,
     cfg: &CollectionConfig,

@@ -88,6 +88,7 @@ impl Memtable {
 #[derive(Debug)]
 pub struct Run {
     pub docs: Vec<Document>,
+    pub dim: usize,
 }
 
 impl DocSource for Run {
@@ -97,8 +98,8 @@ impl DocSource for Run {
     fn id(&self, i: usize) -> &str {
         &self.docs[i].id
     }
-    fn vectors(&self, i: usize) -> &[f32] {
-        &self.docs[i].vectors
+    fn rows(&self, i: usize, start: usize, end: usize) -> crate::Result<&[f32]> {
+        Ok(&self.docs[i].vectors[start * self.dim..end * self.dim])
     }
     fn payload(&self, i: usize) -> Option<&str> {
         self.docs[i].payload.as_deref()
@@ -124,6 +125,8 @@ pub struct State {
     pub segments: Vec<Slot>,
     pub ids: HashMap<String, Loc>,
     pub next_seq: u64,
+    /// `wal_start` of the last committed manifest.
+    pub wal_start: u64,
     /// Version of the last committed manifest.
     pub manifest_version: u64,
     /// Id the next flushed segment gets (from the manifest, so a failed flush reuses it).
@@ -162,14 +165,14 @@ impl State {
     }
 
     /// Moves the live memtable documents into a frozen run.
-    pub fn freeze(&mut self, wal_end: u64) {
+    pub fn freeze(&mut self, wal_end: u64, dim: usize) {
         let mem = std::mem::take(&mut self.mem);
         let docs: Vec<Document> = mem.slots.into_iter().flatten().collect();
         for (i, d) in docs.iter().enumerate() {
             self.ids.insert(d.id.clone(), Loc::Frozen(i as u32));
         }
         self.frozen_dead = Arc::new(Bitset::new(docs.len()));
-        self.frozen = Some(Arc::new(Run { docs }));
+        self.frozen = Some(Arc::new(Run { docs, dim }));
         self.frozen_wal_end = wal_end;
     }
 

@@ -19,7 +19,8 @@ pub trait DocSource: Sync {
         self.len() == 0
     }
     fn id(&self, i: usize) -> &str;
-    fn vectors(&self, i: usize) -> &[f32];
+    /// Vectors `start..end` of document `i`; the range never crosses a layout group boundary.
+    fn rows(&self, i: usize, start: usize, end: usize) -> Result<&[f32]>;
     fn payload(&self, i: usize) -> Option<&str>;
 }
 
@@ -47,7 +48,7 @@ pub fn build_segment(
     let dim = cfg.dim as usize;
     let mut v0 = Vec::with_capacity(docs.len() * dim);
     for i in 0..docs.len() {
-        v0.extend_from_slice(&docs.vectors(i)[..dim]);
+        v0.extend_from_slice(docs.rows(i, 0, 1)?);
     }
     let index = VectorIndex::build(
         &v0,
@@ -124,7 +125,7 @@ fn write_segment_file(
         let mut block_crcs = Vec::with_capacity(n.div_ceil(docs_per_block));
         let mut crc = crc32fast::Hasher::new();
         for i in 0..n {
-            let v = &docs.vectors(i)[start as usize * dim..end as usize * dim];
+            let v = docs.rows(i, start as usize, end as usize)?;
             let bytes: &[u8] = bytemuck::cast_slice(v);
             crc.update(bytes);
             w.write_all(bytes).at(&tmp)?;

@@ -118,6 +118,28 @@ impl Segment {
         Ok(bytes)
     }
 
+    /// Vectors `start..end` of document `ord`, which must lie inside one layout group.
+    pub fn rows(&self, ord: usize, start: usize, end: usize) -> Result<&[f32]> {
+        let Some(g) = self
+            .meta
+            .groups
+            .iter()
+            .position(|g| g.start as usize <= start && end <= (g.start + g.width) as usize)
+        else {
+            return Err(Error::invalid(format!(
+                "vectors {start}..{end} cross a layout group of segment {}",
+                self.id
+            )));
+        };
+        let group = &self.meta.groups[g];
+        let block = self.block_slice(g, ord)?;
+        let row = self.dim * self.bytes_per_value;
+        let per = group.docs_per_block as usize;
+        let at = (ord - (ord / per) * per) * group.width as usize * row
+            + (start - group.start as usize) * row;
+        Ok(bytemuck::cast_slice(&block[at..at + (end - start) * row]))
+    }
+
     /// All M_c vectors of document `ord`, copied out.
     pub fn vectors(&self, ord: usize) -> Result<Vec<f32>> {
         let mut parts = Vec::new();

@@ -17,7 +17,7 @@ fn fixture(n: usize) -> (tempfile::TempDir, CollectionConfig, Run) {
             payload: (i % 2 == 0).then(|| format!(r#"{{"i":{i}}}"#)),
         })
         .collect();
-    (tempfile::tempdir().unwrap(), cfg, Run { docs })
+    (tempfile::tempdir().unwrap(), cfg, Run { docs, dim: 16 })
 }
 
 #[test]
@@ -37,6 +37,18 @@ fn prefix_reads_only_the_groups_below_r_c() {
         assert_eq!(got, run.docs[123].vectors[..r_c * 16]);
     }
     assert_eq!(seg.vectors(7).unwrap(), run.docs[7].vectors);
+    assert_eq!(
+        seg.rows(9, 4, 8).unwrap(),
+        &run.docs[9].vectors[4 * 16..8 * 16]
+    );
+    assert_eq!(
+        seg.rows(9, 5, 7).unwrap(),
+        &run.docs[9].vectors[5 * 16..7 * 16]
+    );
+    assert!(
+        seg.rows(9, 2, 6).is_err(),
+        "a range across groups is refused"
+    );
     // Groups are laid out contiguously, 64-byte aligned, one per trained r_c boundary.
     let bounds: Vec<u32> = seg
         .meta()

@@ -1,0 +1,196 @@
+//! Compaction: merge sealed segments into one, dropping deleted and overwritten documents, and
+//! swap the result in through the manifest.
+//!
+//! Runs beside searches and writes. It holds `flush_lock` (so no flush or snapshot commits a
+//! manifest meanwhile — writes keep landing in the memtable, up to the 2x backpressure point),
+//! reads the sources through their `Arc`s without any state lock, and takes the state write lock
+//! only to commit. Tombstones set on a source while the merge ran are carried over to the merged
+//! segment at commit. Searches that started before the commit keep their view (the old segments
+//! stay mapped until the last such search ends); the old files are unlinked after the commit.
+//!
+//! Policy (background, after each memtable flush): merge everything when the collection has more
+//! than `compact_max_segments` sealed segments, or when more than `compact_dead_ratio` of its
+//! sealed documents are tombstoned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::collection::{entry_with_tombstones, Bitset, Collection, Loc, Slot};
+use crate::error::Result;
+use crate::io::remove_if_exists;
+use crate::segment::builder::DocSource;
+use crate::segment::{self, Segment};
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactionReport {
+    /// Segments merged away.
+    pub merged: Vec<u64>,
+    /// The segment that replaced them (none when nothing was live or nothing to do).
+    pub segment: Option<u64>,
+    /// Documents in the merged segments, live or not.
+    pub docs_in: u64,
+    /// Live documents written to the new segment.
+    pub docs_out: u64,
+    /// Bytes of segment + index files before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub elapsed: Duration,
+}
+
+/// The live documents of several segments, read straight from their maps.
+struct MergeSource {
+    segs: Vec<Arc<Segment>>,
+    items: Vec<(usize, u32)>,
+}
+
+impl DocSource for MergeSource {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        let (s, o) = self.items[i];
+        &self.segs[s].ids()[o as usize]
+    }
+    fn payload(&self, i: usize) -> Option<&str> {
+        let (s, o) = self.items[i];
+        self.segs[s].payload(o as usize)
+    }
+    fn rows(&self, i: usize, start: usize, end: usize) -> Result<&[f32]> {
+        let (s, o) = self.items[i];
+        self.segs[s].rows(o as usize, start, end)
+    }
+}
+
+fn slot_bytes(s: &Slot) -> u64 {
+    s.entry.file_len + s.entry.index_files.iter().map(|f| f.len).sum::<u64>()
+}
+
+impl Collection {
+    /// Merges every sealed segment into one, dropping tombstoned documents.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.check_live()?;
+        let _guard = self.flush_lock.lock();
+        self.compact_locked()
+    }
+
+    /// Whether the background policy asks for a compaction now.
+    pub fn needs_compaction(&self) -> bool {
+        let st = self.state.read();
+        let docs: usize = st.segments.iter().map(|s| s.seg.len()).sum();
+        let dead: usize = st.segments.iter().map(|s| s.dead.count()).sum();
+        st.segments.len() > self.options().compact_max_segments
+            || (docs > 0 && dead as f64 / docs as f64 > self.options().compact_dead_ratio)
+    }
+
+    fn compact_locked(&self) -> Result<CompactionReport> {
+        let started = Instant::now();
+        let (sources, seg_id) = {
+            let st = self.state.read();
+            (st.segments.clone(), st.next_segment_id)
+        };
+        let mut report = CompactionReport::default();
+        if sources.is_empty() || (sources.len() == 1 && sources[0].dead.count() == 0) {
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        let items: Vec<(usize, u32)> = sources
+            .iter()
+            .enumerate()
+            .flat_map(|(s, slot)| {
+                (0..slot.seg.len() as u32)
+                    .filter(move |&o| !slot.dead.get(o as usize))
+                    .map(move |o| (s, o))
+            })
+            .collect();
+        let merge = MergeSource {
+            segs: sources.iter().map(|s| s.seg.clone()).collect(),
+            items,
+        };
+        let sealed = if merge.items.is_empty() {
+            None
+        } else {
+            Some(self.seal(seg_id, &merge)?)
+        };
+
+        let mut st = self.state.write();
+        let merged_ids: Vec<u64> = sources.iter().map(|s| s.seg.id()).collect();
+        let new_slot = sealed.map(|(seg, entry)| {
+            // Carry over tombstones set on the sources while the merge ran.
+            let mut dead = Bitset::new(merge.items.len());
+            for (i, &(s, o)) in merge.items.iter().enumerate() {
+                let src = sources[s].seg.id();
+                if st
+                    .segments
+                    .iter()
+                    .find(|x| x.seg.id() == src)
+                    .is_some_and(|x| x.dead.get(o as usize))
+                {
+                    dead.set(i);
+                }
+            }
+            Slot {
+                seg,
+                dead: Arc::new(dead),
+                entry,
+            }
+        });
+        let mut keep: Vec<Slot> = st
+            .segments
+            .iter()
+            .filter(|s| !merged_ids.contains(&s.seg.id()))
+            .cloned()
+            .collect();
+        if let Some(slot) = &new_slot {
+            // The merged segment takes the place of the oldest source (segments stay oldest first).
+            keep.insert(0, slot.clone());
+        }
+        let entries = keep.iter().map(entry_with_tombstones).collect();
+        let wal_start = st.wal_start;
+        self.commit(&mut st, entries, wal_start)?;
+        if let Some(slot) = &new_slot {
+            let new_id = slot.seg.id();
+            for (i, &(s, o)) in merge.items.iter().enumerate() {
+                let id = &merge.segs[s].ids()[o as usize];
+                if let Some(loc) = st.ids.get_mut(id) {
+                    if *loc == Loc::Seg(sources[s].seg.id(), o) {
+                        *loc = Loc::Seg(new_id, i as u32);
+                    }
+                }
+            }
+        }
+        st.segments = keep;
+        drop(st);
+
+        // The manifest no longer lists the sources: unlink them (open searches keep their maps).
+        let seg_dir = Self::segments_dir(self.dir());
+        for s in &sources {
+            let mut files = vec![segment::file_name(s.seg.id())];
+            files.extend(s.entry.index_files.iter().map(|f| f.name.clone()));
+            for f in files {
+                if let Err(e) = remove_if_exists(&seg_dir.join(&f)) {
+                    tracing::warn!(file = %f, error = %e, "could not remove a compacted file; it goes at next open");
+                }
+            }
+        }
+        report.merged = merged_ids;
+        report.docs_in = sources.iter().map(|s| s.seg.len() as u64).sum();
+        report.docs_out = merge.items.len() as u64;
+        report.bytes_before = sources.iter().map(slot_bytes).sum();
+        report.bytes_after = new_slot.as_ref().map_or(0, slot_bytes);
+        report.segment = new_slot.map(|s| s.seg.id());
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            collection = %self.name(),
+            merged = ?report.merged,
+            segment = ?report.segment,
+            docs_out = report.docs_out,
+            ms = report.elapsed.as_millis() as u64,
+            "compacted"
+        );
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests;

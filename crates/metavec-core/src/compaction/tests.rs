@@ -1,0 +1,215 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::document::normalize_rows;
+use crate::score::maxsim_reference;
+use crate::synth::{generate, SynthData, SynthSpec};
+use crate::{
+    Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
+};
+
+fn engine(dir: &std::path::Path, opts: CollectionOptions) -> Engine {
+    Engine::open(dir, EngineOptions { collection: opts }).unwrap()
+}
+
+fn docs(data: &SynthData, r: std::ops::Range<usize>) -> Vec<Document> {
+    r.map(|i| {
+        Document::new(SynthData::id(i), data.doc(i).to_vec())
+            .with_payload(format!(r#"{{"i":{i}}}"#))
+    })
+    .collect()
+}
+
+#[test]
+fn compaction_drops_dead_docs_and_keeps_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CollectionConfig::new(16, 16, 8);
+    let data = generate(&SynthSpec::new(
+        900,
+        5,
+        16,
+        &[(1, 1), (2, 4), (4, 8), (8, 16)],
+        3,
+    ));
+    // Background compaction off: this test compacts by hand.
+    let manual = CollectionOptions {
+        compact_max_segments: usize::MAX,
+        compact_dead_ratio: 2.0,
+        ..Default::default()
+    };
+    let e = engine(dir.path(), manual.clone());
+    let c = e.create_collection("c", cfg.clone()).unwrap();
+    for r in [0..300, 300..600, 600..900] {
+        c.upsert(docs(&data, r)).unwrap();
+        c.flush().unwrap();
+    }
+    let gone: Vec<String> = (0..900).step_by(3).map(SynthData::id).collect();
+    c.delete(&gone).unwrap();
+    // Overwrite some with other vectors (lands in the memtable, tombstones the sealed copy).
+    c.upsert(
+        (0..900)
+            .skip(1)
+            .step_by(7)
+            .map(|i| Document::new(SynthData::id(i), data.doc(899 - i).to_vec()))
+            .collect(),
+    )
+    .unwrap();
+    let searches = |c: &crate::Collection| -> Vec<Vec<(String, f32)>> {
+        let mut out = Vec::new();
+        for b in &cfg.budgets {
+            for q in 0..5 {
+                let req = SearchRequest::new(data.query(q)[..b.r_q as usize * 16].to_vec(), *b, 20)
+                    .exact();
+                out.push(
+                    c.search(&req)
+                        .unwrap()
+                        .hits
+                        .into_iter()
+                        .map(|h| (h.id, h.score))
+                        .collect(),
+                );
+            }
+        }
+        out
+    };
+    let before = searches(&c);
+    let seg_files = |d: &std::path::Path| {
+        std::fs::read_dir(d.join("collections/c/segments"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(seg_files(dir.path()), 9);
+    let live = c.len();
+
+    let r = c.compact().unwrap();
+    assert_eq!(r.merged.len(), 3);
+    assert_eq!(r.docs_in, 900);
+    let overwritten = (0..900).skip(1).step_by(7).filter(|i| i % 3 != 0).count() as u64;
+    assert_eq!(r.docs_out, 600 - overwritten);
+    assert!(r.bytes_after < r.bytes_before);
+    assert_eq!(c.info().segments.len(), 1);
+    assert_eq!(c.len(), live);
+    assert_eq!(searches(&c), before, "compaction changed search results");
+    assert_eq!(
+        seg_files(dir.path()),
+        3,
+        "old segment files are removed after the commit"
+    );
+    // Nothing to do the second time.
+    assert_eq!(c.compact().unwrap().segment, None);
+    drop(c);
+    drop(e);
+    let e = engine(dir.path(), manual);
+    let c = e.collection("c").unwrap();
+    assert_eq!(searches(&c), before, "results changed after reopen");
+    let got = c
+        .get(&[SynthData::id(1), SynthData::id(2), SynthData::id(3)])
+        .unwrap();
+    assert!(got[0].is_some() && got[1].is_some() && got[2].is_none());
+    assert_eq!(
+        got[1].as_ref().unwrap().payload.as_deref(),
+        Some(r#"{"i":2}"#)
+    );
+}
+
+#[test]
+fn writes_and_searches_go_on_during_compaction_and_match_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CollectionConfig::new(8, 4, 2);
+    let small = CollectionOptions {
+        memtable_max_bytes: 30 * 4 * 8 * 4,
+        compact_max_segments: 3,
+        ..Default::default()
+    };
+    let e = engine(dir.path(), small);
+    let c = e.create_collection("c", cfg.clone()).unwrap();
+    let data = generate(&SynthSpec::new(400, 20, 8, &[(1, 1), (2, 4)], 4));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (c, stop, data) = (c.clone(), stop.clone(), data.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let req = SearchRequest::new(data.query(n % 20).to_vec(), Budget::new(2, 4), 10);
+                c.search(&req).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut oracle: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut x = 12345u64;
+    for round in 0..60 {
+        for _ in 0..10 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let i = (x >> 33) as usize % 400;
+            let j = (x >> 13) as usize % 400;
+            let mut d = Document::new(SynthData::id(i), data.doc(j).to_vec());
+            c.upsert(vec![d.clone()]).unwrap();
+            normalize_rows(&mut d.vectors, 8, "o").unwrap();
+            oracle.insert(d.id, d.vectors);
+            if x % 3 == 0 {
+                let k = SynthData::id((x >> 40) as usize % 400);
+                c.delete(std::slice::from_ref(&k)).unwrap();
+                oracle.remove(&k);
+            }
+        }
+        if round % 10 == 5 {
+            c.compact().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    c.flush().unwrap();
+    c.compact().unwrap();
+    assert_eq!(c.len(), oracle.len());
+    let ids: Vec<String> = oracle.keys().cloned().collect();
+    for (id, got) in ids.iter().zip(c.get(&ids).unwrap()) {
+        assert_eq!(&got.unwrap().vectors, &oracle[id]);
+    }
+    let q = data.query(0).to_vec();
+    let mut qn = q.clone();
+    normalize_rows(&mut qn, 8, "q").unwrap();
+    let res = c
+        .search(&SearchRequest::new(q, Budget::new(2, 4), 5).exact())
+        .unwrap();
+    let mut truth: Vec<f32> = oracle
+        .values()
+        .map(|v| maxsim_reference(&qn, 2, v, 4, 8))
+        .collect();
+    truth.sort_by(|a, b| b.total_cmp(a));
+    for (h, t) in res.hits.iter().zip(&truth) {
+        assert!((h.score - t).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn background_policy_compacts_when_segments_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CollectionOptions {
+        compact_max_segments: 2,
+        ..Default::default()
+    };
+    let e = engine(dir.path(), opts);
+    let c = e
+        .create_collection("c", CollectionConfig::new(8, 4, 2))
+        .unwrap();
+    let data = generate(&SynthSpec::new(90, 1, 8, &[(1, 1), (2, 4)], 5));
+    for r in [0..30, 30..60, 60..90] {
+        c.upsert(docs(&data, r)).unwrap();
+        c.flush().unwrap();
+    }
+    assert!(c.needs_compaction());
+    // A delete wakes the background thread, which compacts.
+    c.delete(&[SynthData::id(0)]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.info().segments.len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background compaction never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(c.len(), 89);
+}
