@@ -21,6 +21,7 @@ use crate::catalog::{Catalog, CatalogEntry};
 use crate::collection::{Collection, CollectionInfo, CollectionOptions};
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, IoContext, Result};
+use crate::snapshot::{restore_files, SnapshotInfo};
 
 /// Engine-wide options.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +47,15 @@ impl Engine {
         let root = root.as_ref().to_path_buf();
         let coll_root = root.join("collections");
         std::fs::create_dir_all(&coll_root).at(&coll_root)?;
+        let snap_root = root.join("snapshots");
+        std::fs::create_dir_all(&snap_root).at(&snap_root)?;
+        for dirent in std::fs::read_dir(&snap_root).at(&snap_root)? {
+            let dirent = dirent.at(&snap_root)?;
+            if dirent.file_name().to_string_lossy().ends_with(".tmp") {
+                tracing::info!(dir = %dirent.path().display(), "removing an unfinished snapshot");
+                std::fs::remove_dir_all(dirent.path()).at(&dirent.path())?;
+            }
+        }
         let catalog = Catalog::open(&root.join("catalog"))?;
         let mut collections = HashMap::new();
         let mut broken = HashMap::new();
@@ -160,6 +170,108 @@ impl Engine {
         v
     }
 
+    fn snapshot_dir(&self, name: &str) -> Result<PathBuf> {
+        validate_snapshot_name(name)?;
+        Ok(self.root.join("snapshots").join(name))
+    }
+
+    /// Takes a consistent point-in-time snapshot of a collection while it serves and ingests.
+    pub fn create_snapshot(&self, collection: &str) -> Result<SnapshotInfo> {
+        let coll = self.collection(collection)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut name = format!("{collection}-{now}");
+        let mut n = 1;
+        while self.snapshot_dir(&name)?.exists() {
+            n += 1;
+            name = format!("{collection}-{now}-{n}");
+        }
+        let info = coll.snapshot_into(&self.snapshot_dir(&name)?, &name, now)?;
+        tracing::info!(snapshot = %name, files = info.files.len(), bytes = info.bytes(), "snapshot taken");
+        Ok(info)
+    }
+
+    /// Every complete snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let dir = self.root.join("snapshots");
+        let mut out = Vec::new();
+        for dirent in std::fs::read_dir(&dir).at(&dir)? {
+            let dirent = dirent.at(&dir)?;
+            let name = dirent.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            match SnapshotInfo::load(&dirent.path()) {
+                Ok(info) => out.push(info),
+                Err(e) => {
+                    tracing::warn!(snapshot = %name, error = %e, "unreadable snapshot skipped")
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.created_unix_ms, &a.name).cmp(&(b.created_unix_ms, &b.name)));
+        Ok(out)
+    }
+
+    pub fn snapshot_info(&self, name: &str) -> Result<SnapshotInfo> {
+        let dir = self.snapshot_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("snapshot {name:?} does not exist")));
+        }
+        SnapshotInfo::load(&dir)
+    }
+
+    pub fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let dir = self.snapshot_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("snapshot {name:?} does not exist")));
+        }
+        std::fs::remove_dir_all(&dir).at(&dir)
+    }
+
+    /// Restores a snapshot as a new collection `as_name`, after checking every file's checksum.
+    pub fn restore_snapshot(&self, name: &str, as_name: &str) -> Result<Arc<Collection>> {
+        validate_collection_name(as_name)?;
+        let src = self.snapshot_dir(name)?;
+        if !src.is_dir() {
+            return Err(Error::NotFound(format!("snapshot {name:?} does not exist")));
+        }
+        let info = SnapshotInfo::load(&src)?;
+        let _ddl = self.ddl.lock();
+        if self.catalog.contains(as_name)? {
+            return Err(Error::AlreadyExists(format!(
+                "collection {as_name:?} already exists"
+            )));
+        }
+        let dir = self.dir_of(as_name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).at(&dir)?;
+        }
+        restore_files(&src, &info, &dir)?;
+        let coll = Collection::open(
+            as_name,
+            &dir,
+            info.config.clone(),
+            self.opts.collection.clone(),
+        )?;
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.catalog.insert(
+            as_name,
+            &CatalogEntry {
+                config: info.config,
+                created_unix_ms,
+            },
+        )?;
+        self.broken.write().remove(as_name);
+        self.collections
+            .write()
+            .insert(as_name.to_string(), coll.clone());
+        tracing::info!(snapshot = name, collection = as_name, "restored snapshot");
+        Ok(coll)
+    }
+
     /// Deletes a collection and its files. Handles held elsewhere start failing with NotFound.
     pub fn delete_collection(&self, name: &str) -> Result<()> {
         let _ddl = self.ddl.lock();
@@ -185,5 +297,21 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Snapshot names become directory names: ASCII letters, digits, `_` and `-`, 1..=128 bytes.
+pub fn validate_snapshot_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "snapshot name {name:?} is invalid: use 1..=128 ASCII letters, digits, '_' or '-'"
+        )))
     }
 }

@@ -36,6 +36,7 @@ pub mod manifest;
 pub mod score;
 pub mod search;
 pub mod segment;
+pub mod snapshot;
 pub mod synth;
 pub mod wal;
 
@@ -46,3 +47,4 @@ pub use document::Document;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use search::{Hit, SearchRequest, SearchResponse, SearchStats};
+pub use snapshot::SnapshotInfo;
