@@ -124,7 +124,9 @@ fn snapshot_during_ingest_holds_exactly_the_writes_up_to_its_sequence_number() {
         .create_collection("live", CollectionConfig::new(8, 4, 2))
         .unwrap();
     let data = generate(&SynthSpec::new(300, 1, 8, &[(1, 1), (2, 4)], 9));
-    let log: Arc<Mutex<Vec<(u64, String, Option<Vec<f32>>)>>> = Arc::default();
+    // (acknowledged seq, id, vectors or None for a delete)
+    type Log = Vec<(u64, String, Option<Vec<f32>>)>;
+    let log: Arc<Mutex<Log>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (c, log, stop, data) = (c.clone(), log.clone(), stop.clone(), data.clone());
