@@ -132,6 +132,38 @@ pub fn stats_pb(i: &core::CollectionInfo) -> pb::CollectionStats {
     }
 }
 
+pub fn snapshot_pb(s: &core::SnapshotInfo) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        name: s.name.clone(),
+        collection: s.collection.clone(),
+        created_unix_ms: s.created_unix_ms,
+        last_seq: s.last_seq,
+        bytes: s.bytes(),
+        files: s
+            .files
+            .iter()
+            .map(|f| pb::SnapshotFile {
+                path: f.path.clone(),
+                len: f.len,
+                crc32: f.crc32,
+            })
+            .collect(),
+        config: Some(config_pb(&s.config)),
+    }
+}
+
+pub fn compact_pb(r: &core::CompactionReport) -> pb::CompactResponse {
+    pb::CompactResponse {
+        merged_segments: r.merged.clone(),
+        new_segment: r.segment.unwrap_or(0),
+        docs_in: r.docs_in,
+        docs_out: r.docs_out,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        elapsed_ms: r.elapsed.as_millis() as u64,
+    }
+}
+
 /// Converts an upsert batch, checking each document's shape against the collection.
 pub fn documents(
     docs: Vec<pb::Document>,

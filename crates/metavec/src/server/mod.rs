@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// Check every vector block checksum when a collection opens (slower start).
     #[arg(long, env = "METAVEC_VERIFY_ON_OPEN")]
     pub verify_on_open: bool,
+    /// Background compaction merges a collection's segments when it has more than this many.
+    #[arg(long, default_value_t = 8, env = "METAVEC_COMPACT_MAX_SEGMENTS")]
+    pub compact_max_segments: usize,
+    /// ... or when more than this fraction of its sealed documents is deleted or overwritten.
+    #[arg(long, default_value_t = 0.3, env = "METAVEC_COMPACT_DEAD_RATIO")]
+    pub compact_dead_ratio: f64,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +44,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         collection: CollectionOptions {
             memtable_max_bytes: args.memtable_mb << 20,
             verify_on_open: args.verify_on_open,
+            compact_max_segments: args.compact_max_segments,
+            compact_dead_ratio: args.compact_dead_ratio,
         },
     };
     let dir = args.data_dir.clone();

@@ -261,6 +261,78 @@ impl pb::admin_server::Admin for Api {
         logged("Flush", &name, t, res)
     }
 
+    async fn compact(
+        &self,
+        req: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().collection;
+        let res = async {
+            let coll = self.collection(&name)?;
+            let report = blocking(move || coll.compact()).await?;
+            Ok(Response::new(convert::compact_pb(&report)))
+        }
+        .await;
+        logged("Compact", &name, t, res)
+    }
+
+    async fn create_snapshot(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().collection;
+        let engine = self.engine.clone();
+        let n = name.clone();
+        let res = blocking(move || engine.create_snapshot(&n))
+            .await
+            .map(|i| Response::new(convert::snapshot_pb(&i)));
+        logged("CreateSnapshot", &name, t, res)
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let only = req.into_inner().collection;
+        let engine = self.engine.clone();
+        let all = blocking(move || engine.list_snapshots()).await?;
+        let snapshots = all
+            .iter()
+            .filter(|s| only.is_empty() || s.collection == only)
+            .map(convert::snapshot_pb)
+            .collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let t = Instant::now();
+        let name = req.into_inner().name;
+        let engine = self.engine.clone();
+        let n = name.clone();
+        let res = blocking(move || engine.delete_snapshot(&n))
+            .await
+            .map(|()| Response::new(pb::DeleteSnapshotResponse {}));
+        logged("DeleteSnapshot", &name, t, res)
+    }
+
+    async fn restore_snapshot(
+        &self,
+        req: Request<pb::RestoreSnapshotRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let t = Instant::now();
+        let r = req.into_inner();
+        let engine = self.engine.clone();
+        let as_name = r.as_collection.clone();
+        let res = blocking(move || Ok(engine.restore_snapshot(&r.name, &r.as_collection)?.info()))
+            .await
+            .map(|i| Response::new(convert::info_pb(&i)));
+        logged("RestoreSnapshot", &as_name, t, res)
+    }
+
     async fn stats(
         &self,
         req: Request<pb::StatsRequest>,
