@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod index;
+pub mod inspect;
 pub mod io;
 pub mod manifest;
 pub mod score;

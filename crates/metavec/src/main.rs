@@ -1,6 +1,9 @@
-//! `metavec`: the server (`metavec serve`) and, as they land, the operations subcommands.
+//! `metavec`: the server (`metavec serve`) and the operations CLI.
 
+mod cli;
 mod server;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +22,8 @@ struct Cli {
         env = "METAVEC_LOG_FORMAT"
     )]
     log_format: String,
+    #[command(flatten)]
+    remote: cli::Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,11 +32,38 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(server::ServeArgs),
+    /// Create, list, show and delete collections.
+    #[command(subcommand)]
+    Collections(cli::CollectionsCmd),
+    /// Bulk-load documents from a .npy file [N, M_c, D] over streaming gRPC.
+    Load(cli::LoadArgs),
+    /// Search with queries from a .npy file [Q, M_q, D].
+    Search(cli::SearchArgs),
+    /// Seal memtables into segments (one collection, or all).
+    Flush { collection: Option<String> },
+    /// Per-collection sizes (one collection, or all).
+    Stats { collection: Option<String> },
+    /// Merge a collection's segments, dropping deleted documents.
+    Compact { collection: String },
+    /// Create, list, delete and restore snapshots.
+    #[command(subcommand)]
+    Snapshot(cli::SnapshotCmd),
+    /// Describe a stopped server's data directory: segments, groups, bytes, HNSW, WAL records.
+    Inspect {
+        #[arg(long, default_value = "./metavec-data")]
+        data_dir: PathBuf,
+    },
+    /// Check every checksum of a stopped server's data directory; non-zero exit on damage.
+    Verify {
+        #[arg(long, default_value = "./metavec-data")]
+        data_dir: PathBuf,
+    },
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: &str, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -45,7 +77,7 @@ fn init_tracing(format: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    init_tracing(&cli.log_format, !matches!(cli.command, Command::Serve(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,9 +88,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => rt.block_on(server::serve(args)),
-    };
+    let r = &cli.remote;
+    let result: Result<(), String> = rt.block_on(async {
+        match cli.command {
+            Command::Serve(args) => server::serve(args).await.map_err(|e| e.to_string()),
+            Command::Collections(cmd) => cli::collections(r, cmd).await,
+            Command::Load(a) => cli::load(r, a).await,
+            Command::Search(a) => cli::search(r, a).await,
+            Command::Flush { collection } => cli::admin(r, cli::AdminOp::Flush(collection)).await,
+            Command::Stats { collection } => cli::admin(r, cli::AdminOp::Stats(collection)).await,
+            Command::Compact { collection } => {
+                cli::admin(r, cli::AdminOp::Compact(collection)).await
+            }
+            Command::Snapshot(cmd) => cli::admin(r, cli::AdminOp::Snapshot(cmd)).await,
+            Command::Inspect { data_dir } => cli::offline(&data_dir, false, r.json),
+            Command::Verify { data_dir } => cli::offline(&data_dir, true, r.json),
+        }
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -97,11 +97,11 @@ pub struct Collection {
 }
 
 impl Collection {
-    pub(crate) fn segments_dir(dir: &Path) -> PathBuf {
+    pub fn segments_dir(dir: &Path) -> PathBuf {
         dir.join("segments")
     }
 
-    pub(crate) fn wal_dir(dir: &Path) -> PathBuf {
+    pub fn wal_dir(dir: &Path) -> PathBuf {
         dir.join("wal")
     }
 

@@ -11,7 +11,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use reader::{replay_dir, ReplayReport};
+pub use reader::{replay_dir, scan_file, ReplayReport, WalScan};
 pub use record::{Record, RecordKind};
 pub use writer::Wal;
 

@@ -92,3 +92,55 @@ pub fn replay_dir(
     }
     Ok(report)
 }
+
+/// What a read-only scan of one WAL file found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WalScan {
+    pub records: usize,
+    pub upserted_docs: usize,
+    pub deleted_ids: usize,
+    pub bytes: u64,
+    /// Offset and reason of the first record that does not decode (recovery would cut here).
+    pub bad: Option<(u64, String)>,
+}
+
+/// Reads a WAL file without changing it.
+pub fn scan_file(path: &Path, gen: u64, floats_per_doc: usize) -> Result<WalScan> {
+    let bytes = std::fs::read(path).at(path)?;
+    let (_, header) = decode_preamble(&bytes, FileKind::Wal, path)?;
+    if header.len() < 8 || u64_at(header, 0) != gen {
+        return Err(crate::Error::corruption(
+            path,
+            PREAMBLE_LEN as u64,
+            format!("WAL header does not name generation {gen}"),
+        ));
+    }
+    let mut scan = WalScan {
+        bytes: bytes.len() as u64,
+        ..Default::default()
+    };
+    let mut at = PREAMBLE_LEN + header.len();
+    while at < bytes.len() {
+        match decode(&bytes[at..], floats_per_doc) {
+            Ok((rec, used)) => {
+                scan.records += 1;
+                match rec {
+                    Record::Upsert { docs, .. } => scan.upserted_docs += docs.len(),
+                    Record::Delete { ids, .. } => scan.deleted_ids += ids.len(),
+                }
+                at += used;
+            }
+            Err(e) => {
+                scan.bad = Some((
+                    at as u64,
+                    match e {
+                        DecodeError::Truncated => "torn record".into(),
+                        DecodeError::Corrupt(m) => m,
+                    },
+                ));
+                break;
+            }
+        }
+    }
+    Ok(scan)
+}

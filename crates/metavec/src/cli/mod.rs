@@ -1,0 +1,660 @@
+//! The operations CLI: client subcommands that talk gRPC to a running server (`--addr`), and
+//! offline subcommands (`inspect`, `verify`) that read a stopped server's data directory.
+
+pub mod npy;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use metavec_api::pb;
+use metavec_api::pb::{
+    admin_client::AdminClient, collections_client::CollectionsClient,
+    documents_client::DocumentsClient, search_client::SearchClient,
+};
+use tonic::transport::Channel;
+
+pub type CliResult = Result<(), String>;
+
+/// Options every client subcommand shares.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// Server address.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "METAVEC_ADDR",
+        global = true
+    )]
+    pub addr: String,
+    /// Print JSON (one object per line) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CollectionsCmd {
+    /// Create a collection.
+    Create {
+        name: String,
+        #[arg(long)]
+        dim: u32,
+        #[arg(long)]
+        doc_vectors: u32,
+        #[arg(long)]
+        query_vectors: u32,
+        /// Trained budgets, e.g. "1x1,2x4,4x8" (default: the MetaEmbed ladder cut to the counts).
+        #[arg(long)]
+        budgets: Option<String>,
+        /// HNSW links per node.
+        #[arg(long)]
+        hnsw_m: Option<u32>,
+        #[arg(long)]
+        ef_construction: Option<u32>,
+    },
+    /// List collections.
+    List,
+    /// Show one collection.
+    Info { name: String },
+    /// Delete a collection and its files.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Take a snapshot of a collection while it serves.
+    Create { collection: String },
+    /// List snapshots.
+    List { collection: Option<String> },
+    /// Delete a snapshot.
+    Delete { name: String },
+    /// Restore a snapshot as a new collection (every checksum is verified first).
+    Restore {
+        name: String,
+        #[arg(long = "as")]
+        as_collection: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Target collection.
+    #[arg(long)]
+    pub collection: String,
+    /// Documents [N, M_c, D]: f32, f16, or bf16 as uint16.
+    #[arg(long)]
+    pub npy: PathBuf,
+    /// One id per line (default: the row number).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    /// One JSON object per line, per document.
+    #[arg(long)]
+    pub payload: Option<PathBuf>,
+    /// Documents per streamed batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Skip documents whose id already exists (to resume an interrupted load).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub collection: String,
+    /// Queries [Q, M_q, D] (or one query [M_q, D]).
+    #[arg(long)]
+    pub npy: PathBuf,
+    /// Budget "R_QxR_C", e.g. 4x8.
+    #[arg(long)]
+    pub budget: String,
+    #[arg(short, long, default_value_t = 10)]
+    pub k: u32,
+    /// Candidates per segment (0 = server default).
+    #[arg(long, default_value_t = 0)]
+    pub candidates: u32,
+    /// Score every document (exact ground truth).
+    #[arg(long)]
+    pub exact: bool,
+    #[arg(long)]
+    pub with_payload: bool,
+    #[arg(long)]
+    pub allow_untrained_budget: bool,
+}
+
+fn status(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+async fn channel(addr: &str) -> Result<Channel, String> {
+    let addr = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Channel::from_shared(addr.clone())
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub fn parse_budget(s: &str) -> Result<pb::Budget, String> {
+    let (q, c) = s
+        .split_once(['x', 'X', ','])
+        .ok_or_else(|| format!("budget {s:?}: expected R_QxR_C, e.g. 4x8"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("budget {s:?}: {v:?} is not a number"))
+    };
+    Ok(pb::Budget {
+        r_q: p(q)?,
+        r_c: p(c)?,
+    })
+}
+
+fn print_info(i: &pb::CollectionInfo, json: bool) {
+    let cfg = i.config.clone().unwrap_or_default();
+    if json {
+        let v = serde_json::json!({
+            "name": i.name, "dim": cfg.dim, "doc_vectors": cfg.doc_vectors, "query_vectors": cfg.query_vectors,
+            "budgets": cfg.budgets.iter().map(|b| format!("{}x{}", b.r_q, b.r_c)).collect::<Vec<_>>(),
+            "live_docs": i.live_docs, "memtable_docs": i.memtable_docs, "segments": i.segments.len(),
+            "segment_bytes": i.segments.iter().map(|s| s.file_bytes).sum::<u64>(), "wal_bytes": i.wal_bytes,
+        });
+        println!("{v}");
+    } else {
+        let budgets: Vec<String> = cfg
+            .budgets
+            .iter()
+            .map(|b| format!("({},{})", b.r_q, b.r_c))
+            .collect();
+        println!(
+            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} docs {:<9} segments {:<3} wal {:>10} B  budgets {}",
+            i.name,
+            cfg.dim,
+            cfg.doc_vectors,
+            cfg.query_vectors,
+            i.live_docs,
+            i.segments.len(),
+            i.wal_bytes,
+            budgets.join(" ")
+        );
+    }
+}
+
+fn print_snapshot(s: &pb::SnapshotInfo, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"name": s.name, "collection": s.collection, "created_unix_ms": s.created_unix_ms,
+                "last_seq": s.last_seq, "bytes": s.bytes, "files": s.files.len()})
+        );
+    } else {
+        println!(
+            "{:<40} {:<24} files {:<4} {:>14} B  last_seq {}",
+            s.name,
+            s.collection,
+            s.files.len(),
+            s.bytes,
+            s.last_seq
+        );
+    }
+}
+
+pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
+    let mut c = CollectionsClient::new(channel(&remote.addr).await?);
+    match cmd {
+        CollectionsCmd::Create {
+            name,
+            dim,
+            doc_vectors,
+            query_vectors,
+            budgets,
+            hnsw_m,
+            ef_construction,
+        } => {
+            let budgets = match budgets {
+                Some(b) => b
+                    .split(',')
+                    .map(parse_budget)
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            let req = pb::CreateCollectionRequest {
+                name,
+                dim,
+                doc_vectors,
+                query_vectors,
+                budgets,
+                hnsw: Some(pb::HnswParams {
+                    m: hnsw_m.unwrap_or(0),
+                    ef_construction: ef_construction.unwrap_or(0),
+                }),
+                dtype: String::new(),
+            };
+            print_info(
+                &c.create_collection(req).await.map_err(status)?.into_inner(),
+                remote.json,
+            );
+        }
+        CollectionsCmd::List => {
+            for i in c
+                .list_collections(pb::ListCollectionsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .collections
+            {
+                print_info(&i, remote.json);
+            }
+        }
+        CollectionsCmd::Info { name } => {
+            let i = c
+                .get_collection(pb::GetCollectionRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_info(&i, remote.json);
+            if !remote.json {
+                for s in &i.segments {
+                    println!(
+                        "  segment {:<6} docs {:<9} live {:<9} file {:>14} B  index {:>12} B",
+                        s.id, s.docs, s.live_docs, s.file_bytes, s.index_bytes
+                    );
+                }
+            }
+        }
+        CollectionsCmd::Delete { name } => {
+            c.delete_collection(pb::DeleteCollectionRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+fn read_lines(path: &Option<PathBuf>) -> Result<Option<Vec<String>>, String> {
+    path.as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|s| s.lines().map(str::to_string).collect())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .transpose()
+}
+
+pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
+    let (values, shape) = npy::read(&a.npy)?;
+    let [n, mc, dim] = shape[..] else {
+        return Err(format!(
+            "{}: shape {shape:?}, expected [N, M_c, D]",
+            a.npy.display()
+        ));
+    };
+    let ids = read_lines(&a.ids)?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+    let payloads = read_lines(&a.payload)?;
+    if ids.len() < n || payloads.as_ref().is_some_and(|p| p.len() < n) {
+        return Err(format!("{n} documents but fewer ids or payload lines"));
+    }
+    let ch = channel(&remote.addr).await?;
+    let mut docs = DocumentsClient::new(ch).max_encoding_message_size(usize::MAX);
+    let mut lookup = docs.clone();
+    let pbar = bar(n as u64, "loading");
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UpsertRequest>(4);
+    let collection = a.collection.clone();
+    let progress = pbar.clone();
+    let batch = a.batch.max(1);
+    let producer = tokio::spawn(async move {
+        let mut skipped = 0usize;
+        for start in (0..n).step_by(batch) {
+            let end = (start + batch).min(n);
+            let mut rows: Vec<usize> = (start..end).collect();
+            if a.resume {
+                let have = lookup
+                    .get(pb::GetRequest {
+                        collection: collection.clone(),
+                        ids: ids[start..end].to_vec(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let existing: std::collections::HashSet<String> =
+                    have.documents.into_iter().map(|d| d.id).collect();
+                rows.retain(|&i| !existing.contains(&ids[i]));
+                skipped += end - start - rows.len();
+            }
+            let documents = rows
+                .iter()
+                .map(|&i| pb::Document {
+                    id: ids[i].clone(),
+                    vectors: Some(pb::Vectors {
+                        count: mc as u32,
+                        dim: dim as u32,
+                        values: values[i * mc * dim..(i + 1) * mc * dim].to_vec(),
+                    }),
+                    payload: payloads.as_ref().map(|p| p[i].clone()).unwrap_or_default(),
+                })
+                .collect::<Vec<_>>();
+            if !documents.is_empty()
+                && tx
+                    .send(pb::UpsertRequest {
+                        collection: collection.clone(),
+                        documents,
+                    })
+                    .await
+                    .is_err()
+            {
+                break; // the stream failed; its status is reported below
+            }
+            progress.inc((end - start) as u64);
+        }
+        Ok::<usize, String>(skipped)
+    });
+    let resp = docs
+        .upsert(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(status);
+    let skipped = producer.await.map_err(|e| e.to_string())??;
+    pbar.finish_and_clear();
+    let r = resp?.into_inner();
+    if remote.json {
+        println!(
+            "{}",
+            serde_json::json!({"upserted": r.upserted, "batches": r.batches, "skipped_existing": skipped, "last_seq": r.last_seq})
+        );
+    } else {
+        println!(
+            "upserted {} documents in {} batches ({} already present, skipped)",
+            r.upserted, r.batches, skipped
+        );
+    }
+    Ok(())
+}
+
+pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
+    let (values, shape) = npy::read(&a.npy)?;
+    let (q, mq, dim) = match shape[..] {
+        [q, mq, dim] => (q, mq, dim),
+        [mq, dim] => (1, mq, dim),
+        _ => {
+            return Err(format!(
+                "{}: shape {shape:?}, expected [Q, M_q, D] or [M_q, D]",
+                a.npy.display()
+            ))
+        }
+    };
+    let budget = parse_budget(&a.budget)?;
+    let mut c = SearchClient::new(channel(&remote.addr).await?);
+    let pbar = if q > 1 && !remote.json {
+        Some(bar(q as u64, "searching"))
+    } else {
+        None
+    };
+    let mut lines = Vec::new();
+    for i in 0..q {
+        let req = pb::SearchRequest {
+            collection: a.collection.clone(),
+            query: Some(pb::Vectors {
+                count: mq as u32,
+                dim: dim as u32,
+                values: values[i * mq * dim..(i + 1) * mq * dim].to_vec(),
+            }),
+            budget: Some(budget),
+            k: a.k,
+            candidates: a.candidates,
+            ef: 0,
+            exact: a.exact,
+            with_payload: a.with_payload,
+            allow_untrained_budget: a.allow_untrained_budget,
+        };
+        let r = c.search(req).await.map_err(status)?.into_inner();
+        let st = r.stats.unwrap_or_default();
+        if remote.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "query": i,
+                    "hits": r.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "payload": h.payload})).collect::<Vec<_>>(),
+                    "docs_scored": st.docs_scored, "vector_bytes_read": st.vector_bytes_read, "total_us": st.total_us,
+                })
+            );
+        } else {
+            for (rank, h) in r.hits.iter().enumerate() {
+                lines.push(format!(
+                    "{i:<6} {rank:<5} {:<32} {:>10.5}  {}",
+                    h.id, h.score, h.payload
+                ));
+            }
+        }
+        if let Some(p) = &pbar {
+            p.inc(1);
+        }
+    }
+    if let Some(p) = pbar {
+        p.finish_and_clear();
+    }
+    if !remote.json {
+        println!("{:<6} {:<5} {:<32} {:>10}", "query", "rank", "id", "score");
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
+    let mut a = AdminClient::new(channel(&remote.addr).await?);
+    match what {
+        AdminOp::Flush(c) => {
+            let r = a
+                .flush(pb::FlushRequest {
+                    collection: c.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if remote.json {
+                println!("{}", serde_json::json!({"flushed": r.flushed}));
+            } else {
+                println!(
+                    "flushed: {}",
+                    if r.flushed.is_empty() {
+                        "nothing to flush".into()
+                    } else {
+                        r.flushed.join(", ")
+                    }
+                );
+            }
+        }
+        AdminOp::Stats(c) => {
+            let r = a
+                .stats(pb::StatsRequest {
+                    collection: c.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for s in r.collections {
+                if remote.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": s.name, "live_docs": s.live_docs, "memtable_docs": s.memtable_docs, "segments": s.segments,
+                            "segment_bytes": s.segment_bytes, "index_bytes": s.index_bytes, "wal_bytes": s.wal_bytes})
+                    );
+                } else {
+                    println!(
+                        "{:<24} docs {:<9} memtable {:<8} segments {:<3} segment {:>14} B  index {:>12} B  wal {:>12} B",
+                        s.name, s.live_docs, s.memtable_docs, s.segments, s.segment_bytes, s.index_bytes, s.wal_bytes
+                    );
+                }
+            }
+        }
+        AdminOp::Compact(collection) => {
+            let spinner = ProgressBar::new_spinner();
+            spinner.set_message(format!("compacting {collection}"));
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            let r = a
+                .compact(pb::CompactRequest { collection })
+                .await
+                .map_err(status);
+            spinner.finish_and_clear();
+            let r = r?.into_inner();
+            if remote.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"merged_segments": r.merged_segments, "new_segment": r.new_segment, "docs_in": r.docs_in,
+                        "docs_out": r.docs_out, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after, "elapsed_ms": r.elapsed_ms})
+                );
+            } else if r.merged_segments.is_empty() {
+                println!("nothing to compact");
+            } else {
+                println!(
+                    "merged segments {:?} into {}: {} -> {} docs, {} -> {} bytes in {} ms",
+                    r.merged_segments,
+                    r.new_segment,
+                    r.docs_in,
+                    r.docs_out,
+                    r.bytes_before,
+                    r.bytes_after,
+                    r.elapsed_ms
+                );
+            }
+        }
+        AdminOp::Snapshot(cmd) => match cmd {
+            SnapshotCmd::Create { collection } => {
+                let spinner = ProgressBar::new_spinner();
+                spinner.set_message(format!("snapshotting {collection}"));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                let r = a
+                    .create_snapshot(pb::CreateSnapshotRequest { collection })
+                    .await
+                    .map_err(status);
+                spinner.finish_and_clear();
+                print_snapshot(&r?.into_inner(), remote.json);
+            }
+            SnapshotCmd::List { collection } => {
+                let r = a
+                    .list_snapshots(pb::ListSnapshotsRequest {
+                        collection: collection.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status)?;
+                for s in r.into_inner().snapshots {
+                    print_snapshot(&s, remote.json);
+                }
+            }
+            SnapshotCmd::Delete { name } => {
+                a.delete_snapshot(pb::DeleteSnapshotRequest { name: name.clone() })
+                    .await
+                    .map_err(status)?;
+                println!("deleted snapshot {name}");
+            }
+            SnapshotCmd::Restore {
+                name,
+                as_collection,
+            } => {
+                let i = a
+                    .restore_snapshot(pb::RestoreSnapshotRequest {
+                        name,
+                        as_collection,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                print_info(&i, remote.json);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Admin operations over gRPC.
+pub enum AdminOp {
+    Flush(Option<String>),
+    Stats(Option<String>),
+    Compact(String),
+    Snapshot(SnapshotCmd),
+}
+
+/// `inspect` / `verify` on a stopped server's data directory. Verify fails (non-zero exit) on any
+/// problem, printing the file and offset.
+pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResult {
+    let reports =
+        metavec_core::inspect::inspect_dir(data_dir, verify).map_err(|e| e.to_string())?;
+    let mut problems = 0;
+    for r in &reports {
+        problems += r.problems.len();
+        if json {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+            continue;
+        }
+        println!(
+            "collection {}  dim {} M_c {} M_q {}  manifest v{}  segments {}",
+            r.name,
+            r.config.dim,
+            r.config.doc_vectors,
+            r.config.query_vectors,
+            r.manifest_version,
+            r.segments.len()
+        );
+        for s in &r.segments {
+            println!(
+                "  segment {:<5} docs {:<8} live {:<8} file {:>13} B  hnsw {:>11} B ({} points)",
+                s.id, s.docs, s.live_docs, s.file_bytes, s.index_bytes, s.hnsw_points
+            );
+            for g in &s.groups {
+                println!(
+                    "    vectors {:<8} {:>13} B  {:>6} blocks of {} docs",
+                    g.vectors, g.bytes, g.blocks, g.docs_per_block
+                );
+            }
+        }
+        for w in &r.wal {
+            println!(
+                "  wal gen {:<4} {:>11} B  {} records ({} docs upserted, {} ids deleted){}",
+                w.generation,
+                w.bytes,
+                w.records,
+                w.upserted_docs,
+                w.deleted_ids,
+                w.bad_record
+                    .as_ref()
+                    .map(|b| format!("  torn/bad record at {b} (recovery truncates here)"))
+                    .unwrap_or_default()
+            );
+        }
+        for p in &r.problems {
+            println!("  PROBLEM: {p}");
+        }
+    }
+    if verify {
+        if problems > 0 {
+            return Err(format!("verify found {problems} problem(s)"));
+        }
+        if !json {
+            println!(
+                "verify: every checksum of {} collection(s) is good",
+                reports.len()
+            );
+        }
+    }
+    Ok(())
+}
