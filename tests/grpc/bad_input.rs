@@ -256,6 +256,7 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
             .get(pb::GetRequest {
                 collection: "bad".into(),
                 ids: vec![String::new()],
+                ids_only: false,
             })
             .await,
         Code::InvalidArgument,
@@ -379,6 +380,7 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
         .get(pb::GetRequest {
             collection: "bad".into(),
             ids: vec!["good".into(), "first".into(), "second".into()],
+            ids_only: false,
         })
         .await
         .unwrap()

@@ -129,6 +129,7 @@ async fn kill_9_after_ack_loses_nothing() {
         .get(pb::GetRequest {
             collection: "e2e".into(),
             ids,
+            ids_only: false,
         })
         .await
         .unwrap()

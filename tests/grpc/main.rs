@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod cli;
 mod e2e;
 mod health;
 mod python;

@@ -315,7 +315,9 @@ pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
         return Err(format!("{n} documents but fewer ids or payload lines"));
     }
     let ch = channel(&remote.addr).await?;
-    let mut docs = DocumentsClient::new(ch).max_encoding_message_size(usize::MAX);
+    let mut docs = DocumentsClient::new(ch)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
     let mut lookup = docs.clone();
     let pbar = bar(n as u64, "loading");
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::UpsertRequest>(4);
@@ -332,6 +334,7 @@ pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
                     .get(pb::GetRequest {
                         collection: collection.clone(),
                         ids: ids[start..end].to_vec(),
+                        ids_only: true,
                     })
                     .await
                     .map_err(status)?
@@ -402,7 +405,8 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
         }
     };
     let budget = parse_budget(&a.budget)?;
-    let mut c = SearchClient::new(channel(&remote.addr).await?);
+    let mut c =
+        SearchClient::new(channel(&remote.addr).await?).max_decoding_message_size(usize::MAX);
     let pbar = if q > 1 && !remote.json {
         Some(bar(q as u64, "searching"))
     } else {

@@ -12,7 +12,7 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, Vec<usize>), String> {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let dtype = npy.dtype().descr();
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let values: Vec<f32> = match dtype.trim_start_matches(['<', '|', '=']) {
+    let values: Vec<f32> = match dtype.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => npy.into_vec::<f32>().map_err(err)?,
         "f2" => npy
             .into_vec::<half::f16>()

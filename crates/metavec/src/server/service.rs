@@ -170,6 +170,10 @@ impl pb::documents_server::Documents for Api {
             let mut out = pb::GetResponse::default();
             for (id, d) in ids.into_iter().zip(found) {
                 match d {
+                    Some(_) if r.ids_only => out.documents.push(pb::Document {
+                        id,
+                        ..Default::default()
+                    }),
                     Some(d) => out.documents.push(convert::document_pb(d, &cfg)),
                     None => out.missing_ids.push(id),
                 }

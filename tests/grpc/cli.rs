@@ -1,0 +1,320 @@
+//! The CLI against a real server: load a .npy, search, flush, compact, snapshot, restore, stats;
+//! then, with the server stopped, inspect and verify (including a damaged file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::Server;
+
+fn metavec(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metavec"))
+        .args(["--addr", addr])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The real manpages-1k set when ../shared is beside the repo, else a small generated f32 file.
+fn dataset(tmp: &Path) -> (PathBuf, PathBuf, u32, u32, u32, usize) {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/manpages-1k");
+    if shared.join("docs.npy").is_file() {
+        return (
+            shared.join("docs.npy"),
+            shared.join("queries.npy"),
+            384,
+            64,
+            16,
+            1024,
+        );
+    }
+    eprintln!("../shared/data not found: using generated data");
+    let spec = metavec_core::synth::SynthSpec::new(300, 10, 32, &[(1, 1), (2, 4), (4, 8)], 2);
+    let d = metavec_core::synth::generate(&spec);
+    let write = |p: &Path, shape: &[usize], v: &[f32]| {
+        let dims: String = shape.iter().map(|x| format!("{x},")).collect();
+        let mut h =
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}").into_bytes();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(b' ');
+        }
+        h.push(b'\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(&h);
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        std::fs::write(p, out).unwrap();
+    };
+    write(&tmp.join("docs.npy"), &[300, 8, 32], &d.docs);
+    write(&tmp.join("queries.npy"), &[10, 4, 32], &d.queries);
+    (tmp.join("docs.npy"), tmp.join("queries.npy"), 32, 8, 4, 300)
+}
+
+fn hits(json_lines: &str) -> Vec<Vec<(String, f64)>> {
+    json_lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h["id"].as_str().unwrap().to_string(),
+                        h["score"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn cli_round_trip_and_offline_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let (docs, queries, dim, mc, mq, n) = dataset(tmp.path());
+    let mut server = Server::start(&data_dir, &[]);
+    let a = server.addr.clone();
+    let (dim_s, mc_s, mq_s) = (dim.to_string(), mc.to_string(), mq.to_string());
+    ok(metavec(
+        &a,
+        &[
+            "collections",
+            "create",
+            "docs",
+            "--dim",
+            &dim_s,
+            "--doc-vectors",
+            &mc_s,
+            "--query-vectors",
+            &mq_s,
+        ],
+    ));
+    let out = ok(metavec(&a, &["--json", "collections", "list"]));
+    assert!(out.contains("\"name\":\"docs\""), "{out}");
+
+    let out = ok(metavec(
+        &a,
+        &[
+            "load",
+            "--collection",
+            "docs",
+            "--npy",
+            docs.to_str().unwrap(),
+            "--batch",
+            "100",
+        ],
+    ));
+    assert!(out.contains(&format!("upserted {n} documents")), "{out}");
+    ok(metavec(&a, &["flush", "docs"]));
+    let out = ok(metavec(
+        &a,
+        &[
+            "load",
+            "--collection",
+            "docs",
+            "--npy",
+            docs.to_str().unwrap(),
+            "--resume",
+        ],
+    ));
+    assert!(
+        out.contains(&format!("upserted 0 documents"))
+            && out.contains(&format!("{n} already present")),
+        "{out}"
+    );
+
+    // Real-data recall: default search vs exact at every trained budget, through the CLI.
+    let info: serde_json::Value = serde_json::from_str(
+        ok(metavec(&a, &["--json", "collections", "info", "docs"]))
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    for b in info["budgets"].as_array().unwrap() {
+        let b = b.as_str().unwrap();
+        let q = queries.to_str().unwrap();
+        let fast = hits(&ok(metavec(
+            &a,
+            &[
+                "--json",
+                "search",
+                "--collection",
+                "docs",
+                "--npy",
+                q,
+                "--budget",
+                b,
+                "-k",
+                "10",
+            ],
+        )));
+        let exact = hits(&ok(metavec(
+            &a,
+            &[
+                "--json",
+                "search",
+                "--collection",
+                "docs",
+                "--npy",
+                q,
+                "--budget",
+                b,
+                "-k",
+                "10",
+                "--exact",
+            ],
+        )));
+        let found: usize = fast
+            .iter()
+            .zip(&exact)
+            .map(|(f, e)| e.iter().filter(|x| f.iter().any(|y| y.0 == x.0)).count())
+            .sum();
+        let recall = found as f64 / exact.iter().map(Vec::len).sum::<usize>() as f64;
+        eprintln!("CLI recall@10 at {b}: {recall:.3}");
+        assert!(recall >= 0.95, "recall {recall} at {b}");
+    }
+    let table = ok(metavec(
+        &a,
+        &[
+            "search",
+            "--collection",
+            "docs",
+            "--npy",
+            queries.to_str().unwrap(),
+            "--budget",
+            "1x1",
+            "-k",
+            "3",
+        ],
+    ));
+    assert!(table.starts_with("query"), "{table}");
+
+    // A second segment, then compaction merges the two.
+    let ids = tmp.path().join("ids.txt");
+    std::fs::write(
+        &ids,
+        (0..n).map(|i| format!("again-{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    ok(metavec(
+        &a,
+        &[
+            "load",
+            "--collection",
+            "docs",
+            "--npy",
+            docs.to_str().unwrap(),
+            "--ids",
+            ids.to_str().unwrap(),
+        ],
+    ));
+    ok(metavec(&a, &["flush"]));
+    let out = ok(metavec(&a, &["compact", "docs"]));
+    assert!(out.contains("merged segments"), "{out}");
+    let stats = ok(metavec(&a, &["--json", "stats", "docs"]));
+    let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    assert_eq!(v["segments"], 1);
+    assert_eq!(v["live_docs"], 2 * n);
+
+    // Snapshot, restore under another name, same results.
+    let snap: serde_json::Value =
+        serde_json::from_str(ok(metavec(&a, &["--json", "snapshot", "create", "docs"])).trim())
+            .unwrap();
+    let name = snap["name"].as_str().unwrap().to_string();
+    assert!(ok(metavec(&a, &["snapshot", "list"])).contains(&name));
+    ok(metavec(&a, &["snapshot", "restore", &name, "--as", "copy"]));
+    let q = queries.to_str().unwrap();
+    let orig = ok(metavec(
+        &a,
+        &[
+            "--json",
+            "search",
+            "--collection",
+            "docs",
+            "--npy",
+            q,
+            "--budget",
+            "2x4",
+        ],
+    ));
+    let copy = ok(metavec(
+        &a,
+        &[
+            "--json",
+            "search",
+            "--collection",
+            "copy",
+            "--npy",
+            q,
+            "--budget",
+            "2x4",
+        ],
+    ));
+    assert_eq!(hits(&orig), hits(&copy));
+    ok(metavec(&a, &["snapshot", "delete", &name]));
+    // Errors reach the user with the status and a non-zero exit.
+    let bad = metavec(
+        &a,
+        &[
+            "search",
+            "--collection",
+            "nope",
+            "--npy",
+            q,
+            "--budget",
+            "1x1",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NotFound"));
+
+    assert!(server.terminate());
+    let out = ok(metavec(
+        &a,
+        &["inspect", "--data-dir", data_dir.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("collection docs")
+            && out.contains("collection copy")
+            && out.contains("vectors 0..1"),
+        "{out}"
+    );
+    let out = ok(metavec(
+        &a,
+        &["verify", "--data-dir", data_dir.to_str().unwrap()],
+    ));
+    assert!(out.contains("every checksum"), "{out}");
+    // Damage one byte in the middle of a segment of "copy": verify names the file and fails.
+    let seg_dir = data_dir.join("collections/copy/segments");
+    let seg = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "mvs"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::remove_file(&seg).unwrap(); // a hard link shared with "docs"
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = metavec(&a, &["verify", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(!out.status.success(), "verify must fail on damage");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(seg.to_str().unwrap()) && text.contains("offset"),
+        "{text}"
+    );
+}
