@@ -7,4 +7,5 @@ mod corruption;
 mod crash;
 mod errors;
 mod model;
+mod ops;
 mod recall;
