@@ -194,6 +194,15 @@ impl CollectionConfig {
         bounds
     }
 
+    /// The layout of segments that keep only the first `depth` vectors of each document
+    /// (after a shrink-to-budget compaction): M_c becomes `depth`, budgets above it go.
+    pub fn at_depth(&self, depth: u32) -> CollectionConfig {
+        let mut c = self.clone();
+        c.doc_vectors = depth.min(self.doc_vectors);
+        c.budgets.retain(|b| b.r_c <= c.doc_vectors);
+        c
+    }
+
     pub fn is_trained(&self, budget: Budget) -> bool {
         self.budgets.contains(&budget)
     }

@@ -82,7 +82,11 @@ pub fn inspect_dir(root: &Path, verify: bool) -> Result<Vec<CollectionReport>> {
         match Manifest::load(&dir) {
             Ok(m) => {
                 rep.manifest_version = m.version;
-                inspect_segments(&dir, &m, &entry.config, verify, &mut rep);
+                let stored = match m.stored_vectors {
+                    0 => entry.config.clone(),
+                    d => entry.config.at_depth(d),
+                };
+                inspect_segments(&dir, &m, &stored, verify, &mut rep);
                 inspect_wal(&dir, &m, &entry.config, &mut rep);
             }
             Err(e) => rep.problems.push(e.to_string()),

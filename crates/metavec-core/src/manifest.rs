@@ -42,6 +42,9 @@ pub struct Manifest {
     /// Highest WAL sequence number written before the last commit.
     pub last_seq: u64,
     pub segments: Vec<SegmentEntry>,
+    /// Vectors per document kept in sealed segments; 0 = all M_c. Set by a shrink-to-budget
+    /// compaction to one of the trained r_c boundaries.
+    pub stored_vectors: u32,
 }
 
 impl Manifest {
@@ -92,6 +95,7 @@ mod tests {
                 }],
                 dead: vec![5],
             }],
+            stored_vectors: 8,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes, Path::new("M")).unwrap(), m);

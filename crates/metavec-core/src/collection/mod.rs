@@ -78,6 +78,8 @@ pub struct CollectionInfo {
     pub memtable_docs: u64,
     pub segments: Vec<SegmentInfo>,
     pub wal_bytes: u64,
+    /// Vectors per document kept in sealed segments (M_c unless shrunk to a budget).
+    pub stored_vectors: u32,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,7 @@ impl Collection {
             wal_start: 1,
             last_seq: 0,
             segments: Vec::new(),
+            stored_vectors: 0,
         }
         .store(dir)?;
         crate::io::fsync_dir(dir)?;
@@ -198,11 +201,16 @@ impl Collection {
         opts: CollectionOptions,
     ) -> Result<Collection> {
         let manifest = Manifest::load(dir)?;
+        let depth = match manifest.stored_vectors {
+            0 => config.doc_vectors,
+            d => d.min(config.doc_vectors),
+        };
+        let stored = config.at_depth(depth);
         let seg_dir = Self::segments_dir(dir);
         let wal_dir = Self::wal_dir(dir);
         let mut state = State::default();
         for entry in &manifest.segments {
-            let seg = open_segment(&seg_dir, entry, &config, opts.verify_on_open)?;
+            let seg = open_segment(&seg_dir, entry, &stored, opts.verify_on_open)?;
             let dead = Bitset::from_words(entry.dead.clone());
             if dead.words().len() != (entry.n_docs as usize).div_ceil(64) {
                 return Err(Error::corruption(
@@ -252,6 +260,7 @@ impl Collection {
         state.next_seq = last_seq + 1;
         state.manifest_version = manifest.version;
         state.wal_start = manifest.wal_start;
+        state.depth = depth;
         state.next_segment_id = manifest.next_segment_id;
         let gen = report
             .last_gen
@@ -350,6 +359,7 @@ impl Collection {
     }
 
     /// The stored documents for `ids` (normalised vectors, payload), `None` where an id is absent.
+    /// After a shrink-to-budget compaction only the stored prefix of each document comes back.
     pub fn get(&self, ids: &[String]) -> Result<Vec<Option<Document>>> {
         self.check_live()?;
         for (i, id) in ids.iter().enumerate() {
@@ -382,6 +392,13 @@ impl Collection {
                         }
                     }
                 }))
+                .map(|d| {
+                    d.map(|mut d| {
+                        d.vectors
+                            .truncate(st.depth as usize * self.config.dim as usize);
+                        d
+                    })
+                })
             })
             .collect()
     }
@@ -418,6 +435,7 @@ impl Collection {
                 })
                 .collect(),
             wal_bytes: self.wal.size_bytes(),
+            stored_vectors: st.depth,
         }
     }
 
@@ -430,6 +448,11 @@ impl Collection {
     }
 
     fn flush_locked(&self, _guard: parking_lot::MutexGuard<'_, ()>) -> Result<Option<u64>> {
+        self.flush_held()
+    }
+
+    /// Flush body; the caller holds `flush_lock`.
+    pub(crate) fn flush_held(&self) -> Result<Option<u64>> {
         let (run, wal_end, seg_id) = {
             let mut st = self.state.write();
             if st.frozen.is_none() {
@@ -445,7 +468,8 @@ impl Collection {
                 st.next_segment_id,
             )
         };
-        let (seg, entry) = self.seal(seg_id, &*run)?;
+        let depth = self.state.read().depth;
+        let (seg, entry) = self.seal(seg_id, &*run, depth)?;
         {
             let mut st = self.state.write();
             let slot = Slot {
@@ -460,7 +484,8 @@ impl Collection {
                 .chain(std::iter::once(&slot))
                 .map(entry_with_tombstones)
                 .collect();
-            self.commit(&mut st, entries, wal_end)?;
+            let depth = st.depth;
+            self.commit(&mut st, entries, wal_end, depth)?;
             for (i, d) in run.docs.iter().enumerate() {
                 if let Some(loc) = st.ids.get_mut(&d.id) {
                     if *loc == Loc::Frozen(i as u32) {
@@ -485,9 +510,11 @@ impl Collection {
         &self,
         seg_id: u64,
         docs: &dyn segment::builder::DocSource,
+        depth: u32,
     ) -> Result<(Arc<Segment>, SegmentEntry)> {
         let seg_dir = Self::segments_dir(&self.dir);
-        let built = segment::build_segment(&seg_dir, seg_id, &self.config, docs)?;
+        let stored = self.config.at_depth(depth);
+        let built = segment::build_segment(&seg_dir, seg_id, &stored, docs)?;
         let entry = SegmentEntry {
             id: seg_id,
             n_docs: built.n_docs,
@@ -503,7 +530,7 @@ impl Collection {
                 .collect(),
             dead: Vec::new(),
         };
-        let seg = Arc::new(open_segment(&seg_dir, &entry, &self.config, false)?);
+        let seg = Arc::new(open_segment(&seg_dir, &entry, &stored, false)?);
         Ok((seg, entry))
     }
 
@@ -515,6 +542,7 @@ impl Collection {
         st: &mut State,
         segments: Vec<SegmentEntry>,
         wal_start: u64,
+        depth: u32,
     ) -> Result<()> {
         let next_segment_id = segments
             .iter()
@@ -528,8 +556,14 @@ impl Collection {
             wal_start,
             last_seq: st.next_seq - 1,
             segments,
+            stored_vectors: if depth >= self.config.doc_vectors {
+                0
+            } else {
+                depth
+            },
         };
         manifest.store(&self.dir)?;
+        st.depth = depth;
         st.manifest_version = manifest.version;
         st.next_segment_id = manifest.next_segment_id;
         st.wal_start = wal_start;

@@ -125,6 +125,8 @@ pub struct State {
     pub segments: Vec<Slot>,
     pub ids: HashMap<String, Loc>,
     pub next_seq: u64,
+    /// Vectors per document kept in sealed segments (M_c unless shrunk).
+    pub depth: u32,
     /// `wal_start` of the last committed manifest.
     pub wal_start: u64,
     /// Version of the last committed manifest.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::collection::{entry_with_tombstones, Bitset, Collection, Loc, Slot};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::remove_if_exists;
 use crate::segment::builder::DocSource;
 use crate::segment::{self, Segment};
@@ -36,6 +36,8 @@ pub struct CompactionReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub elapsed: Duration,
+    /// Vectors per document kept on disk after this compaction.
+    pub stored_vectors: u32,
 }
 
 /// The live documents of several segments, read straight from their maps.
@@ -69,9 +71,31 @@ fn slot_bytes(s: &Slot) -> u64 {
 impl Collection {
     /// Merges every sealed segment into one, dropping tombstoned documents.
     pub fn compact(&self) -> Result<CompactionReport> {
+        self.compact_keep(None)
+    }
+
+    /// Compaction that can also **shrink to budget**: with `keep_r_c = Some(r)` (one of the trained
+    /// r_c boundaries) the memtable is sealed first and every segment is rewritten with only the
+    /// first r vectors of each document. Budgets with r_c > r are refused afterwards.
+    pub fn compact_keep(&self, keep_r_c: Option<u32>) -> Result<CompactionReport> {
         self.check_live()?;
         let _guard = self.flush_lock.lock();
-        self.compact_locked()
+        let depth = self.state.read().depth;
+        if let Some(r) = keep_r_c {
+            let bounds: Vec<u32> = self.config().budgets.iter().map(|b| b.r_c).collect();
+            if !bounds.contains(&r) {
+                return Err(Error::invalid(format!(
+                    "keep_r_c is {r}: it must be one of the trained r_c boundaries {bounds:?}"
+                )));
+            }
+            if r > depth {
+                return Err(Error::FailedPrecondition(format!(
+                    "keep_r_c is {r} but the collection stores only {depth} vectors per document"
+                )));
+            }
+            self.flush_held()?;
+        }
+        self.compact_locked(keep_r_c.unwrap_or(depth))
     }
 
     /// Whether the background policy asks for a compaction now.
@@ -83,14 +107,18 @@ impl Collection {
             || (docs > 0 && dead as f64 / docs as f64 > self.options().compact_dead_ratio)
     }
 
-    fn compact_locked(&self) -> Result<CompactionReport> {
+    fn compact_locked(&self, depth: u32) -> Result<CompactionReport> {
         let started = Instant::now();
-        let (sources, seg_id) = {
+        let (sources, seg_id, old_depth) = {
             let st = self.state.read();
-            (st.segments.clone(), st.next_segment_id)
+            (st.segments.clone(), st.next_segment_id, st.depth)
         };
-        let mut report = CompactionReport::default();
-        if sources.is_empty() || (sources.len() == 1 && sources[0].dead.count() == 0) {
+        let mut report = CompactionReport {
+            stored_vectors: depth,
+            ..Default::default()
+        };
+        let shrink = depth < old_depth;
+        if !shrink && (sources.is_empty() || (sources.len() == 1 && sources[0].dead.count() == 0)) {
             report.elapsed = started.elapsed();
             return Ok(report);
         }
@@ -110,7 +138,7 @@ impl Collection {
         let sealed = if merge.items.is_empty() {
             None
         } else {
-            Some(self.seal(seg_id, &merge)?)
+            Some(self.seal(seg_id, &merge, depth)?)
         };
 
         let mut st = self.state.write();
@@ -147,7 +175,7 @@ impl Collection {
         }
         let entries = keep.iter().map(entry_with_tombstones).collect();
         let wal_start = st.wal_start;
-        self.commit(&mut st, entries, wal_start)?;
+        self.commit(&mut st, entries, wal_start, depth)?;
         if let Some(slot) = &new_slot {
             let new_id = slot.seg.id();
             for (i, &(s, o)) in merge.items.iter().enumerate() {

@@ -213,3 +213,101 @@ fn background_policy_compacts_when_segments_pile_up() {
     }
     assert_eq!(c.len(), 89);
 }
+
+#[test]
+fn shrink_to_budget_keeps_results_at_kept_budgets_and_refuses_deeper_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CollectionConfig::new(32, 16, 8);
+    let data = generate(&SynthSpec::new(
+        600,
+        6,
+        32,
+        &[(1, 1), (2, 4), (4, 8), (8, 16)],
+        6,
+    ));
+    let e = engine(dir.path(), CollectionOptions::default());
+    let c = e.create_collection("s", cfg.clone()).unwrap();
+    c.upsert(docs(&data, 0..300)).unwrap();
+    c.flush().unwrap();
+    c.upsert(docs(&data, 300..600)).unwrap(); // stays in the memtable: shrink seals it first
+    let kept = [Budget::new(1, 1), Budget::new(2, 4), Budget::new(4, 8)];
+    let run = |c: &crate::Collection| -> Vec<Vec<(String, f32)>> {
+        kept.iter()
+            .flat_map(|b| (0..6).map(move |q| (b, q)))
+            .map(|(b, q)| {
+                let req = SearchRequest::new(data.query(q)[..b.r_q as usize * 32].to_vec(), *b, 10)
+                    .exact();
+                c.search(&req)
+                    .unwrap()
+                    .hits
+                    .into_iter()
+                    .map(|h| (h.id, h.score))
+                    .collect()
+            })
+            .collect()
+    };
+    let before = run(&c);
+    let bytes_before: u64 = {
+        c.flush().unwrap();
+        c.info().segments.iter().map(|s| s.file_bytes).sum()
+    };
+
+    assert!(
+        matches!(c.compact_keep(Some(5)), Err(crate::Error::InvalidArgument(m)) if m.contains("keep_r_c is 5"))
+    );
+    let r = c.compact_keep(Some(8)).unwrap();
+    assert_eq!(r.stored_vectors, 8);
+    let info = c.info();
+    assert_eq!(info.stored_vectors, 8);
+    assert_eq!(info.segments.len(), 1);
+    let bytes_after = info.segments[0].file_bytes;
+    // Vectors are 600 x 16 x 32 x 4 bytes before, half after; ids and metadata are the rest.
+    let vec_before = 600u64 * 16 * 32 * 4;
+    assert!(
+        bytes_before >= vec_before && bytes_after < bytes_before - vec_before / 2 + 64 * 1024,
+        "{bytes_before} -> {bytes_after}"
+    );
+    assert_eq!(
+        run(&c),
+        before,
+        "kept budgets must return what they returned before"
+    );
+    let deep = SearchRequest::new(data.query(0).to_vec(), Budget::new(8, 16), 10);
+    match c.search(&deep) {
+        Err(crate::Error::FailedPrecondition(m)) => {
+            assert!(m.contains("stores only the first 8"), "{m}")
+        }
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+    assert!(matches!(
+        c.compact_keep(Some(16)),
+        Err(crate::Error::FailedPrecondition(_))
+    ));
+    assert_eq!(
+        c.get(&[SynthData::id(3)]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .vectors
+            .len(),
+        8 * 32
+    );
+    // New writes still carry M_c vectors; their flush keeps only the stored prefix.
+    c.upsert(docs(&data, 0..10)).unwrap();
+    c.flush().unwrap();
+    drop(c);
+    drop(e);
+    let e = engine(dir.path(), CollectionOptions::default());
+    let c = e.collection("s").unwrap();
+    assert_eq!(c.info().stored_vectors, 8);
+    assert_eq!(run(&c), before);
+    assert!(c.search(&deep).is_err());
+    drop(c);
+    drop(e);
+    // Offline verify understands shrunk segments: their last group ends at the stored depth.
+    let rep = crate::inspect::inspect_dir(dir.path(), true).unwrap();
+    assert!(rep[0].problems.is_empty(), "{:?}", rep[0].problems);
+    assert!(rep[0]
+        .segments
+        .iter()
+        .all(|s| s.groups.last().unwrap().vectors == "4..8"));
+}

@@ -131,6 +131,12 @@ mod tests {
             for (x, y) in a.iter().zip(&b) {
                 prop_assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{} vs {}", x, y);
             }
+            // Splitting a document into parts never changes a score's bits.
+            let mut bits = vec![f32::NEG_INFINITY; r_q];
+            for row in d.chunks(dim) {
+                (kernel().update)(&q, r_q, dim, row, &mut bits);
+            }
+            prop_assert_eq!(&bits, &b);
             let split = (n / 2) * dim;
             let parts = maxsim(&q, r_q, dim, &[&d[..split], &d[split..]]);
             let whole = maxsim_reference(&q, r_q, &d, n, dim);

@@ -190,6 +190,13 @@ impl Collection {
         // Point-in-time view; the memtable is scored under the read lock (it is small and mutable).
         let t0 = Instant::now();
         let st = self.state.read();
+        if req.budget.r_c > st.depth {
+            return Err(Error::FailedPrecondition(format!(
+                "budget {} needs {} vectors per document, but the collection stores only the first {} \
+                 (it was compacted with keep_r_c = {})",
+                req.budget, req.budget.r_c, st.depth, st.depth
+            )));
+        }
         let mut scored: Vec<Scored> = Vec::new();
         for (i, slot) in st.mem.slots.iter().enumerate() {
             if let Some(d) = slot {

@@ -81,7 +81,7 @@ unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut
         while i < r_q {
             let q = &query[i * dim..(i + 1) * dim];
             // SAFETY: avx2+fma are enabled in this function; the slices are equal-length rows.
-            let m = unsafe { dot_fma(q, d0).max(dot_fma(q, d1)) };
+            let m = unsafe { dot_1(q, d0).max(dot_1(q, d1)) };
             if m > maxes[i] {
                 maxes[i] = m;
             }
@@ -93,12 +93,36 @@ unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut
         let d = &doc[j * dim..(j + 1) * dim];
         for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
             // SAFETY: as above.
-            let s = unsafe { dot_fma(&query[i * dim..(i + 1) * dim], d) };
+            let s = unsafe { dot_1(&query[i * dim..(i + 1) * dim], d) };
             if s > *m {
                 *m = s;
             }
         }
     }
+}
+
+/// One dot product accumulated exactly as each lane of [`dot_4x2`] is (one 8-wide accumulator,
+/// then the scalar tail), so a score never depends on how a document's rows were paired or split
+/// into layout groups: a document scores bit-identically from the memtable and from a segment.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_1(q: &[f32], d: &[f32]) -> f32 {
+    let dim = q.len().min(d.len());
+    let (pq, pd) = (q.as_ptr(), d.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut c = 0;
+    while c + 8 <= dim {
+        // SAFETY: c + 8 <= dim, inside both rows.
+        unsafe {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(c)), _mm256_loadu_ps(pd.add(c)), acc);
+        }
+        c += 8;
+    }
+    let mut s = hsum(acc);
+    while c < dim {
+        s += q[c] * d[c];
+        c += 1;
+    }
+    s
 }
 
 /// Dots of 4 query rows (contiguous in `q`) with 2 document rows: [q0d0, q0d1, q1d0, ..., q3d1].
