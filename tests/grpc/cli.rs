@@ -266,6 +266,37 @@ fn cli_round_trip_and_offline_checks() {
     ));
     assert_eq!(hits(&orig), hits(&copy));
     ok(metavec(&a, &["snapshot", "delete", &name]));
+    // Shrink the copy to budget r_c = 4: deeper budgets are refused, kept ones still answer.
+    let out = ok(metavec(&a, &["compact", "copy", "--keep-r-c", "4"]));
+    assert!(out.contains("4 vectors per document stored"), "{out}");
+    let deep = metavec(
+        &a,
+        &[
+            "search",
+            "--collection",
+            "copy",
+            "--npy",
+            q,
+            "--budget",
+            "4x8",
+        ],
+    );
+    assert!(!deep.status.success());
+    assert!(String::from_utf8_lossy(&deep.stderr).contains("FailedPrecondition"));
+    let shallow = ok(metavec(
+        &a,
+        &[
+            "--json",
+            "search",
+            "--collection",
+            "copy",
+            "--npy",
+            q,
+            "--budget",
+            "2x4",
+        ],
+    ));
+    assert_eq!(hits(&shallow), hits(&orig));
     // Errors reach the user with the status and a non-zero exit.
     let bad = metavec(
         &a,

@@ -117,6 +117,7 @@ pub fn info_pb(i: &core::CollectionInfo) -> pb::CollectionInfo {
             })
             .collect(),
         wal_bytes: i.wal_bytes,
+        stored_vectors: i.stored_vectors,
     }
 }
 
@@ -161,6 +162,7 @@ pub fn compact_pb(r: &core::CompactionReport) -> pb::CompactResponse {
         bytes_before: r.bytes_before,
         bytes_after: r.bytes_after,
         elapsed_ms: r.elapsed.as_millis() as u64,
+        stored_vectors: r.stored_vectors,
     }
 }
 

@@ -44,7 +44,12 @@ enum Command {
     /// Per-collection sizes (one collection, or all).
     Stats { collection: Option<String> },
     /// Merge a collection's segments, dropping deleted documents.
-    Compact { collection: String },
+    Compact {
+        collection: String,
+        /// Shrink to budget: keep only the first R vectors per document on disk (a trained r_c).
+        #[arg(long)]
+        keep_r_c: Option<u32>,
+    },
     /// Create, list, delete and restore snapshots.
     #[command(subcommand)]
     Snapshot(cli::SnapshotCmd),
@@ -97,9 +102,10 @@ fn main() -> std::process::ExitCode {
             Command::Search(a) => cli::search(r, a).await,
             Command::Flush { collection } => cli::admin(r, cli::AdminOp::Flush(collection)).await,
             Command::Stats { collection } => cli::admin(r, cli::AdminOp::Stats(collection)).await,
-            Command::Compact { collection } => {
-                cli::admin(r, cli::AdminOp::Compact(collection)).await
-            }
+            Command::Compact {
+                collection,
+                keep_r_c,
+            } => cli::admin(r, cli::AdminOp::Compact(collection, keep_r_c)).await,
             Command::Snapshot(cmd) => cli::admin(r, cli::AdminOp::Snapshot(cmd)).await,
             Command::Inspect { data_dir } => cli::offline(&data_dir, false, r.json),
             Command::Verify { data_dir } => cli::offline(&data_dir, true, r.json),

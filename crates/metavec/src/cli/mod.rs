@@ -511,12 +511,15 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                 }
             }
         }
-        AdminOp::Compact(collection) => {
+        AdminOp::Compact(collection, keep) => {
             let spinner = ProgressBar::new_spinner();
             spinner.set_message(format!("compacting {collection}"));
             spinner.enable_steady_tick(Duration::from_millis(120));
             let r = a
-                .compact(pb::CompactRequest { collection })
+                .compact(pb::CompactRequest {
+                    collection,
+                    keep_r_c: keep.unwrap_or(0),
+                })
                 .await
                 .map_err(status);
             spinner.finish_and_clear();
@@ -525,20 +528,21 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                 println!(
                     "{}",
                     serde_json::json!({"merged_segments": r.merged_segments, "new_segment": r.new_segment, "docs_in": r.docs_in,
-                        "docs_out": r.docs_out, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after, "elapsed_ms": r.elapsed_ms})
+                        "docs_out": r.docs_out, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after, "elapsed_ms": r.elapsed_ms, "stored_vectors": r.stored_vectors})
                 );
             } else if r.merged_segments.is_empty() {
                 println!("nothing to compact");
             } else {
                 println!(
-                    "merged segments {:?} into {}: {} -> {} docs, {} -> {} bytes in {} ms",
+                    "merged segments {:?} into {}: {} -> {} docs, {} -> {} bytes in {} ms; {} vectors per document stored",
                     r.merged_segments,
                     r.new_segment,
                     r.docs_in,
                     r.docs_out,
                     r.bytes_before,
                     r.bytes_after,
-                    r.elapsed_ms
+                    r.elapsed_ms,
+                    r.stored_vectors
                 );
             }
         }
@@ -594,7 +598,7 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
 pub enum AdminOp {
     Flush(Option<String>),
     Stats(Option<String>),
-    Compact(String),
+    Compact(String, Option<u32>),
     Snapshot(SnapshotCmd),
 }
 

@@ -270,10 +270,12 @@ impl pb::admin_server::Admin for Api {
         req: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let t = Instant::now();
-        let name = req.into_inner().collection;
+        let r = req.into_inner();
+        let name = r.collection;
+        let keep = (r.keep_r_c != 0).then_some(r.keep_r_c);
         let res = async {
             let coll = self.collection(&name)?;
-            let report = blocking(move || coll.compact()).await?;
+            let report = blocking(move || coll.compact_keep(keep)).await?;
             Ok(Response::new(convert::compact_pb(&report)))
         }
         .await;
