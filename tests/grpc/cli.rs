@@ -131,8 +131,7 @@ fn cli_round_trip_and_offline_checks() {
         ],
     ));
     assert!(
-        out.contains(&format!("upserted 0 documents"))
-            && out.contains(&format!("{n} already present")),
+        out.contains("upserted 0 documents") && out.contains(&format!("{n} already present")),
         "{out}"
     );
 
