@@ -19,7 +19,9 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const METAEMBED_LADDER: [(u32, u32); 5] = [(1, 1), (2, 4), (4, 8), (8, 16), (16, 64)];
 
 /// A query-time budget: the first `r_q` query vectors against the first `r_c` document vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Budget {
     pub r_q: u32,
     pub r_c: u32,

@@ -24,7 +24,9 @@ use crate::wal::{self, Record, Wal};
 use crate::Document;
 
 pub use state::Bitset;
-pub(crate) use state::{Loc, Run, Slot, State};
+#[cfg(test)]
+pub(crate) use state::Run;
+pub(crate) use state::{Loc, Slot, State};
 
 /// Knobs of the write path.
 #[derive(Debug, Clone)]
@@ -372,12 +374,16 @@ impl Collection {
                     return Ok(None);
                 };
                 Ok(Some(match *loc {
-                    Loc::Mem(i) => st.mem.get(i).cloned().ok_or_else(|| lost(id))?,
+                    Loc::Mem(i) => st
+                        .mem
+                        .get(i)
+                        .map(|d| (**d).clone())
+                        .ok_or_else(|| lost(id))?,
                     Loc::Frozen(i) => st
                         .frozen
                         .as_ref()
                         .and_then(|r| r.docs.get(i as usize))
-                        .cloned()
+                        .map(|d| (**d).clone())
                         .ok_or_else(|| lost(id))?,
                     Loc::Seg(seg, ord) => {
                         let slot = st

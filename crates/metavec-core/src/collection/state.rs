@@ -55,7 +55,8 @@ pub enum Loc {
 /// The active memtable: append-only slots; replaced or deleted slots are emptied.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    pub slots: Vec<Option<Document>>,
+    /// Documents are shared with searches, which score them without holding the state lock.
+    pub slots: Vec<Option<Arc<Document>>>,
     pub live: usize,
     pub bytes: usize,
 }
@@ -68,7 +69,7 @@ impl Memtable {
     pub fn push(&mut self, d: Document) -> u32 {
         self.bytes += Self::weight(&d);
         self.live += 1;
-        self.slots.push(Some(d));
+        self.slots.push(Some(Arc::new(d)));
         (self.slots.len() - 1) as u32
     }
 
@@ -79,7 +80,7 @@ impl Memtable {
         }
     }
 
-    pub fn get(&self, i: u32) -> Option<&Document> {
+    pub fn get(&self, i: u32) -> Option<&Arc<Document>> {
         self.slots.get(i as usize).and_then(Option::as_ref)
     }
 }
@@ -87,7 +88,7 @@ impl Memtable {
 /// A memtable frozen for flushing: immutable, searched until its segment is installed.
 #[derive(Debug)]
 pub struct Run {
-    pub docs: Vec<Document>,
+    pub docs: Vec<Arc<Document>>,
     pub dim: usize,
 }
 
@@ -169,7 +170,7 @@ impl State {
     /// Moves the live memtable documents into a frozen run.
     pub fn freeze(&mut self, wal_end: u64, dim: usize) {
         let mem = std::mem::take(&mut self.mem);
-        let docs: Vec<Document> = mem.slots.into_iter().flatten().collect();
+        let docs: Vec<Arc<Document>> = mem.slots.into_iter().flatten().collect();
         for (i, d) in docs.iter().enumerate() {
             self.ids.insert(d.id.clone(), Loc::Frozen(i as u32));
         }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::collection::{Bitset, Collection, Run};
+use crate::collection::{Bitset, Collection};
 use crate::config::{Budget, CollectionConfig, MAX_K};
 use crate::document::normalize_rows;
 use crate::error::{Error, Result};
 use crate::score;
 use crate::segment::Segment;
+use crate::Document;
 
 /// Candidates per segment when the request does not say.
 pub const DEFAULT_CANDIDATES: u32 = 320;
@@ -36,6 +37,21 @@ pub struct SearchRequest {
     /// Accept a budget that is not one of the collection's trained pairs.
     pub allow_untrained_budget: bool,
     pub with_payload: bool,
+    /// Cascade: earlier stages, each scoring the survivors of the previous one at its budget and
+    /// keeping its best `keep`; the last stage is `budget`, keeping `k`. Budgets are nested
+    /// prefixes, so a stage extends the running per-query-vector maxima of the one before and
+    /// computes only the new (query vector, document vector) pairs. Empty = one stage.
+    pub stages: Vec<Stage>,
+    /// Before the final stage, drop candidates whose score upper bound cannot reach the current
+    /// k-th lower bound (results are identical either way; stats count what was pruned).
+    pub prune: bool,
+}
+
+/// One cascade stage: score at `budget`, keep the best `keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub budget: Budget,
+    pub keep: u32,
 }
 
 impl SearchRequest {
@@ -49,6 +65,8 @@ impl SearchRequest {
             exact: false,
             allow_untrained_budget: false,
             with_payload: false,
+            stages: Vec::new(),
+            prune: true,
         }
     }
 
@@ -65,6 +83,22 @@ pub struct Hit {
     pub payload: Option<String>,
 }
 
+/// What one cascade stage did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageStats {
+    pub budget: Budget,
+    /// Documents this stage scored (extended to its budget).
+    pub scored: u64,
+    /// Documents dropped by the bound before this stage.
+    pub pruned: u64,
+    /// New dot products this stage computed.
+    pub dot_products: u64,
+    /// Vector bytes this stage read.
+    pub vector_bytes_read: u64,
+    /// Documents kept for the next stage.
+    pub kept: u64,
+}
+
 /// What a search did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchStats {
@@ -76,6 +110,10 @@ pub struct SearchStats {
     /// Query-vector x document-vector dot products computed.
     pub dot_products: u64,
     pub segments: u32,
+    /// Candidates dropped by the bound (never changes results).
+    pub pruned: u64,
+    /// One entry per stage (one for a plain search).
+    pub stages: Vec<StageStats>,
     pub candidate_time: Duration,
     pub rerank_time: Duration,
     pub merge_time: Duration,
@@ -88,20 +126,6 @@ pub struct SearchResponse {
     pub stats: SearchStats,
     /// The budget used.
     pub budget: Budget,
-}
-
-/// A scored document before the merge: where it lives and its score.
-#[derive(Debug, Clone, Copy)]
-struct Scored {
-    score: f32,
-    src: Src,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Src {
-    Mem(u32),
-    Frozen(u32),
-    Seg(usize, u32),
 }
 
 /// Validates the request and returns the normalised query rows (r_q of them).
@@ -160,6 +184,43 @@ pub fn prepare_query(req: &SearchRequest, cfg: &CollectionConfig) -> Result<Vec<
             )));
         }
     }
+    let mut prev = Budget::new(0, 0);
+    for (i, st) in req
+        .stages
+        .iter()
+        .chain(std::iter::once(&Stage {
+            budget: b,
+            keep: req.k,
+        }))
+        .enumerate()
+    {
+        let sb = st.budget;
+        let last = i == req.stages.len();
+        if !last {
+            if sb.r_q == 0 || sb.r_c == 0 || sb.r_q > b.r_q || sb.r_c > b.r_c {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].budget is {sb}: each stage budget must be within the final budget {b}"
+                )));
+            }
+            if !req.allow_untrained_budget && !cfg.is_trained(sb) {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].budget {sb} is not a trained budget; set allow_untrained_budget to use it"
+                )));
+            }
+            if st.keep < req.k || st.keep > MAX_CANDIDATES {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].keep is {}, must be in k..={MAX_CANDIDATES} (k is {})",
+                    st.keep, req.k
+                )));
+            }
+        }
+        if sb.r_q < prev.r_q || sb.r_c < prev.r_c || sb == prev {
+            return Err(Error::invalid(format!(
+                "stages[{i}].budget {sb} does not extend the previous stage {prev}: budgets must be nested and increasing"
+            )));
+        }
+        prev = sb;
+    }
     let mut q = req.query[..b.r_q as usize * dim].to_vec();
     normalize_rows(&mut q, dim, "query")?;
     Ok(q)
@@ -170,89 +231,137 @@ fn better(a: (f32, &str), b: (f32, &str)) -> Ordering {
     b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1))
 }
 
+/// Where a candidate's vectors are.
+#[derive(Debug, Clone)]
+enum DocRef {
+    /// Memtable or frozen-run document, shared without the state lock.
+    Mem(Arc<Document>),
+    /// Segment index in the view, ordinal.
+    Seg(usize, u32),
+}
+
+/// A candidate with its running per-query-vector maxima (a lower bound of every deeper budget's
+/// maxima, because budgets are nested prefixes).
+#[derive(Debug, Clone)]
+struct Cand {
+    doc: DocRef,
+    maxes: Vec<f32>,
+    score: f32,
+}
+
+type View = Vec<(Arc<Segment>, Arc<Bitset>)>;
+
+fn cand_id<'a>(c: &'a Cand, segs: &'a View) -> &'a str {
+    match &c.doc {
+        DocRef::Mem(d) => &d.id,
+        DocRef::Seg(si, o) => &segs[*si].0.ids()[*o as usize],
+    }
+}
+
+/// Keeps the best `keep` candidates, sorted best first.
+fn keep_best(cands: &mut Vec<Cand>, keep: usize, segs: &View) {
+    let cmp = |a: &Cand, b: &Cand| better((a.score, cand_id(a, segs)), (b.score, cand_id(b, segs)));
+    if cands.len() > keep && keep > 0 {
+        cands.select_nth_unstable_by(keep - 1, cmp);
+    }
+    cands.truncate(keep);
+    cands.sort_by(cmp);
+}
+
+/// Extends one candidate from budget `from` to `to`: query rows below `from.r_q` see document
+/// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
+/// bytes read. Only new pairs are computed: `to.r_q * to.r_c - from.r_q * from.r_c` dots.
+fn extend<'a>(
+    c: &mut Cand,
+    q: &[f32],
+    dim: usize,
+    from: Budget,
+    to: Budget,
+    segs: &'a View,
+    kern: score::Kernel,
+    parts: &mut Vec<&'a [f32]>,
+) -> Result<u64> {
+    let (fq, fc, tq, tc) = (
+        from.r_q as usize,
+        from.r_c as usize,
+        to.r_q as usize,
+        to.r_c as usize,
+    );
+    let row_bytes = (dim * 4) as u64;
+    let mut bytes = 0u64;
+    // Existing query rows x new document rows, then new query rows x all rows of the new budget.
+    for (qa, qb, ra, rb) in [(0, fq, fc, tc), (fq, tq, 0, tc)] {
+        if qb <= qa || rb <= ra {
+            continue;
+        }
+        let (qs, maxes) = (&q[qa * dim..qb * dim], &mut c.maxes[qa..qb]);
+        match &c.doc {
+            DocRef::Mem(d) => {
+                (kern.update)(qs, qb - qa, dim, &d.vectors[ra * dim..rb * dim], maxes);
+                bytes += (rb - ra) as u64 * row_bytes;
+            }
+            DocRef::Seg(si, o) => {
+                parts.clear();
+                bytes += segs[*si].0.range(*o as usize, ra, rb, parts)?;
+                for p in parts.iter() {
+                    (kern.update)(qs, qb - qa, dim, p, maxes);
+                }
+            }
+        }
+    }
+    c.score = c.maxes[..tq].iter().sum();
+    Ok(bytes)
+}
+
 impl Collection {
-    /// Budgeted MaxSim search; see the module doc.
+    /// Budgeted MaxSim search (optionally a cascade); see the module doc.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
         self.check_live()?;
         let started = Instant::now();
         let cfg = self.config();
         let q = prepare_query(req, cfg)?;
         let dim = cfg.dim as usize;
-        let r_q = req.budget.r_q as usize;
-        let r_c = req.budget.r_c as usize;
         let k = req.k as usize;
         let c = req.candidates.unwrap_or(DEFAULT_CANDIDATES).max(req.k) as usize;
         let ef = (req.ef.unwrap_or(0) as usize).max(c);
         let kern = score::kernel();
-        let row_bytes = (dim * cfg.dtype.bytes_per_value()) as u64;
+        let final_rq = req.budget.r_q as usize;
         let mut stats = SearchStats::default();
 
-        // Point-in-time view; the memtable is scored under the read lock (it is small and mutable).
+        // Point-in-time view: memtable documents as shared Arcs, segments with their tombstones.
         let t0 = Instant::now();
-        let st = self.state.read();
-        if req.budget.r_c > st.depth {
-            return Err(Error::FailedPrecondition(format!(
-                "budget {} needs {} vectors per document, but the collection stores only the first {} \
-                 (it was compacted with keep_r_c = {})",
-                req.budget, req.budget.r_c, st.depth, st.depth
-            )));
-        }
-        let mut scored: Vec<Scored> = Vec::new();
-        for (i, slot) in st.mem.slots.iter().enumerate() {
-            if let Some(d) = slot {
-                let s = score::maxsim(&q, r_q, dim, &[&d.vectors[..r_c * dim]]);
-                scored.push(Scored {
-                    score: s,
-                    src: Src::Mem(i as u32),
-                });
+        let (mem, segs): (Vec<Arc<Document>>, View) = {
+            let st = self.state.read();
+            if req.budget.r_c > st.depth {
+                return Err(Error::FailedPrecondition(format!(
+                    "budget {} needs {} vectors per document, but the collection stores only the first {} \
+                     (it was compacted with keep_r_c = {})",
+                    req.budget, req.budget.r_c, st.depth, st.depth
+                )));
             }
-        }
-        let mem_scored = scored.len() as u64;
-        let frozen: Option<(Arc<Run>, Arc<Bitset>)> =
-            st.frozen.clone().map(|r| (r, st.frozen_dead.clone()));
-        let segments: Vec<(Arc<Segment>, Arc<Bitset>)> = st
-            .segments
-            .iter()
-            .map(|s| (s.seg.clone(), s.dead.clone()))
-            .collect();
-        // Results from the memtable are resolved to ids now, while the lock is held.
-        top_k(&mut scored, k, |s| match s {
-            Src::Mem(i) => st.mem.get(i).map_or("", |d| d.id.as_str()),
-            _ => "",
-        });
-        let mem_hits: Vec<(f32, String, Option<String>)> = scored
-            .iter()
-            .filter_map(|s| match s.src {
-                Src::Mem(i) => st
-                    .mem
-                    .get(i)
-                    .map(|d| (s.score, d.id.clone(), d.payload.clone())),
-                _ => None,
-            })
-            .collect();
-        drop(st);
-
-        let mut frozen_scored = Vec::new();
-        if let Some((run, dead)) = &frozen {
-            for (i, d) in run.docs.iter().enumerate() {
-                if !dead.get(i) {
-                    let s = score::maxsim(&q, r_q, dim, &[&d.vectors[..r_c * dim]]);
-                    frozen_scored.push(Scored {
-                        score: s,
-                        src: Src::Frozen(i as u32),
-                    });
-                }
+            let mut mem: Vec<Arc<Document>> = st.mem.slots.iter().flatten().cloned().collect();
+            if let Some(run) = &st.frozen {
+                mem.extend(
+                    run.docs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !st.frozen_dead.get(*i))
+                        .map(|(_, d)| d.clone()),
+                );
             }
-        }
-        let scanned = mem_scored + frozen_scored.len() as u64;
-        stats.candidates += scanned;
-        stats.docs_scored += scanned;
-        stats.vector_bytes_read += scanned * r_c as u64 * row_bytes;
-        stats.segments = segments.len() as u32;
+            (
+                mem,
+                st.segments
+                    .iter()
+                    .map(|s| (s.seg.clone(), s.dead.clone()))
+                    .collect(),
+            )
+        };
+        stats.segments = segs.len() as u32;
 
-        // Candidates per segment.
+        // Candidates: every memtable document, HNSW on vector 0 per segment (or all, if exact).
         let q0 = &q[..dim];
-        let cand: Vec<Vec<u32>> = segments
+        let seg_cands: Vec<Vec<u32>> = segs
             .par_iter()
             .map(|(seg, dead)| {
                 if req.exact {
@@ -268,94 +377,83 @@ impl Collection {
                 }
             })
             .collect();
+        let fresh = |doc| Cand {
+            doc,
+            maxes: vec![f32::NEG_INFINITY; final_rq],
+            score: 0.0,
+        };
+        let mut cands: Vec<Cand> = mem.into_iter().map(|d| fresh(DocRef::Mem(d))).collect();
+        for (si, ords) in seg_cands.iter().enumerate() {
+            cands.extend(ords.iter().map(|&o| fresh(DocRef::Seg(si, o))));
+        }
+        stats.candidates = cands.len() as u64;
+        stats.docs_scored = cands.len() as u64;
         stats.candidate_time = t0.elapsed();
 
-        // Rerank: exact MaxSim at the budget over each candidate's r_c prefix.
+        // Stages: extend the running maxima, keep the best.
         let t1 = Instant::now();
-        let per_seg: Vec<Result<(Vec<Scored>, u64)>> = segments
-            .par_iter()
-            .zip(cand.par_iter())
-            .enumerate()
-            .map(|(si, ((seg, _), ords))| {
-                let results: Result<Vec<(Scored, u64)>> = ords
-                    .par_chunks(64)
-                    .map_init(
-                        || (Vec::new(), vec![0f32; r_q]),
-                        |(parts, maxes), chunk| {
-                            let mut out = Vec::with_capacity(chunk.len());
-                            for &o in chunk {
-                                let bytes = seg.prefix(o as usize, r_c, parts)?;
-                                maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
-                                for p in parts.iter() {
-                                    (kern.update)(&q, r_q, dim, p, maxes);
-                                }
-                                out.push((
-                                    Scored {
-                                        score: maxes.iter().sum(),
-                                        src: Src::Seg(si, o),
-                                    },
-                                    bytes,
-                                ));
-                            }
-                            Ok(out)
-                        },
-                    )
-                    .collect::<Result<Vec<Vec<_>>>>()
-                    .map(|v| v.into_iter().flatten().collect());
-                let results = results?;
-                let bytes = results.iter().map(|(_, b)| b).sum();
-                let mut scored: Vec<Scored> = results.into_iter().map(|(s, _)| s).collect();
-                let ids = seg.ids();
-                top_k(&mut scored, k, |s| match s {
-                    Src::Seg(_, o) => ids[o as usize].as_str(),
-                    _ => "",
-                });
-                Ok((scored, bytes))
-            })
+        let plan: Vec<Stage> = req
+            .stages
+            .iter()
+            .copied()
+            .chain(std::iter::once(Stage {
+                budget: req.budget,
+                keep: req.k,
+            }))
             .collect();
-        let seg_scored_count: u64 = cand.iter().map(|c| c.len() as u64).sum();
-        stats.candidates += seg_scored_count;
-        stats.docs_scored += seg_scored_count;
+        let mut prev = Budget::new(0, 0);
+        for (i, stage) in plan.iter().enumerate() {
+            let b = stage.budget;
+            let mut ss = StageStats {
+                budget: b,
+                ..Default::default()
+            };
+            if i > 0 && i + 1 == plan.len() && req.prune {
+                ss.pruned = prune(&mut cands, prev, b, k, &segs) as u64;
+                stats.pruned += ss.pruned;
+            }
+            let bytes: u64 = cands
+                .par_chunks_mut(64)
+                .map_init(Vec::new, |parts, chunk| {
+                    let mut bytes = 0u64;
+                    for cand in chunk {
+                        bytes += extend(cand, &q, dim, prev, b, &segs, kern, parts)?;
+                    }
+                    Ok(bytes)
+                })
+                .sum::<Result<u64>>()?;
+            ss.scored = cands.len() as u64;
+            ss.dot_products =
+                ss.scored * (b.r_q as u64 * b.r_c as u64 - prev.r_q as u64 * prev.r_c as u64);
+            ss.vector_bytes_read = bytes;
+            keep_best(&mut cands, stage.keep as usize, &segs);
+            ss.kept = cands.len() as u64;
+            stats.dot_products += ss.dot_products;
+            stats.vector_bytes_read += bytes;
+            stats.stages.push(ss);
+            prev = b;
+        }
         stats.rerank_time = t1.elapsed();
 
-        // Merge.
         let t2 = Instant::now();
-        let mut all: Vec<(f32, String, Option<String>)> = mem_hits;
-        if let Some((run, _)) = &frozen {
-            top_k(&mut frozen_scored, k, |s| match s {
-                Src::Frozen(i) => run.docs[i as usize].id.as_str(),
-                _ => "",
-            });
-            for s in &frozen_scored {
-                if let Src::Frozen(i) = s.src {
-                    let d = &run.docs[i as usize];
-                    all.push((s.score, d.id.clone(), d.payload.clone()));
+        let hits = cands
+            .iter()
+            .map(|cand| {
+                let (id, payload) = match &cand.doc {
+                    DocRef::Mem(d) => (d.id.clone(), d.payload.clone()),
+                    DocRef::Seg(si, o) => {
+                        let seg = &segs[*si].0;
+                        (
+                            seg.ids()[*o as usize].clone(),
+                            seg.payload(*o as usize).map(str::to_string),
+                        )
+                    }
+                };
+                Hit {
+                    id,
+                    score: cand.score,
+                    payload: if req.with_payload { payload } else { None },
                 }
-            }
-        }
-        for r in per_seg {
-            let (top, bytes) = r?;
-            stats.vector_bytes_read += bytes;
-            for s in top {
-                if let Src::Seg(si, o) = s.src {
-                    let seg = &segments[si].0;
-                    all.push((
-                        s.score,
-                        seg.ids()[o as usize].clone(),
-                        seg.payload(o as usize).map(str::to_string),
-                    ));
-                }
-            }
-        }
-        all.sort_by(|a, b| better((a.0, &a.1), (b.0, &b.1)));
-        all.truncate(k);
-        stats.dot_products = stats.docs_scored * (r_q * r_c) as u64;
-        let hits = all
-            .into_iter()
-            .map(|(score, id, payload)| Hit {
-                id,
-                score,
-                payload: if req.with_payload { payload } else { None },
             })
             .collect();
         stats.merge_time = t2.elapsed();
@@ -368,12 +466,36 @@ impl Collection {
     }
 }
 
-/// Keeps the best `k` of `v` (sorted best first) using `id_of` for ties.
-fn top_k<'s>(v: &mut Vec<Scored>, k: usize, id_of: impl Fn(Src) -> &'s str) {
-    let cmp = |a: &Scored, b: &Scored| better((a.score, id_of(a.src)), (b.score, id_of(b.src)));
-    if v.len() > k {
-        v.select_nth_unstable_by(k - 1, cmp);
-        v.truncate(k);
+/// Drops candidates that cannot reach the final top `k`: with unit vectors every dot is in
+/// [-1, 1], so going from budget `from` to `to` a candidate's final score is at most
+/// `sum_{i < from.r_q} (to.r_c > from.r_c ? 1 : m_i) + (to.r_q - from.r_q)` and at least
+/// `sum_{i < from.r_q} m_i - (to.r_q - from.r_q)`. A candidate whose upper bound is below the
+/// k-th best lower bound is dropped. Only applied before the final stage, so the kept sets of
+/// earlier stages (and hence the results) are exactly those of the unpruned run.
+fn prune(cands: &mut Vec<Cand>, from: Budget, to: Budget, k: usize, segs: &View) -> usize {
+    let _ = segs;
+    if cands.len() <= k {
+        return 0;
     }
-    v.sort_by(cmp);
+    let fq = from.r_q as usize;
+    let new_q = (to.r_q - from.r_q) as f32;
+    let grows = to.r_c > from.r_c;
+    let upper = |c: &Cand| -> f32 {
+        let seen: f32 = if grows {
+            fq as f32
+        } else {
+            c.maxes[..fq].iter().sum()
+        };
+        seen + new_q
+    };
+    let mut lower: Vec<f32> = cands
+        .iter()
+        .map(|c| c.maxes[..fq].iter().sum::<f32>() - new_q)
+        .collect();
+    lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    // Margin for float rounding between the bound arithmetic and the kernel's sums.
+    let threshold = lower[k - 1] - 1e-4;
+    let before = cands.len();
+    cands.retain(|c| upper(c) >= threshold);
+    before - cands.len()
 }

@@ -100,18 +100,33 @@ impl Segment {
     /// cover. Blocks are crc-checked the first time any document in them is touched.
     pub fn prefix<'a>(&'a self, ord: usize, r_c: usize, out: &mut Vec<&'a [f32]>) -> Result<u64> {
         out.clear();
+        self.range(ord, 0, r_c, out)
+    }
+
+    /// Appends to `out` the vectors `from..to` of document `ord` as one slice per group they
+    /// span, and returns the bytes they cover (what a cascade stage reads beyond its previous one).
+    pub fn range<'a>(
+        &'a self,
+        ord: usize,
+        from: usize,
+        to: usize,
+        out: &mut Vec<&'a [f32]>,
+    ) -> Result<u64> {
         let mut bytes = 0u64;
+        let row = self.dim * self.bytes_per_value;
         for (g, group) in self.meta.groups.iter().enumerate() {
-            let start = group.start as usize;
-            if start >= r_c {
-                break;
+            let (start, end) = (group.start as usize, (group.start + group.width) as usize);
+            let (a, b) = (from.max(start), to.min(end));
+            if a >= b {
+                if start >= to {
+                    break;
+                }
+                continue;
             }
-            let take = (r_c - start).min(group.width as usize);
             let slot = self.block_slice(g, ord)?;
-            let doc_bytes = group.width as usize * self.dim * self.bytes_per_value;
             let block_first = (ord / group.docs_per_block as usize) * group.docs_per_block as usize;
-            let at = (ord - block_first) * doc_bytes;
-            let raw = &slot[at..at + take * self.dim * self.bytes_per_value];
+            let at = (ord - block_first) * group.width as usize * row + (a - start) * row;
+            let raw = &slot[at..at + (b - a) * row];
             out.push(bytemuck::cast_slice(raw));
             bytes += raw.len() as u64;
         }

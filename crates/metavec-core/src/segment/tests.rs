@@ -16,6 +16,7 @@ fn fixture(n: usize) -> (tempfile::TempDir, CollectionConfig, Run) {
             vectors: data.doc(i).to_vec(),
             payload: (i % 2 == 0).then(|| format!(r#"{{"i":{i}}}"#)),
         })
+        .map(std::sync::Arc::new)
         .collect();
     (tempfile::tempdir().unwrap(), cfg, Run { docs, dim: 16 })
 }

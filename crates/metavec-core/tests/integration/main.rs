@@ -3,6 +3,7 @@
 mod support;
 
 mod bytes;
+mod cascade;
 mod corruption;
 mod crash;
 mod errors;
