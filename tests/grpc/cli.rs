@@ -186,6 +186,22 @@ fn cli_round_trip_and_offline_checks() {
         eprintln!("CLI recall@10 at {b}: {recall:.3}");
         assert!(recall >= 0.95, "recall {recall} at {b}");
     }
+    let cascade = ok(metavec(
+        &a,
+        &[
+            "--json",
+            "search",
+            "--collection",
+            "docs",
+            "--npy",
+            queries.to_str().unwrap(),
+            "--budget",
+            "4x8",
+            "--stages",
+            "1x1:100,2x4:30",
+        ],
+    ));
+    assert!(hits(&cascade).iter().all(|h| h.len() == 10));
     let table = ok(metavec(
         &a,
         &[

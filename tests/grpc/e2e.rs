@@ -98,6 +98,32 @@ async fn ingest_search_recall_and_restart() {
         assert!(recall >= 0.95, "budget #{b}: recall@10 {recall:.3}");
     }
 
+    // A cascade over gRPC: per-stage stats, only new pairs computed.
+    let mut req = search_req("e2e", vectors(MQ, DIM, data.query(0).to_vec()), 8, 16, 10);
+    req.stages = vec![
+        pb::Stage {
+            budget: Some(pb::Budget { r_q: 1, r_c: 1 }),
+            keep: 200,
+        },
+        pb::Stage {
+            budget: Some(pb::Budget { r_q: 4, r_c: 8 }),
+            keep: 40,
+        },
+    ];
+    let res = c.search.search(req.clone()).await.unwrap().into_inner();
+    let st = res.stats.unwrap();
+    assert_eq!(res.hits.len(), 10);
+    assert_eq!(st.stages.len(), 3);
+    assert_eq!(st.dot_products, st.candidates + 200 * 31 + 40 * (128 - 32));
+    req.stages[1].keep = 5;
+    let bad = c.search.search(req).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("stages[1].keep is 5"),
+        "{}",
+        bad.message()
+    );
+
     assert!(server.terminate(), "graceful shutdown on SIGTERM");
     let server = Server::start(dir.path(), &[]);
     let mut c = server.clients().await;

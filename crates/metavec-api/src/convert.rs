@@ -207,8 +207,10 @@ pub fn document_pb(d: core::Document, cfg: &CollectionConfig) -> pb::Document {
 }
 
 /// The search knobs shared by Search and SearchBatch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SearchKnobs {
+    pub stages: Vec<core::search::Stage>,
+    pub prune: bool,
     pub budget: Budget,
     pub k: u32,
     pub candidates: u32,
@@ -229,6 +231,8 @@ impl SearchKnobs {
             exact: self.exact,
             allow_untrained_budget: self.allow_untrained_budget,
             with_payload: self.with_payload,
+            stages: self.stages.clone(),
+            prune: self.prune,
         }
     }
 }
@@ -237,7 +241,24 @@ pub fn search_request(
     r: &pb::SearchRequest,
     cfg: &CollectionConfig,
 ) -> Result<core::SearchRequest, Error> {
+    let stages = r
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let b = s
+                .budget
+                .as_ref()
+                .ok_or_else(|| invalid(format!("stages[{i}].budget is missing")))?;
+            Ok(core::search::Stage {
+                budget: Budget::new(b.r_q, b.r_c),
+                keep: s.keep,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let knobs = SearchKnobs {
+        stages,
+        prune: !r.no_prune,
         budget: budget(r.budget.as_ref())?,
         k: r.k,
         candidates: r.candidates,
@@ -257,6 +278,8 @@ pub fn search_batch_request(
         return Err(invalid("queries is empty".into()));
     }
     let knobs = SearchKnobs {
+        stages: Vec::new(),
+        prune: true,
         budget: budget(r.budget.as_ref())?,
         k: r.k,
         candidates: r.candidates,
@@ -294,6 +317,19 @@ pub fn search_response_pb(r: core::SearchResponse) -> pb::SearchResponse {
             rerank_us: s.rerank_time.as_micros() as u64,
             merge_us: s.merge_time.as_micros() as u64,
             total_us: s.total_time.as_micros() as u64,
+            pruned: s.pruned,
+            stages: s
+                .stages
+                .iter()
+                .map(|st| pb::StageStats {
+                    budget: Some(budget_pb(st.budget)),
+                    scored: st.scored,
+                    pruned: st.pruned,
+                    dot_products: st.dot_products,
+                    vector_bytes_read: st.vector_bytes_read,
+                    kept: st.kept,
+                })
+                .collect(),
         }),
         budget: Some(budget_pb(r.budget)),
     }

@@ -121,6 +121,9 @@ pub struct SearchArgs {
     pub with_payload: bool,
     #[arg(long)]
     pub allow_untrained_budget: bool,
+    /// Cascade stages before the final budget, e.g. "1x1:1000,4x8:100" (budget:keep).
+    #[arg(long)]
+    pub stages: Option<String>,
 }
 
 fn status(s: tonic::Status) -> String {
@@ -405,6 +408,24 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
         }
     };
     let budget = parse_budget(&a.budget)?;
+    let stages = match &a.stages {
+        None => Vec::new(),
+        Some(spec) => spec
+            .split(',')
+            .map(|st| {
+                let (b, keep) = st
+                    .split_once(':')
+                    .ok_or_else(|| format!("stage {st:?}: expected R_QxR_C:KEEP, e.g. 1x1:1000"))?;
+                let keep = keep
+                    .parse()
+                    .map_err(|_| format!("stage {st:?}: keep {keep:?} is not a number"))?;
+                Ok(pb::Stage {
+                    budget: Some(parse_budget(b)?),
+                    keep,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?,
+    };
     let mut c =
         SearchClient::new(channel(&remote.addr).await?).max_decoding_message_size(usize::MAX);
     let pbar = if q > 1 && !remote.json {
@@ -428,6 +449,8 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             exact: a.exact,
             with_payload: a.with_payload,
             allow_untrained_budget: a.allow_untrained_budget,
+            stages: stages.clone(),
+            no_prune: false,
         };
         let r = c.search(req).await.map_err(status)?.into_inner();
         let st = r.stats.unwrap_or_default();
