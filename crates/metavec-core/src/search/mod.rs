@@ -268,19 +268,25 @@ fn keep_best(cands: &mut Vec<Cand>, keep: usize, segs: &View) {
     cands.sort_by(cmp);
 }
 
+/// What every stage extension needs: the query rows, the kernel and the segment view.
+struct Scorer<'a> {
+    q: &'a [f32],
+    dim: usize,
+    kern: score::Kernel,
+    segs: &'a View,
+}
+
 /// Extends one candidate from budget `from` to `to`: query rows below `from.r_q` see document
 /// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
 /// bytes read. Only new pairs are computed: `to.r_q * to.r_c - from.r_q * from.r_c` dots.
 fn extend<'a>(
+    s: &Scorer<'a>,
     c: &mut Cand,
-    q: &[f32],
-    dim: usize,
     from: Budget,
     to: Budget,
-    segs: &'a View,
-    kern: score::Kernel,
     parts: &mut Vec<&'a [f32]>,
 ) -> Result<u64> {
+    let (q, dim, kern, segs) = (s.q, s.dim, s.kern, s.segs);
     let (fq, fc, tq, tc) = (
         from.r_q as usize,
         from.r_c as usize,
@@ -392,6 +398,12 @@ impl Collection {
 
         // Stages: extend the running maxima, keep the best.
         let t1 = Instant::now();
+        let scorer = Scorer {
+            q: &q,
+            dim,
+            kern,
+            segs: &segs,
+        };
         let plan: Vec<Stage> = req
             .stages
             .iter()
@@ -417,7 +429,7 @@ impl Collection {
                 .map_init(Vec::new, |parts, chunk| {
                     let mut bytes = 0u64;
                     for cand in chunk {
-                        bytes += extend(cand, &q, dim, prev, b, &segs, kern, parts)?;
+                        bytes += extend(&scorer, cand, prev, b, parts)?;
                     }
                     Ok(bytes)
                 })
