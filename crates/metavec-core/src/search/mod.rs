@@ -420,20 +420,36 @@ impl Collection {
                 budget: b,
                 ..Default::default()
             };
-            if i > 0 && i + 1 == plan.len() && req.prune {
-                ss.pruned = prune(&mut cands, prev, b, k, &segs) as u64;
+            let run = |cs: &mut [Cand]| -> Result<u64> {
+                cs.par_chunks_mut(64)
+                    .map_init(Vec::new, |parts, chunk| {
+                        let mut bytes = 0u64;
+                        for cand in chunk {
+                            bytes += extend(&scorer, cand, prev, b, parts)?;
+                        }
+                        Ok(bytes)
+                    })
+                    .sum::<Result<u64>>()
+            };
+            let mut bytes = 0u64;
+            if i > 0 && i + 1 == plan.len() && req.prune && cands.len() > k {
+                // Early termination: the k best so far are scored in full first; their k-th score
+                // is a threshold no pruned candidate's upper bound reaches.
+                let all = cands.len();
+                keep_best(&mut cands, all, &segs);
+                let mut rest = cands.split_off(k);
+                bytes += run(&mut cands)?;
+                let threshold = cands.iter().map(|c| c.score).fold(f32::INFINITY, f32::min);
+                let bound = Bound::new(&q, dim, prev, b);
+                let before = rest.len();
+                rest.retain(|c| bound.upper(c, &segs) >= threshold - 1e-4);
+                ss.pruned = (before - rest.len()) as u64;
                 stats.pruned += ss.pruned;
+                bytes += run(&mut rest)?;
+                cands.append(&mut rest);
+            } else {
+                bytes += run(&mut cands)?;
             }
-            let bytes: u64 = cands
-                .par_chunks_mut(64)
-                .map_init(Vec::new, |parts, chunk| {
-                    let mut bytes = 0u64;
-                    for cand in chunk {
-                        bytes += extend(&scorer, cand, prev, b, parts)?;
-                    }
-                    Ok(bytes)
-                })
-                .sum::<Result<u64>>()?;
             ss.scored = cands.len() as u64;
             ss.dot_products =
                 ss.scored * (b.r_q as u64 * b.r_c as u64 - prev.r_q as u64 * prev.r_c as u64);
@@ -478,36 +494,90 @@ impl Collection {
     }
 }
 
-/// Drops candidates that cannot reach the final top `k`: with unit vectors every dot is in
-/// [-1, 1], so going from budget `from` to `to` a candidate's final score is at most
-/// `sum_{i < from.r_q} (to.r_c > from.r_c ? 1 : m_i) + (to.r_q - from.r_q)` and at least
-/// `sum_{i < from.r_q} m_i - (to.r_q - from.r_q)`. A candidate whose upper bound is below the
-/// k-th best lower bound is dropped. Only applied before the final stage, so the kept sets of
-/// earlier stages (and hence the results) are exactly those of the unpruned run.
-fn prune(cands: &mut Vec<Cand>, from: Budget, to: Budget, k: usize, segs: &View) -> usize {
-    let _ = segs;
-    if cands.len() <= k {
-        return 0;
+/// An upper bound of a candidate's score at budget `to`, from its maxima at `from` (unit
+/// vectors throughout):
+/// - a seen query row i gains from the new document rows at most the document's radius R (the
+///   largest distance from its vector 0 to a vector `from.r_c..to.r_c`, stored per segment group):
+///   `<q_i, d_j> <= <q_i, d_0> + R <= m_i + R`, so `u_i = min(1, m_i + R)`;
+/// - a new query row i is within `||q_i - q_p||` of each seen row p:
+///   `u_i = min(1, min_p (u_p + ||q_i - q_p||))`, and also `<q_i, d_0> + R_0` where R_0 is the
+///   radius of rows `0..to.r_c` (one dot per new row: 1/r_c of the work it may save).
+///
+/// Memtable documents carry no radius and are never pruned (R = 2, the diameter).
+struct Bound<'q> {
+    q: &'q [f32],
+    dim: usize,
+    from: Budget,
+    to: Budget,
+    /// `dist[(i - from.r_q) * from.r_q + p] = ||q_i - q_p||` for new rows i and seen rows p.
+    dist: Vec<f32>,
+}
+
+impl<'q> Bound<'q> {
+    fn new(q: &'q [f32], dim: usize, from: Budget, to: Budget) -> Bound<'q> {
+        let (fq, tq) = (from.r_q as usize, to.r_q as usize);
+        let mut dist = Vec::with_capacity((tq - fq) * fq);
+        for i in fq..tq {
+            for p in 0..fq {
+                let (a, b) = (&q[i * dim..(i + 1) * dim], &q[p * dim..(p + 1) * dim]);
+                dist.push(
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y) * (x - y))
+                        .sum::<f32>()
+                        .sqrt()
+                        + 1e-5,
+                );
+            }
+        }
+        Bound {
+            q,
+            dim,
+            from,
+            to,
+            dist,
+        }
     }
-    let fq = from.r_q as usize;
-    let new_q = (to.r_q - from.r_q) as f32;
-    let grows = to.r_c > from.r_c;
-    let upper = |c: &Cand| -> f32 {
-        let seen: f32 = if grows {
-            fq as f32
+
+    fn upper(&self, c: &Cand, segs: &View) -> f32 {
+        let (fq, fc, tq, tc) = (
+            self.from.r_q as usize,
+            self.from.r_c as usize,
+            self.to.r_q as usize,
+            self.to.r_c as usize,
+        );
+        let r = if tc <= fc {
+            0.0
         } else {
-            c.maxes[..fq].iter().sum()
+            match &c.doc {
+                DocRef::Seg(si, o) => segs[*si].0.radius(*o as usize, fc, tc) + 1e-5,
+                DocRef::Mem(_) => 2.0,
+            }
         };
-        seen + new_q
-    };
-    let mut lower: Vec<f32> = cands
-        .iter()
-        .map(|c| c.maxes[..fq].iter().sum::<f32>() - new_q)
-        .collect();
-    lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    // Margin for float rounding between the bound arithmetic and the kernel's sums.
-    let threshold = lower[k - 1] - 1e-4;
-    let before = cands.len();
-    cands.retain(|c| upper(c) >= threshold);
-    before - cands.len()
+        let seen: Vec<f32> = c.maxes[..fq].iter().map(|m| (m + r).min(1.0)).collect();
+        let mut total: f32 = seen.iter().sum();
+        // For new rows also: <q_i, d_j> <= <q_i, d_0> + (radius of rows 0..to.r_c): one dot each.
+        let v0 = match &c.doc {
+            DocRef::Seg(si, o) => {
+                let seg = &segs[*si].0;
+                seg.rows(*o as usize, 0, 1)
+                    .ok()
+                    .map(|v| (v, seg.radius(*o as usize, 0, tc) + 1e-5))
+            }
+            DocRef::Mem(_) => None,
+        };
+        for i in fq..tq {
+            let row = &self.dist[(i - fq) * fq..(i - fq + 1) * fq];
+            let by_query = seen
+                .iter()
+                .zip(row)
+                .map(|(u, d)| u + d)
+                .fold(1.0f32, f32::min);
+            let by_doc = v0.map_or(1.0, |(v, r)| {
+                score::dot(&self.q[i * self.dim..(i + 1) * self.dim], v) + r + 1e-5
+            });
+            total += by_query.min(by_doc);
+        }
+        total
+    }
 }

@@ -124,8 +124,21 @@ fn write_segment_file(
         let offset = pos;
         let mut block_crcs = Vec::with_capacity(n.div_ceil(docs_per_block));
         let mut crc = crc32fast::Hasher::new();
+        let mut radii = Vec::with_capacity(n);
         for i in 0..n {
             let v = docs.rows(i, start as usize, end as usize)?;
+            let v0 = docs.rows(i, 0, 1)?;
+            radii.push(
+                v.chunks_exact(dim)
+                    .map(|r| {
+                        r.iter()
+                            .zip(v0)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f32>()
+                            .sqrt()
+                    })
+                    .fold(0.0f32, f32::max),
+            );
             let bytes: &[u8] = bytemuck::cast_slice(v);
             crc.update(bytes);
             w.write_all(bytes).at(&tmp)?;
@@ -142,6 +155,7 @@ fn write_segment_file(
             len,
             docs_per_block: docs_per_block as u32,
             block_crcs,
+            radii,
         });
         start = end;
     }

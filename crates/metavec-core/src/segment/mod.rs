@@ -38,6 +38,10 @@ pub struct GroupMeta {
     pub len: u64,
     pub docs_per_block: u32,
     pub block_crcs: Vec<u32>,
+    /// Per document: the largest distance from its vector 0 to a vector of this group. A query
+    /// vector's dot with any vector of the group is at most its dot with vector 0 plus this
+    /// (Cauchy-Schwarz), which bounds cascade scores for early termination.
+    pub radii: Vec<f32>,
 }
 
 /// Everything about a segment that is not vector data.

@@ -133,6 +133,16 @@ impl Segment {
         Ok(bytes)
     }
 
+    /// The largest distance from vector 0 of document `ord` to any of its vectors `from..to`.
+    pub fn radius(&self, ord: usize, from: usize, to: usize) -> f32 {
+        self.meta
+            .groups
+            .iter()
+            .filter(|g| (g.start as usize) < to && ((g.start + g.width) as usize) > from)
+            .map(|g| g.radii[ord])
+            .fold(0.0, f32::max)
+    }
+
     /// Vectors `start..end` of document `ord`, which must lie inside one layout group.
     pub fn rows(&self, ord: usize, start: usize, end: usize) -> Result<&[f32]> {
         let Some(g) = self
@@ -304,7 +314,8 @@ fn check_layout(
                 && g.offset
                     .checked_add(g.len)
                     .is_some_and(|e| e <= meta_offset)
-                && g.block_crcs.len() as u64 == n_docs.div_ceil(g.docs_per_block as u64);
+                && g.block_crcs.len() as u64 == n_docs.div_ceil(g.docs_per_block as u64)
+                && g.radii.len() as u64 == n_docs;
             expect_start = g.start + g.width;
             ok
         })

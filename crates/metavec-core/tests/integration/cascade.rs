@@ -100,3 +100,63 @@ fn bad_stages_are_refused() {
     assert!(msg(with(vec![st(4, 8, 100)])).contains("does not extend"));
     with(vec![st(1, 1, 100), st(2, 4, 50)]).unwrap();
 }
+
+#[test]
+fn early_termination_prunes_without_changing_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), 1 << 30);
+    let cfg = CollectionConfig::new(32, 16, 8);
+    let coll = engine.create_collection("prune", cfg.clone()).unwrap();
+    // Documents whose deeper vectors stay close to vector 0 (small radii): where bounds bite.
+    let mut spec =
+        metavec_core::synth::SynthSpec::new(4_000, 10, 32, &crate::support::ladder(&cfg), 23);
+    spec.level_noise = 0.25;
+    spec.query_noise = 0.5;
+    let data = metavec_core::synth::generate(&spec);
+    load(&coll, &data, 0..4_000, 500);
+    coll.flush().unwrap();
+    let mut pruned = 0;
+    for qi in 0..10 {
+        for (stages, fin) in [
+            (
+                vec![Stage {
+                    budget: Budget::new(4, 16),
+                    keep: 1_000,
+                }],
+                Budget::new(8, 16),
+            ),
+            (
+                vec![
+                    Stage {
+                        budget: Budget::new(2, 4),
+                        keep: 500,
+                    },
+                    Stage {
+                        budget: Budget::new(4, 8),
+                        keep: 200,
+                    },
+                ],
+                Budget::new(8, 16),
+            ),
+        ] {
+            let mut req = SearchRequest::new(data.query(qi).to_vec(), fin, 10);
+            req.candidates = Some(1_000);
+            req.allow_untrained_budget = true;
+            req.stages = stages;
+            let with = coll.search(&req).unwrap();
+            req.prune = false;
+            let without = coll.search(&req).unwrap();
+            assert_eq!(with.hits, without.hits, "pruning changed results");
+            assert_eq!(without.stats.pruned, 0);
+            let last = with.stats.stages.last().unwrap();
+            assert_eq!(
+                last.scored + last.pruned,
+                without.stats.stages.last().unwrap().scored
+            );
+            assert!(with.stats.dot_products <= without.stats.dot_products);
+            pruned += with.stats.pruned;
+        }
+    }
+    eprintln!("pruned {pruned} candidates over 20 cascades");
+    assert!(pruned > 0, "the bound never pruned anything on this data");
+}
