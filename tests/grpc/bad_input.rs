@@ -337,6 +337,15 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
         Code::InvalidArgument,
         "query is missing",
     );
+    s.query = q();
+    s.filter = r#"{"eq": {"field": "lang"}}"#.into();
+    expect(
+        "bad filter",
+        c.search.search(s.clone()).await,
+        Code::InvalidArgument,
+        "filter",
+    );
+    s.filter = String::new();
     // An oversize unary request is refused before any handler runs, with the same status.
     s.query = Some(vectors(2, 4, vec![1.0; 300_000]));
     expect(

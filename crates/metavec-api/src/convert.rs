@@ -211,6 +211,7 @@ pub fn document_pb(d: core::Document, cfg: &CollectionConfig) -> pb::Document {
 pub struct SearchKnobs {
     pub stages: Vec<core::search::Stage>,
     pub prune: bool,
+    pub filter: Option<core::search::Filter>,
     pub budget: Budget,
     pub k: u32,
     pub candidates: u32,
@@ -233,8 +234,16 @@ impl SearchKnobs {
             with_payload: self.with_payload,
             stages: self.stages.clone(),
             prune: self.prune,
+            filter: self.filter.clone(),
         }
     }
+}
+
+fn filter(json: &str) -> Result<Option<core::search::Filter>, Error> {
+    if json.trim().is_empty() {
+        return Ok(None);
+    }
+    core::search::Filter::parse(json).map(Some)
 }
 
 pub fn search_request(
@@ -259,6 +268,7 @@ pub fn search_request(
     let knobs = SearchKnobs {
         stages,
         prune: !r.no_prune,
+        filter: filter(&r.filter)?,
         budget: budget(r.budget.as_ref())?,
         k: r.k,
         candidates: r.candidates,
@@ -280,6 +290,7 @@ pub fn search_batch_request(
     let knobs = SearchKnobs {
         stages: Vec::new(),
         prune: true,
+        filter: filter(&r.filter)?,
         budget: budget(r.budget.as_ref())?,
         k: r.k,
         candidates: r.candidates,

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use metavec_core::search::Stage;
 use metavec_core::synth::{generate, SynthData, SynthSpec};
 use metavec_core::{
     Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
@@ -124,6 +125,69 @@ fn main() {
             recall / nq as f64,
             scored / nq as u64,
             bytes / nq as u64
+        );
+    }
+
+    // Cascade vs one stage at the deepest budget, same queries, recall against exact there.
+    let deep = *cfg.budgets.last().unwrap();
+    let mid = cfg.budgets[cfg.budgets.len() / 2];
+    let variants: Vec<(&str, Option<u32>, Vec<Stage>)> = vec![
+        ("plain C=320", None, vec![]),
+        ("plain C=1000", Some(1000), vec![]),
+        (
+            "cascade C=1000: (1,1) keep 1000 -> mid keep 100 -> deep",
+            Some(1000),
+            vec![
+                Stage {
+                    budget: Budget::new(1, 1),
+                    keep: 1000,
+                },
+                Stage {
+                    budget: mid,
+                    keep: 100,
+                },
+            ],
+        ),
+    ];
+    let truth: Vec<Vec<String>> = (0..nq)
+        .map(|qi| {
+            let req =
+                SearchRequest::new(data.query(qi)[..deep.r_q as usize * dim].to_vec(), deep, 10)
+                    .exact();
+            coll.search(&req)
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|h| h.id)
+                .collect()
+        })
+        .collect();
+    for (name, cands, stages) in variants {
+        let (mut lat, mut recall, mut dots, mut pruned) = (Vec::new(), 0.0, 0u64, 0u64);
+        for qi in 0..nq {
+            let mut req =
+                SearchRequest::new(data.query(qi)[..deep.r_q as usize * dim].to_vec(), deep, 10);
+            req.candidates = cands;
+            req.stages = stages.clone();
+            let t = Instant::now();
+            let r = coll.search(&req).unwrap();
+            lat.push(t.elapsed());
+            recall += truth[qi]
+                .iter()
+                .filter(|id| r.hits.iter().any(|h| &h.id == *id))
+                .count() as f64
+                / 10.0;
+            dots += r.stats.dot_products;
+            pruned += r.stats.pruned;
+        }
+        println!(
+            "{{\"variant\":\"{name}\",\"budget\":\"{}x{}\",\"p50_ms\":{:.3},\"recall_at_10\":{:.3},\"dot_products_per_query\":{},\"pruned_per_query\":{}}}",
+            deep.r_q,
+            deep.r_c,
+            median(lat).as_secs_f64() * 1e3,
+            recall / nq as f64,
+            dots / nq as u64,
+            pruned / nq as u64
         );
     }
 }

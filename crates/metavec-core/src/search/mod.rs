@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+pub mod filter;
+pub use filter::Filter;
+
 use crate::collection::{Bitset, Collection};
 use crate::config::{Budget, CollectionConfig, MAX_K};
 use crate::document::normalize_rows;
@@ -45,6 +48,8 @@ pub struct SearchRequest {
     /// Before the final stage, drop candidates whose score upper bound cannot reach the current
     /// k-th lower bound (results are identical either way; stats count what was pruned).
     pub prune: bool,
+    /// Only documents whose payload matches are returned (see [`Filter`]).
+    pub filter: Option<Filter>,
 }
 
 /// One cascade stage: score at `budget`, keep the best `keep`.
@@ -67,6 +72,7 @@ impl SearchRequest {
             with_payload: false,
             stages: Vec::new(),
             prune: true,
+            filter: None,
         }
     }
 
@@ -346,6 +352,9 @@ impl Collection {
                 )));
             }
             let mut mem: Vec<Arc<Document>> = st.mem.slots.iter().flatten().cloned().collect();
+            if let Some(f) = &req.filter {
+                mem.retain(|d| f.matches_text(d.payload.as_deref()));
+            }
             if let Some(run) = &st.frozen {
                 mem.extend(
                     run.docs
@@ -367,19 +376,34 @@ impl Collection {
 
         // Candidates: every memtable document, HNSW on vector 0 per segment (or all, if exact).
         let q0 = &q[..dim];
+        let filter = req.filter.as_ref();
+        let allowed = |seg: &Segment, dead: &Bitset, o: usize| {
+            !dead.get(o) && filter.is_none_or(|f| f.matches_text(seg.payload(o)))
+        };
         let seg_cands: Vec<Vec<u32>> = segs
             .par_iter()
             .map(|(seg, dead)| {
+                let scan = || {
+                    (0..seg.len())
+                        .filter(|&o| allowed(seg, dead, o))
+                        .map(|o| o as u32)
+                        .collect()
+                };
                 if req.exact {
-                    (0..seg.len() as u32)
-                        .filter(|&o| !dead.get(o as usize))
-                        .collect()
+                    return scan();
+                }
+                let found: Vec<u32> = seg
+                    .index()
+                    .search(q0, c, ef, &|o| allowed(seg, dead, o))
+                    .into_iter()
+                    .map(|(o, _)| o as u32)
+                    .collect();
+                // A selective filter can starve the graph walk (hnsw_rs may then miss allowed
+                // documents): with fewer than `c` found, score every allowed document instead.
+                if filter.is_some() && found.len() < c.min(seg.len()) {
+                    scan()
                 } else {
-                    seg.index()
-                        .search(q0, c, ef, &|o| !dead.get(o))
-                        .into_iter()
-                        .map(|(o, _)| o as u32)
-                        .collect()
+                    found
                 }
             })
             .collect();

@@ -124,6 +124,9 @@ pub struct SearchArgs {
     /// Cascade stages before the final budget, e.g. "1x1:1000,4x8:100" (budget:keep).
     #[arg(long)]
     pub stages: Option<String>,
+    /// Payload filter as JSON, e.g. '{"eq": {"field": "lang", "value": "en"}}'.
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
 fn status(s: tonic::Status) -> String {
@@ -451,6 +454,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             allow_untrained_budget: a.allow_untrained_budget,
             stages: stages.clone(),
             no_prune: false,
+            filter: a.filter.clone().unwrap_or_default(),
         };
         let r = c.search(req).await.map_err(status)?.into_inner();
         let st = r.stats.unwrap_or_default();
