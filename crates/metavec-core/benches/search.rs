@@ -164,7 +164,7 @@ fn main() {
         .collect();
     for (name, cands, stages) in variants {
         let (mut lat, mut recall, mut dots, mut pruned) = (Vec::new(), 0.0, 0u64, 0u64);
-        for qi in 0..nq {
+        for (qi, want) in truth.iter().enumerate() {
             let mut req =
                 SearchRequest::new(data.query(qi)[..deep.r_q as usize * dim].to_vec(), deep, 10);
             req.candidates = cands;
@@ -172,7 +172,7 @@ fn main() {
             let t = Instant::now();
             let r = coll.search(&req).unwrap();
             lat.push(t.elapsed());
-            recall += truth[qi]
+            recall += want
                 .iter()
                 .filter(|id| r.hits.iter().any(|h| &h.id == *id))
                 .count() as f64
