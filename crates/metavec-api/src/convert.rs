@@ -212,6 +212,7 @@ pub struct SearchKnobs {
     pub stages: Vec<core::search::Stage>,
     pub prune: bool,
     pub filter: Option<core::search::Filter>,
+    pub latency_target: Option<std::time::Duration>,
     pub budget: Budget,
     pub k: u32,
     pub candidates: u32,
@@ -235,6 +236,7 @@ impl SearchKnobs {
             stages: self.stages.clone(),
             prune: self.prune,
             filter: self.filter.clone(),
+            latency_target: self.latency_target,
         }
     }
 }
@@ -269,7 +271,13 @@ pub fn search_request(
         stages,
         prune: !r.no_prune,
         filter: filter(&r.filter)?,
-        budget: budget(r.budget.as_ref())?,
+        latency_target: (r.latency_target_us > 0)
+            .then(|| std::time::Duration::from_micros(r.latency_target_us as u64)),
+        // With auto budget the engine picks the budget; an unset one is fine then.
+        budget: match (&r.budget, r.latency_target_us) {
+            (None, t) if t > 0 => Budget::new(1, 1),
+            (b, _) => budget(b.as_ref())?,
+        },
         k: r.k,
         candidates: r.candidates,
         ef: r.ef,
@@ -291,6 +299,7 @@ pub fn search_batch_request(
         stages: Vec::new(),
         prune: true,
         filter: filter(&r.filter)?,
+        latency_target: None,
         budget: budget(r.budget.as_ref())?,
         k: r.k,
         candidates: r.candidates,

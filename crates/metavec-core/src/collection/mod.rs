@@ -98,6 +98,8 @@ pub struct Collection {
     /// Wakes the background flusher; `None` once the collection is shut down.
     flush_signal: Mutex<Option<mpsc::SyncSender<()>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Moving average of search latency (ms) per budget, for auto budget.
+    pub(crate) latency: Mutex<std::collections::HashMap<crate::config::Budget, f64>>,
 }
 
 impl Collection {
@@ -280,6 +282,7 @@ impl Collection {
             dropped: AtomicBool::new(false),
             flush_signal: Mutex::new(None),
             flusher: Mutex::new(None),
+            latency: Mutex::default(),
         })
     }
 

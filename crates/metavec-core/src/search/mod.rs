@@ -50,6 +50,10 @@ pub struct SearchRequest {
     pub prune: bool,
     /// Only documents whose payload matches are returned (see [`Filter`]).
     pub filter: Option<Filter>,
+    /// Auto budget: ignore `budget` and use the largest trained budget whose recently measured
+    /// latency (moving average of this collection's searches) fits this target. The response
+    /// reports the budget used.
+    pub latency_target: Option<Duration>,
 }
 
 /// One cascade stage: score at `budget`, keep the best `keep`.
@@ -73,6 +77,7 @@ impl SearchRequest {
             stages: Vec::new(),
             prune: true,
             filter: None,
+            latency_target: None,
         }
     }
 
@@ -328,6 +333,65 @@ fn extend<'a>(
 impl Collection {
     /// Budgeted MaxSim search (optionally a cascade); see the module doc.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let Some(target) = req.latency_target else {
+            let res = self.search_at(req)?;
+            self.record_latency(req, &res);
+            return Ok(res);
+        };
+        let mut at = req.clone();
+        at.latency_target = None;
+        at.budget = self.pick_budget(req, target)?;
+        let res = self.search_at(&at)?;
+        self.record_latency(&at, &res);
+        Ok(res)
+    }
+
+    /// Feeds the per-budget latency average that auto budget reads (plain searches only).
+    fn record_latency(&self, req: &SearchRequest, res: &SearchResponse) {
+        if req.stages.is_empty() && !req.exact {
+            let ms = res.stats.total_time.as_secs_f64() * 1e3;
+            let mut lat = self.latency.lock();
+            let e = lat.entry(req.budget).or_insert(ms);
+            *e = 0.8 * *e + 0.2 * ms;
+        }
+    }
+
+    /// The largest trained budget (usable with this query and the stored depth) whose average
+    /// latency fits `target`. Walking up the ladder, the first budget not measured yet is tried
+    /// when everything below it fits, so the averages fill in as traffic flows.
+    fn pick_budget(&self, req: &SearchRequest, target: Duration) -> Result<Budget> {
+        let cfg = self.config();
+        let n = (req.query.len() / cfg.dim as usize) as u32;
+        let depth = self.state.read().depth;
+        let usable: Vec<Budget> = cfg
+            .budgets
+            .iter()
+            .copied()
+            .filter(|b| b.r_q <= n && b.r_c <= depth)
+            .collect();
+        let Some(&first) = usable.first() else {
+            return Err(Error::invalid(format!(
+                "query has {n} vectors: no trained budget fits it (smallest is {})",
+                cfg.budgets[0]
+            )));
+        };
+        let target_ms = target.as_secs_f64() * 1e3;
+        let lat = self.latency.lock();
+        let mut chosen = first;
+        for b in usable {
+            match lat.get(&b) {
+                Some(&ms) if ms <= target_ms => chosen = b,
+                Some(_) => break,
+                None => {
+                    chosen = b;
+                    break;
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn search_at(&self, req: &SearchRequest) -> Result<SearchResponse> {
         self.check_live()?;
         let started = Instant::now();
         let cfg = self.config();

@@ -160,3 +160,40 @@ fn early_termination_prunes_without_changing_results() {
     eprintln!("pruned {pruned} candidates over 20 cascades");
     assert!(pruned > 0, "the bound never pruned anything on this data");
 }
+
+#[test]
+fn auto_budget_picks_the_largest_budget_that_fits_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), 1 << 30);
+    let cfg = CollectionConfig::new(16, 16, 8);
+    let coll = engine.create_collection("auto", cfg.clone()).unwrap();
+    let data = synth(&cfg, 500, 4, 41);
+    load(&coll, &data, 0..500, 250);
+    let q = data.query(0).to_vec();
+    let auto = |target: std::time::Duration| {
+        let mut r = SearchRequest::new(q.clone(), Budget::new(1, 1), 10);
+        r.latency_target = Some(target);
+        coll.search(&r).unwrap()
+    };
+    let generous = std::time::Duration::from_secs(3600);
+    // With no measurements it probes upwards one budget per search, then settles on the largest.
+    let mut seen = Vec::new();
+    for _ in 0..cfg.budgets.len() + 2 {
+        seen.push(auto(generous).budget);
+    }
+    assert_eq!(seen[..cfg.budgets.len()], cfg.budgets[..]);
+    assert_eq!(*seen.last().unwrap(), *cfg.budgets.last().unwrap());
+    // An impossible target falls back to the smallest budget.
+    let tiny = auto(std::time::Duration::from_nanos(1));
+    assert_eq!(tiny.budget, cfg.budgets[0]);
+    // A query with fewer vectors only gets budgets it can run.
+    let mut short = SearchRequest::new(q[..2 * 16].to_vec(), Budget::new(1, 1), 10);
+    short.latency_target = Some(generous);
+    assert_eq!(coll.search(&short).unwrap().budget, Budget::new(2, 4));
+    // The hits are those of an explicit search at the reported budget.
+    let picked = auto(generous);
+    let explicit = coll
+        .search(&SearchRequest::new(q.clone(), picked.budget, 10))
+        .unwrap();
+    assert_eq!(picked.hits, explicit.hits);
+}
