@@ -230,8 +230,14 @@ pub fn default_budgets(doc_vectors: u32, query_vectors: u32) -> Vec<Budget> {
 
 /// Collection names become directory names: ASCII letters, digits, `_` and `-`, 1..=64 bytes.
 pub fn validate_collection_name(name: &str) -> Result<()> {
+    validate_dir_name("collection", name, MAX_NAME_LEN)
+}
+
+/// A name that becomes one path component: ASCII letters, digits, `_` and `-`, 1..=`max` bytes,
+/// so it can never escape its parent directory.
+pub fn validate_dir_name(kind: &str, name: &str, max: usize) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.len() <= max
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -239,7 +245,7 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "collection name {name:?} is invalid: use 1..={MAX_NAME_LEN} ASCII letters, digits, '_' or '-'"
+            "{kind} name {name:?} is invalid: use 1..={max} ASCII letters, digits, '_' or '-'"
         )))
     }
 }

@@ -302,16 +302,5 @@ impl Drop for Engine {
 
 /// Snapshot names become directory names: ASCII letters, digits, `_` and `-`, 1..=128 bytes.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "snapshot name {name:?} is invalid: use 1..=128 ASCII letters, digits, '_' or '-'"
-        )))
-    }
+    crate::config::validate_dir_name("snapshot", name, 128)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use smallvec::{smallvec, SmallVec};
 
 pub mod filter;
 pub use filter::Filter;
@@ -256,7 +257,8 @@ enum DocRef {
 #[derive(Debug, Clone)]
 struct Cand {
     doc: DocRef,
-    maxes: Vec<f32>,
+    /// Inline up to 16 query vectors (MetaEmbed's M_q): no allocation per candidate.
+    maxes: SmallVec<[f32; 16]>,
     score: f32,
 }
 
@@ -473,7 +475,7 @@ impl Collection {
             .collect();
         let fresh = |doc| Cand {
             doc,
-            maxes: vec![f32::NEG_INFINITY; final_rq],
+            maxes: smallvec![f32::NEG_INFINITY; final_rq],
             score: 0.0,
         };
         let mut cands: Vec<Cand> = mem.into_iter().map(|d| fresh(DocRef::Mem(d))).collect();
