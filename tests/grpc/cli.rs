@@ -364,3 +364,81 @@ fn cli_round_trip_and_offline_checks() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_subcommand_measures_every_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svg = tmp.path().join("curve.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_metavec"))
+        .args([
+            "bench",
+            "--docs",
+            "600",
+            "--dim",
+            "16",
+            "--doc-vectors",
+            "8",
+            "--query-vectors",
+            "4",
+            "--queries",
+            "10",
+            "--json",
+            "--plot",
+        ])
+        .arg(&svg)
+        .arg("--write-npy")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = ok(out);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["docs"], 600);
+    let budgets: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["budget"].as_str().unwrap())
+        .collect();
+    assert_eq!(budgets, ["1x1", "2x4", "4x8"]);
+    for l in &lines[1..] {
+        assert!(l["recall_at_10"].as_f64().unwrap() > 0.5);
+        assert!(l["qps_1_thread"].as_f64().unwrap() > 0.0);
+    }
+    // Bytes read per query grow with r_c (same candidates): 1 : 4 : 8.
+    let bytes: Vec<u64> = lines[1..]
+        .iter()
+        .map(|l| l["vector_bytes_per_query"].as_u64().unwrap())
+        .collect();
+    assert_eq!((bytes[1] / bytes[0], bytes[2] / bytes[0]), (4, 8));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let (d, shape) = metavec_core_npy(&tmp.path().join("docs.npy"));
+    assert_eq!(shape, vec![600, 8, 16]);
+    assert_eq!(d.len(), 600 * 8 * 16);
+}
+
+/// Reads back the .npy the bench wrote (header check only; values are f32 little-endian).
+fn metavec_core_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(p).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + hlen]).to_string();
+    assert!(header.contains("'<f4'"), "{header}");
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (data, shape)
+}

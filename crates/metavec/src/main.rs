@@ -1,5 +1,6 @@
 //! `metavec`: the server (`metavec serve`) and the operations CLI.
 
+mod bench;
 mod cli;
 mod server;
 
@@ -58,6 +59,9 @@ enum Command {
         #[arg(long, default_value = "./metavec-data")]
         data_dir: PathBuf,
     },
+    /// End-to-end benchmark: ingest a .npy set (or synthetic data) into a temporary engine and
+    /// measure every budget against the exact scan.
+    Bench(bench::BenchArgs),
     /// Check every checksum of a stopped server's data directory; non-zero exit on damage.
     Verify {
         #[arg(long, default_value = "./metavec-data")]
@@ -109,6 +113,7 @@ fn main() -> std::process::ExitCode {
             Command::Snapshot(cmd) => cli::admin(r, cli::AdminOp::Snapshot(cmd)).await,
             Command::Inspect { data_dir } => cli::offline(&data_dir, false, r.json),
             Command::Verify { data_dir } => cli::offline(&data_dir, true, r.json),
+            Command::Bench(a) => bench::run(a),
         }
     });
     match result {

@@ -1,0 +1,352 @@
+//! `metavec bench`: the end-to-end benchmark anyone can rerun. It loads a `.npy` set (or makes a
+//! seeded synthetic one), ingests it into a fresh engine in a temporary directory, seals it, and
+//! for each budget measures, on the same queries in the same process: QPS on one thread and on
+//! all threads, p50/p99, recall@10 against the exact scan at that budget, vector bytes read and
+//! dot products per query, and the exact scan's own QPS as the baseline.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::ProgressBar;
+use metavec_core::synth::{generate, SynthSpec};
+use metavec_core::{
+    Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
+};
+use rayon::prelude::*;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory with docs.npy [N, M_c, D] and queries.npy [Q, M_q, D] (else synthetic data).
+    #[arg(long)]
+    pub npy_dir: Option<PathBuf>,
+    /// Synthetic: number of documents.
+    #[arg(long, default_value_t = 20_000)]
+    pub docs: usize,
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 64)]
+    pub doc_vectors: usize,
+    #[arg(long, default_value_t = 16)]
+    pub query_vectors: usize,
+    /// Queries to time (per budget).
+    #[arg(long, default_value_t = 100)]
+    pub queries: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Budgets to measure, e.g. "1x1,4x8,16x64" (default: every trained budget).
+    #[arg(long)]
+    pub budgets: Option<String>,
+    /// HNSW candidates per segment (default: the engine's).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    #[arg(short, long, default_value_t = 10)]
+    pub k: u32,
+    /// Write the data set as f32 docs.npy / queries.npy here (e.g. for ../shared/bench's reference pipeline).
+    #[arg(long)]
+    pub write_npy: Option<PathBuf>,
+    /// Quality-vs-latency curve as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    budget: String,
+    qps_1_thread: f64,
+    qps_all_threads: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    recall_at_10: f64,
+    vector_bytes_per_query: u64,
+    dot_products_per_query: u64,
+    exact_qps_1_thread: f64,
+    speedup_vs_exact: f64,
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn write_npy(path: &std::path::Path, shape: &[u64], data: &[f32]) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| e.to_string())?;
+    w.extend(data.iter().copied()).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())
+}
+
+pub fn run(a: BenchArgs) -> Result<(), String> {
+    let say = |s: String| {
+        if !a.json {
+            eprintln!("{s}");
+        }
+    };
+    let (docs, queries, n, mc, mq, dim) = match &a.npy_dir {
+        Some(dir) => {
+            let (d, ds) = crate::cli::npy::read(&dir.join("docs.npy"))?;
+            let (q, qs) = crate::cli::npy::read(&dir.join("queries.npy"))?;
+            let (&[n, mc, dim], &[_, mq, qd]) = (&ds[..], &qs[..]) else {
+                return Err("docs.npy must be [N, M_c, D] and queries.npy [Q, M_q, D]".into());
+            };
+            if qd != dim {
+                return Err(format!("queries have dim {qd}, documents {dim}"));
+            }
+            (d, q, n, mc, mq, dim)
+        }
+        None => {
+            let cfg =
+                CollectionConfig::new(a.dim as u32, a.doc_vectors as u32, a.query_vectors as u32);
+            let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
+            let t = Instant::now();
+            let d = generate(&SynthSpec::new(a.docs, a.queries, a.dim, &ladder, a.seed));
+            say(format!(
+                "generated {} docs x {} x {} in {:.1}s",
+                a.docs,
+                a.doc_vectors,
+                a.dim,
+                t.elapsed().as_secs_f64()
+            ));
+            (
+                d.docs,
+                d.queries,
+                a.docs,
+                a.doc_vectors,
+                a.query_vectors,
+                a.dim,
+            )
+        }
+    };
+    let nq = (queries.len() / (mq * dim)).min(a.queries);
+    if let Some(dir) = &a.write_npy {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        write_npy(
+            &dir.join("docs.npy"),
+            &[n as u64, mc as u64, dim as u64],
+            &docs,
+        )?;
+        write_npy(
+            &dir.join("queries.npy"),
+            &[nq as u64, mq as u64, dim as u64],
+            &queries[..nq * mq * dim],
+        )?;
+    }
+    let cfg = CollectionConfig::new(dim as u32, mc as u32, mq as u32);
+    let budgets: Vec<Budget> = match &a.budgets {
+        Some(s) => s
+            .split(',')
+            .map(|b| crate::cli::parse_budget(b).map(|b| Budget::new(b.r_q, b.r_c)))
+            .collect::<Result<_, _>>()?,
+        None => cfg.budgets.clone(),
+    };
+
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let opts = CollectionOptions {
+        memtable_max_bytes: usize::MAX,
+        compact_max_segments: usize::MAX,
+        ..Default::default()
+    };
+    let engine =
+        Engine::open(tmp.path(), EngineOptions { collection: opts }).map_err(|e| e.to_string())?;
+    let coll = engine
+        .create_collection("bench", cfg.clone())
+        .map_err(|e| e.to_string())?;
+    let pb = if a.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(n as u64)
+    };
+    let t = Instant::now();
+    let per = mc * dim;
+    for start in (0..n).step_by(500) {
+        let end = (start + 500).min(n);
+        let batch = (start..end)
+            .map(|i| Document::new(format!("{i}"), docs[i * per..(i + 1) * per].to_vec()))
+            .collect();
+        coll.upsert(batch).map_err(|e| e.to_string())?;
+        pb.inc((end - start) as u64);
+    }
+    pb.finish_and_clear();
+    let ingest = t.elapsed();
+    let t = Instant::now();
+    coll.flush().map_err(|e| e.to_string())?;
+    let build = t.elapsed();
+    let info = coll.info();
+    let seg_bytes: u64 = info.segments.iter().map(|s| s.file_bytes).sum();
+    let index_bytes: u64 = info.segments.iter().map(|s| s.index_bytes).sum();
+    let head = serde_json::json!({
+        "docs": n, "dim": dim, "doc_vectors": mc, "query_vectors": mq, "queries": nq,
+        "ingest_docs_per_s": (n as f64 / ingest.as_secs_f64()).round(),
+        "build_s": (build.as_secs_f64() * 100.0).round() / 100.0,
+        "segment_bytes": seg_bytes, "index_bytes": index_bytes, "threads": rayon::current_num_threads(),
+    });
+    if a.json {
+        println!("{head}");
+    } else {
+        println!(
+            "{n} docs x {mc} x {dim}: ingest {:.0} docs/s, build (segment + HNSW) {:.1} s, segment {} MB, HNSW {} MB, {} threads",
+            n as f64 / ingest.as_secs_f64(),
+            build.as_secs_f64(),
+            seg_bytes / 1_000_000,
+            index_bytes / 1_000_000,
+            rayon::current_num_threads()
+        );
+    }
+
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for b in budgets {
+        let reqs: Vec<SearchRequest> = (0..nq)
+            .map(|i| {
+                let mut r = SearchRequest::new(
+                    queries[i * mq * dim..(i * mq + b.r_q as usize) * dim].to_vec(),
+                    b,
+                    a.k,
+                );
+                r.candidates = a.candidates;
+                r.allow_untrained_budget = true;
+                r
+            })
+            .collect();
+        let search = |r: &SearchRequest| coll.search(r).map_err(|e| e.to_string());
+        // Warm up (first touches check block crcs), then time on one thread.
+        for r in reqs.iter().take(5) {
+            one.install(|| search(r))?;
+        }
+        let mut lat = Vec::with_capacity(nq);
+        let mut results = Vec::with_capacity(nq);
+        let t = Instant::now();
+        for r in &reqs {
+            let t = Instant::now();
+            results.push(one.install(|| search(r))?);
+            lat.push(t.elapsed());
+        }
+        let qps1 = nq as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        reqs.par_iter().map(search).collect::<Result<Vec<_>, _>>()?;
+        let qps_all = nq as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut recall = 0.0;
+        for (r, got) in reqs.iter().zip(&results) {
+            let truth = one.install(|| search(&r.clone().exact()))?;
+            recall += truth
+                .hits
+                .iter()
+                .filter(|h| got.hits.iter().any(|x| x.id == h.id))
+                .count() as f64
+                / truth.hits.len().max(1) as f64;
+        }
+        let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
+        let row = Row {
+            budget: format!("{}x{}", b.r_q, b.r_c),
+            qps_1_thread: qps1.round(),
+            qps_all_threads: qps_all.round(),
+            p50_ms: (pct(&mut lat, 0.5) * 1000.0).round() / 1000.0,
+            p99_ms: (pct(&mut lat, 0.99) * 1000.0).round() / 1000.0,
+            recall_at_10: (recall / nq as f64 * 1000.0).round() / 1000.0,
+            vector_bytes_per_query: results
+                .iter()
+                .map(|r| r.stats.vector_bytes_read)
+                .sum::<u64>()
+                / nq as u64,
+            dot_products_per_query: results.iter().map(|r| r.stats.dot_products).sum::<u64>()
+                / nq as u64,
+            exact_qps_1_thread: (exact_qps * 10.0).round() / 10.0,
+            speedup_vs_exact: ((qps1 / exact_qps) * 10.0).round() / 10.0,
+        };
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string(&row).map_err(|e| e.to_string())?
+            );
+        } else {
+            if rows.is_empty() {
+                println!(
+                    "{:<8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>14} {:>12} {:>10} {:>8}",
+                    "budget",
+                    "QPS(1t)",
+                    "QPS(all)",
+                    "p50 ms",
+                    "p99 ms",
+                    "recall",
+                    "bytes/query",
+                    "dots/query",
+                    "exact QPS",
+                    "speedup"
+                );
+            }
+            println!(
+                "{:<8} {:>9} {:>9} {:>8.3} {:>8.3} {:>7.3} {:>14} {:>12} {:>10} {:>7}x",
+                row.budget,
+                row.qps_1_thread,
+                row.qps_all_threads,
+                row.p50_ms,
+                row.p99_ms,
+                row.recall_at_10,
+                row.vector_bytes_per_query,
+                row.dot_products_per_query,
+                row.exact_qps_1_thread,
+                row.speedup_vs_exact
+            );
+        }
+        rows.push(row);
+    }
+    if let Some(path) = &a.plot {
+        plot(path, &rows)?;
+    }
+    Ok(())
+}
+
+/// Recall@10 against p50 latency, one point per budget.
+fn plot(path: &std::path::Path, rows: &[Row]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let xmax = rows.iter().map(|r| r.p50_ms).fold(0.0, f64::max) * 1.15 + 0.01;
+    let ymin = rows
+        .iter()
+        .map(|r| r.recall_at_10)
+        .fold(1.0, f64::min)
+        .min(0.9)
+        - 0.02;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "metavec: recall@10 vs p50 latency per budget",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..xmax, ymin..1.01)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("p50 latency (ms, 1 thread)")
+        .y_desc("recall@10 vs exact")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.p50_ms, r.recall_at_10)).collect();
+    chart
+        .draw_series(LineSeries::new(pts.clone(), &BLUE))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(rows.iter().map(|r| {
+            EmptyElement::at((r.p50_ms, r.recall_at_10))
+                + Circle::new((0, 0), 4, BLUE.filled())
+                + Text::new(r.budget.clone(), (6, -14), ("sans-serif", 13))
+        }))
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
