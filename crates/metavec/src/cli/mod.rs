@@ -31,6 +31,33 @@ pub struct Remote {
     /// Print JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// API key sent as `authorization: Bearer <key>` (the server's --api-key or --read-only-key).
+    #[arg(long, env = "METAVEC_API_KEY", global = true, hide_env_values = true)]
+    pub auth_key: Option<String>,
+    /// CA certificate (PEM) to reach a TLS server (use an https:// address).
+    #[arg(long, env = "METAVEC_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Remote {
+    /// Adds the API key, if any, to every request.
+    pub fn interceptor(&self) -> Result<impl tonic::service::Interceptor + Clone, String> {
+        let value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+            match &self.auth_key {
+                Some(k) => Some(
+                    format!("Bearer {k}")
+                        .parse()
+                        .map_err(|_| "the api key must be printable ASCII".to_string())?,
+                ),
+                None => None,
+            };
+        Ok(move |mut req: tonic::Request<()>| {
+            if let Some(v) = &value {
+                req.metadata_mut().insert("authorization", v.clone());
+            }
+            Ok(req)
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,15 +160,25 @@ fn status(s: tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 
-async fn channel(addr: &str) -> Result<Channel, String> {
+async fn channel(remote: &Remote) -> Result<Channel, String> {
+    let addr = &remote.addr;
     let addr = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    Channel::from_shared(addr.clone())
-        .map_err(|e| format!("bad address {addr}: {e}"))?
-        .connect_timeout(Duration::from_secs(10))
+    let mut ep =
+        Channel::from_shared(addr.clone()).map_err(|e| format!("bad address {addr}: {e}"))?;
+    if let Some(ca) = &remote.tls_ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        ep = ep
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .map_err(|e| format!("tls: {e}"))?;
+    }
+    ep.connect_timeout(Duration::from_secs(10))
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))
@@ -225,7 +262,7 @@ fn print_snapshot(s: &pb::SnapshotInfo, json: bool) {
 }
 
 pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
-    let mut c = CollectionsClient::new(channel(&remote.addr).await?);
+    let mut c = CollectionsClient::with_interceptor(channel(remote).await?, remote.interceptor()?);
     match cmd {
         CollectionsCmd::Create {
             name,
@@ -320,8 +357,8 @@ pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
     if ids.len() < n || payloads.as_ref().is_some_and(|p| p.len() < n) {
         return Err(format!("{n} documents but fewer ids or payload lines"));
     }
-    let ch = channel(&remote.addr).await?;
-    let mut docs = DocumentsClient::new(ch)
+    let ch = channel(remote).await?;
+    let mut docs = DocumentsClient::with_interceptor(ch, remote.interceptor()?)
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(usize::MAX);
     let mut lookup = docs.clone();
@@ -429,8 +466,8 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             })
             .collect::<Result<Vec<_>, String>>()?,
     };
-    let mut c =
-        SearchClient::new(channel(&remote.addr).await?).max_decoding_message_size(usize::MAX);
+    let mut c = SearchClient::with_interceptor(channel(remote).await?, remote.interceptor()?)
+        .max_decoding_message_size(usize::MAX);
     let pbar = if q > 1 && !remote.json {
         Some(bar(q as u64, "searching"))
     } else {
@@ -493,7 +530,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
 }
 
 pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
-    let mut a = AdminClient::new(channel(&remote.addr).await?);
+    let mut a = AdminClient::with_interceptor(channel(remote).await?, remote.interceptor()?);
     match what {
         AdminOp::Flush(c) => {
             let r = a

@@ -1,5 +1,6 @@
 //! `metavec serve`: the gRPC server over one engine.
 
+mod auth;
 mod limit;
 mod service;
 
@@ -12,6 +13,26 @@ use metavec_core::{CollectionOptions, Engine, EngineOptions};
 use tonic::transport::Server;
 
 pub use service::Api;
+
+/// A key that never shows in `Debug` output (and so never in logs).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("an api key cannot be empty".into());
+        }
+        Ok(Secret(s.to_string()))
+    }
+}
 
 /// Everything `serve` needs, from flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +58,18 @@ pub struct ServeArgs {
     /// ... or when more than this fraction of its sealed documents is deleted or overwritten.
     #[arg(long, default_value_t = 0.3, env = "METAVEC_COMPACT_DEAD_RATIO")]
     pub compact_dead_ratio: f64,
+    /// Require `authorization: Bearer <key>` on every RPC but health and reflection.
+    #[arg(long, env = "METAVEC_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// A key that may call only the read RPCs (search, get, list, stats).
+    #[arg(long, env = "METAVEC_READ_ONLY_KEY", hide_env_values = true)]
+    pub read_only_key: Option<Secret>,
+    /// TLS certificate chain (PEM); with --tls-key, the port speaks TLS.
+    #[arg(long, env = "METAVEC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "METAVEC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -78,7 +111,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Tests and scripts read this line to learn the port when --listen asks for port 0.
     println!("metavec listening on {local}");
 
-    Server::builder()
+    let keys = auth::Keys {
+        admin: args
+            .api_key
+            .as_ref()
+            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
+        read_only: args
+            .read_only_key
+            .as_ref()
+            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
+    };
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    tracing::info!(
+        auth = keys.enabled(),
+        tls = args.tls_cert.is_some(),
+        "transport security"
+    );
+    builder
+        .layer(auth::AuthLayer(keys))
         .layer(tower::util::MapRequestLayer::new(
             move |req: http::Request<tonic::body::Body>| {
                 req.map(|b| limit::LimitBody::wrap(b, limit))
