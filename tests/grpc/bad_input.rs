@@ -376,6 +376,50 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
         "queries is empty",
     );
 
+    // Names never escape the data directory.
+    expect(
+        "snapshot name traversal",
+        c.admin
+            .delete_snapshot(pb::DeleteSnapshotRequest {
+                name: "../../etc".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "snapshot name",
+    );
+    expect(
+        "restore as a traversal name",
+        c.admin
+            .restore_snapshot(pb::RestoreSnapshotRequest {
+                name: "x".into(),
+                as_collection: "../evil".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "collection name",
+    );
+    expect(
+        "snapshot of an unknown collection",
+        c.admin
+            .create_snapshot(pb::CreateSnapshotRequest {
+                collection: "nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    expect(
+        "compact keep_r_c not a boundary",
+        c.admin
+            .compact(pb::CompactRequest {
+                collection: "bad".into(),
+                keep_r_c: 3,
+            })
+            .await,
+        Code::InvalidArgument,
+        "keep_r_c is 3",
+    );
+
     // Nothing of the bad requests was written; the good ones were.
     let info = c
         .collections
