@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod crash_loop;
 mod e2e;
 mod health;
 mod python;
