@@ -8,5 +8,6 @@ mod cli;
 mod crash_loop;
 mod e2e;
 mod health;
+mod metrics;
 mod python;
 mod security;

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// A key that may call only the read RPCs (search, get, list, stats).
     #[arg(long, env = "METAVEC_READ_ONLY_KEY", hide_env_values = true)]
     pub read_only_key: Option<Secret>,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9090; off when unset).
+    #[arg(long, env = "METAVEC_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM); with --tls-key, the port speaks TLS.
     #[arg(long, env = "METAVEC_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -105,6 +108,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    if let Some(addr) = args.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])?
+            .install()?;
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, data_dir = %args.data_dir.display(), collections = engine.list_collections().len(), "metavec serving");

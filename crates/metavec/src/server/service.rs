@@ -26,14 +26,22 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// One line per request at debug; failures at warn with their status.
+/// One line per request at debug; failures at warn with their status; a count and a latency
+/// histogram per RPC and status code for Prometheus.
 fn logged<T>(
     rpc: &'static str,
     collection: &str,
     started: Instant,
     r: Result<T, Status>,
 ) -> Result<T, Status> {
-    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1e3;
+    let code = match &r {
+        Ok(_) => "OK".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("metavec_requests_total", "rpc" => rpc, "code" => code.clone()).increment(1);
+    metrics::histogram!("metavec_request_seconds", "rpc" => rpc, "code" => code).record(secs);
     match &r {
         Ok(_) => tracing::debug!(rpc, collection, ms, "ok"),
         Err(s) => {
@@ -41,6 +49,18 @@ fn logged<T>(
         }
     }
     r
+}
+
+/// Per-budget search figures: latency, documents scored, vector bytes read.
+fn record_search(r: &metavec_core::SearchResponse) {
+    let budget = format!("{}x{}", r.budget.r_q, r.budget.r_c);
+    let s = &r.stats;
+    metrics::histogram!("metavec_search_seconds", "budget" => budget.clone())
+        .record(s.total_time.as_secs_f64());
+    metrics::counter!("metavec_search_docs_scored_total", "budget" => budget.clone())
+        .increment(s.docs_scored);
+    metrics::counter!("metavec_search_vector_bytes_read_total", "budget" => budget)
+        .increment(s.vector_bytes_read);
 }
 
 impl Api {
@@ -128,6 +148,7 @@ impl pb::documents_server::Documents for Api {
                 let docs =
                     convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
                 let ack = blocking(move || coll.upsert(docs)).await?;
+                metrics::counter!("metavec_upserted_docs_total").increment(ack.count as u64);
                 out.upserted += ack.count as u64;
                 out.batches += 1;
                 out.last_seq = ack.seq;
@@ -197,6 +218,7 @@ impl pb::search_server::Search for Api {
             let coll = self.collection(&r.collection)?;
             let sr = convert::search_request(&r, coll.config()).map_err(|e| to_status(&e))?;
             let resp = blocking(move || coll.search(&sr)).await?;
+            record_search(&resp);
             Ok(Response::new(convert::search_response_pb(resp)))
         }
         .await;
@@ -220,6 +242,7 @@ impl pb::search_server::Search for Api {
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?;
+            results.iter().for_each(record_search);
             Ok(Response::new(pb::SearchBatchResponse {
                 results: results
                     .into_iter()
