@@ -442,3 +442,59 @@ fn metavec_core_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
         .collect();
     (data, shape)
 }
+
+#[test]
+fn config_file_then_env_then_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("metavec.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:7000\"\nmemtable_mb = 7\ncompact_dead_ratio = 0.5\napi_key = \"file-secret\"\n").unwrap();
+    let print = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_metavec"));
+        c.args(["serve", "--config", cfg.to_str().unwrap(), "--print-config"])
+            .args(flags);
+        for k in [
+            "METAVEC_MEMTABLE_MB",
+            "METAVEC_LISTEN",
+            "METAVEC_API_KEY",
+            "METAVEC_COMPACT_DEAD_RATIO",
+        ] {
+            c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let t = ok(c.output().unwrap());
+        let v: toml::Table = toml::from_str(&t).unwrap();
+        v
+    };
+    let file_only = print(&[], &[]);
+    assert_eq!(file_only["listen"].as_str(), Some("127.0.0.1:7000"));
+    assert_eq!(file_only["memtable_mb"].as_integer(), Some(7));
+    assert_eq!(file_only["compact_dead_ratio"].as_float(), Some(0.5));
+    assert_eq!(
+        file_only["compact_max_segments"].as_integer(),
+        Some(8),
+        "defaults fill the rest"
+    );
+    assert_eq!(
+        file_only["api_key"].as_str(),
+        Some("<redacted>"),
+        "keys are never printed"
+    );
+    assert_eq!(
+        print(&[("METAVEC_MEMTABLE_MB", "9")], &[])["memtable_mb"].as_integer(),
+        Some(9)
+    );
+    assert_eq!(
+        print(&[("METAVEC_MEMTABLE_MB", "9")], &["--memtable-mb", "11"])["memtable_mb"]
+            .as_integer(),
+        Some(11)
+    );
+    std::fs::write(&cfg, "no_such_knob = 1\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_metavec"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no_such_knob"));
+}

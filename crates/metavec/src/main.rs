@@ -6,7 +6,7 @@ mod server;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,7 +85,21 @@ fn init_tracing(format: &str, quiet: bool) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let (Command::Serve(args), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
+        if let Err(e) = args.apply_config_file(m) {
+            eprintln!("metavec: config: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        if args.print_config {
+            print!("{}", args.to_toml());
+            return std::process::ExitCode::SUCCESS;
+        }
+    }
     init_tracing(&cli.log_format, !matches!(cli.command, Command::Serve(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,6 +14,95 @@ use tonic::transport::Server;
 
 pub use service::Api;
 
+/// The config file: every `serve` knob, all optional.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub max_message_bytes: Option<usize>,
+    pub memtable_mb: Option<usize>,
+    pub verify_on_open: Option<bool>,
+    pub compact_max_segments: Option<usize>,
+    pub compact_dead_ratio: Option<f64>,
+    pub api_key: Option<String>,
+    pub read_only_key: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Fills every setting that neither a flag nor an environment variable gave from the config
+    /// file named by `--config` (precedence: flag > env > file > default).
+    pub fn apply_config_file(&mut self, m: &clap::ArgMatches) -> Result<(), String> {
+        let Some(path) = self.config.clone() else {
+            return Ok(());
+        };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f: ServeFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let unset = |id: &str| {
+            matches!(
+                m.value_source(id),
+                None | Some(clap::parser::ValueSource::DefaultValue)
+            )
+        };
+        macro_rules! fill {
+            ($($field:ident),*) => {$(
+                if unset(stringify!($field)) {
+                    if let Some(v) = f.$field {
+                        self.$field = v.into();
+                    }
+                }
+            )*};
+        }
+        fill!(
+            listen,
+            data_dir,
+            max_message_bytes,
+            memtable_mb,
+            verify_on_open,
+            compact_max_segments,
+            compact_dead_ratio,
+            metrics_listen,
+            tls_cert,
+            tls_key
+        );
+        if unset("api_key") {
+            if let Some(k) = f.api_key {
+                self.api_key = Some(Secret(k));
+            }
+        }
+        if unset("read_only_key") {
+            if let Some(k) = f.read_only_key {
+                self.read_only_key = Some(Secret(k));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML, keys redacted.
+    pub fn to_toml(&self) -> String {
+        let redact = |k: &Option<Secret>| k.as_ref().map(|_| "<redacted>".to_string());
+        let f = ServeFile {
+            listen: Some(self.listen),
+            data_dir: Some(self.data_dir.clone()),
+            max_message_bytes: Some(self.max_message_bytes),
+            memtable_mb: Some(self.memtable_mb),
+            verify_on_open: Some(self.verify_on_open),
+            compact_max_segments: Some(self.compact_max_segments),
+            compact_dead_ratio: Some(self.compact_dead_ratio),
+            api_key: redact(&self.api_key),
+            read_only_key: redact(&self.read_only_key),
+            metrics_listen: self.metrics_listen,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        };
+        toml::to_string(&f).unwrap_or_default()
+    }
+}
+
 /// A key that never shows in `Debug` output (and so never in logs).
 #[derive(Clone)]
 pub struct Secret(pub String);
@@ -67,6 +156,13 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9090; off when unset).
     #[arg(long, env = "METAVEC_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// TOML file with any of these settings (keys as the flags, with '_' for '-'); environment
+    /// variables override it, flags override both.
+    #[arg(long, env = "METAVEC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (keys redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// TLS certificate chain (PEM); with --tls-key, the port speaks TLS.
     #[arg(long, env = "METAVEC_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
