@@ -110,17 +110,3 @@ fn send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<VectorIndex>();
 }
-
-#[test]
-fn probe_truncated_data() {
-    let dim = 8;
-    let v = unit_vectors(50, dim, 5);
-    let idx = VectorIndex::build(&v, dim, P);
-    let dir = tempfile::tempdir().unwrap();
-    idx.save(dir.path(), "t").unwrap();
-    let p = dir.path().join("t.hnsw.data");
-    let len = std::fs::metadata(&p).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-    f.set_len(len - 10).unwrap();
-    eprintln!("result: {:?}", VectorIndex::load(dir.path(), "t", dim, 50).map(|_| ()));
-}
