@@ -1,15 +1,28 @@
 //! HNSW over vector 0 of each document of a segment (hnsw_rs), persisted beside the segment.
 //!
-//! Three hnsw_rs edges are handled here:
-//! - its `DistDot` asserts when two unit vectors dot to a hair above 1.0 by rounding; [`UnitDot`]
-//!   clamps `1 - dot` at zero instead;
+//! hnsw_rs 0.3.5 edges handled here:
+//! - its `DistDot` asserts when two unit vectors dot to a hair above 1.0 by rounding, and its
+//!   search asserts every distance is `>= 0`; [`UnitDot`] returns `max(0, 1 - dot)`, which is also
+//!   never NaN (`f32::max` drops a NaN operand), so no input vector can trip those asserts;
 //! - it has no delete: searches take a filter of allowed ids (the segment's tombstones);
 //! - a reloaded `Hnsw<'b, ..>` borrows its `HnswIo` loader: [`self_cell`] keeps both together.
+//!   `HnswIo::load_hnsw` needs `&mut HnswIo` and `D: Default`, which a self_cell builder (given
+//!   `&HnswIo`) cannot call, so we use `load_hnsw_with_dist`. That one compares the distance's
+//!   full `type_name` with the one recorded in the dump: [`UnitDot`] must keep its path
+//!   `metavec_core::index::UnitDot`, or graphs written before a move no longer load;
+//! - on malformed input its loader does not only return errors: it panics, calls
+//!   `std::process::exit(1)` (a truncated `.hnsw.data`), can attempt allocations of any size read
+//!   from the file (abort), and reads a vector through a raw slice of the length in the header
+//!   (out of bounds if the record is short). [`VectorIndex::load`] therefore walks both files itself
+//!   first ([`check_dump`]) and only hands well-formed ones to hnsw_rs, inside `catch_unwind`;
+//! - `Hnsw::new` exits the process for `max_nb_connection > 256`, and the dump stores it as a
+//!   `u8`: `m` is clamped to `2..=255`. The dump also refuses any `max_layer` other than 16.
 //!
-//! `save` dumps under a temporary basename, fsyncs, then renames to the final names, so a crash
-//! never leaves half-written files under the names the manifest lists (the manifest also records
-//! each file's length and crc32, checked before hnsw_rs reads them).
+//! `save` dumps under a temporary basename, fsyncs, renames to the final names and fsyncs the
+//! directory, so a crash never leaves half-written files under the final names.
 
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -18,8 +31,10 @@ use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::Hnsw;
 use hnsw_rs::hnswio::HnswIo;
 
-/// hnsw_rs's cap on layers; its examples use 16.
+/// hnsw_rs's layer count; its dump refuses any other value (`NB_LAYER_MAX`).
 const MAX_LAYER: usize = 16;
+/// `max_nb_connection` is dumped as a `u8`.
+const MAX_M: usize = 255;
 const SUFFIXES: [&str; 2] = ["hnsw.graph", "hnsw.data"];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +57,15 @@ pub struct HnswParams {
     pub ef_construction: usize,
 }
 
-/// Distance for unit vectors: `max(0, 1 - <a, b>)`.
+/// Distance for unit vectors: `max(0, 1 - <a, b>)`; never negative, never NaN.
+///
+/// Its type path is recorded in every saved graph and checked on reload: do not move or rename it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UnitDot;
 
 impl Distance<f32> for UnitDot {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        // `score::dot` is the dispatched kernel (AVX2, or eight independent accumulators).
         (1.0 - crate::score::dot(a, b)).max(0.0)
     }
 }
@@ -96,7 +114,7 @@ impl VectorIndex {
             };
         }
         let mut g: Graph<'static> = Hnsw::new(
-            params.m.clamp(2, 256),
+            params.m.clamp(2, MAX_M),
             n,
             MAX_LAYER,
             params.ef_construction.max(1),
@@ -130,34 +148,60 @@ impl VectorIndex {
     }
 
     /// Writes the graph as `<basename>.hnsw.graph` and `<basename>.hnsw.data` in `dir`, atomically.
-    /// Returns the paths written (none for an empty index).
+    /// Returns the paths written (none for an empty index: `load` with `expected_len == 0` needs
+    /// no files).
     pub fn save(&self, dir: &Path, basename: &str) -> Result<Vec<PathBuf>, IndexError> {
-        let tmp_base = format!("{basename}.tmp");
-        let dumped = match &self.inner {
-            Inner::Empty => return Ok(Vec::new()),
-            Inner::Built(g) => g.file_dump(dir, &tmp_base),
-            Inner::Loaded(l) => l.with_dependent(|_, g| g.file_dump(dir, &tmp_base)),
+        if self.len == 0 {
+            return Ok(Vec::new());
         }
+        let tmp_base = format!("{basename}.tmp");
+        let tmp_names = Self::file_names(&tmp_base);
+        let result = self.save_inner(dir, basename, &tmp_base);
+        if result.is_err() {
+            for name in &tmp_names {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        result
+    }
+
+    fn save_inner(
+        &self,
+        dir: &Path,
+        basename: &str,
+        tmp_base: &str,
+    ) -> Result<Vec<PathBuf>, IndexError> {
+        // hnsw_rs panics (rather than erring) when it cannot create the files.
+        let dumped = catch_unwind(AssertUnwindSafe(|| match &self.inner {
+            Inner::Empty => Ok(tmp_base.to_string()),
+            Inner::Built(g) => g.file_dump(dir, tmp_base),
+            Inner::Loaded(l) => l.with_dependent(|_, g| g.file_dump(dir, tmp_base)),
+        }))
+        .map_err(|_| err(dir, "hnsw_rs panicked while writing the graph"))?
         .map_err(|e| err(dir, format!("dump failed: {e}")))?;
+        // hnsw_rs picks another basename only when the graph is mmap-backed, which ours never is.
         if dumped != tmp_base {
+            for name in Self::file_names(&dumped) {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
             return Err(err(
                 dir,
                 format!("hnsw_rs dumped under {dumped:?}, expected {tmp_base:?}"),
             ));
         }
         let mut out = Vec::new();
-        for (tmp, fin) in Self::file_names(&tmp_base)
+        for (tmp, fin) in Self::file_names(tmp_base)
             .iter()
             .zip(Self::file_names(basename))
         {
             let (tmp, fin) = (dir.join(tmp), dir.join(fin));
-            std::fs::File::open(&tmp)
+            File::open(&tmp)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| err(&tmp, e.to_string()))?;
             std::fs::rename(&tmp, &fin).map_err(|e| err(&fin, e.to_string()))?;
             out.push(fin);
         }
-        std::fs::File::open(dir)
+        File::open(dir)
             .and_then(|f| f.sync_all())
             .map_err(|e| err(dir, e.to_string()))?;
         Ok(out)
@@ -177,15 +221,10 @@ impl VectorIndex {
                 dim,
             });
         }
+        check_dump(dir, basename, dim, expected_len)?;
         let path = dir.join(format!("{basename}.hnsw.graph"));
-        for name in Self::file_names(basename) {
-            let p = dir.join(name);
-            if !p.is_file() {
-                return Err(err(&p, "file is missing"));
-            }
-        }
-        // hnsw_rs asserts on malformed input; the manifest's crc check runs first, and a panic that
-        // still happens is turned into an error rather than taking the process down.
+        // check_dump leaves hnsw_rs nothing to choke on; should it panic anyway (an assert we did
+        // not anticipate), the panic becomes an error instead of taking the process down.
         let loaded = catch_unwind(AssertUnwindSafe(|| {
             Loaded::try_new(HnswIo::new(dir, basename), |io| {
                 io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
@@ -215,7 +254,7 @@ impl VectorIndex {
     }
 
     /// Top-`k` ids by dot product with `query`, best first, as (id, dot). Only ids with
-    /// `allow(id)` are returned. `ef` is raised to at least `k`.
+    /// `allow(id)` are returned. `ef` is raised to at least `k` (and 2).
     pub fn search(
         &self,
         query: &[f32],
@@ -227,7 +266,9 @@ impl VectorIndex {
             return Vec::new();
         }
         let k = k.min(self.len);
-        let ef = ef.max(k);
+        // With ef = 1 a filtered search_layer may `retain` its only (excluded) entry point and
+        // then `peek().unwrap()` the empty heap; from 2 on the heap always keeps an allowed point.
+        let ef = ef.max(k).max(2);
         let filter = |id: &usize| allow(*id);
         let found = match &self.inner {
             Inner::Empty => return Vec::new(),
@@ -241,6 +282,245 @@ impl VectorIndex {
             .map(|n| (n.d_id, 1.0 - n.distance))
             .collect()
     }
+}
+
+// hnsw_rs 0.3.5's dump format (private constants of src/hnswio.rs). Native byte order.
+const MAGIC_DESCR_4: u32 = 0x002a_6779;
+const MAGIC_LAYER: u32 = 0x000a_676f;
+const MAGIC_POINT: u32 = 0x000a_678f;
+const MAGIC_DATA: u32 = 0xa67f_0000;
+/// Full dump mode (with point ids), the only one `file_dump` writes.
+const DUMP_MODE_FULL: u8 = 1;
+/// hnsw_rs refuses names longer than this.
+const MAX_NAME: usize = 256;
+
+/// Sequential little reader over one dump file; every read fails cleanly at end of file.
+struct Reader {
+    r: BufReader<File>,
+}
+
+impl Reader {
+    fn open(path: &Path) -> Result<Reader, String> {
+        let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        Ok(Reader {
+            r: BufReader::with_capacity(1 << 16, f),
+        })
+    }
+
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => "file is truncated".to_string(),
+            _ => format!("read failed: {e}"),
+        })?;
+        Ok(b)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        self.bytes().map(u32::from_ne_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, String> {
+        self.bytes().map(i32::from_ne_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        self.bytes().map(u64::from_ne_bytes)
+    }
+
+    fn usize(&mut self) -> Result<usize, String> {
+        self.bytes().map(usize::from_ne_bytes)
+    }
+
+    fn f32(&mut self) -> Result<f32, String> {
+        self.bytes().map(f32::from_ne_bytes)
+    }
+
+    /// A `usize` length followed by that many bytes, which must equal `want`.
+    fn name(&mut self, what: &str, want: &str) -> Result<(), String> {
+        let len = self.usize()?;
+        if len > MAX_NAME {
+            return Err(format!("{what} name of {len} bytes"));
+        }
+        let mut b = vec![0u8; len];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| "file is truncated".to_string())?;
+        if b != want.as_bytes() {
+            return Err(format!(
+                "{what} is {:?}, expected {want:?}",
+                String::from_utf8_lossy(&b)
+            ));
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), String> {
+        let n = u64::try_from(n).map_err(|_| "record too large".to_string())?;
+        let copied = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink())
+            .map_err(|e| format!("read failed: {e}"))?;
+        if copied != n {
+            return Err("file is truncated".to_string());
+        }
+        Ok(())
+    }
+
+    fn at_end(&mut self) -> Result<(), String> {
+        let mut b = [0u8; 1];
+        match self.r.read(&mut b) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("trailing bytes after the dump".to_string()),
+            Err(e) => Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+fn expect_magic(r: &mut Reader, want: u32, what: &str) -> Result<(), String> {
+    let got = r.u32()?;
+    if got != want {
+        return Err(format!("bad magic {got:#010x} at {what}"));
+    }
+    Ok(())
+}
+
+/// Walks `<basename>.hnsw.graph` and `<basename>.hnsw.data` the way hnsw_rs's loader will, with
+/// every count bounded and every reference checked, so that loader only ever sees well-formed
+/// input (see the module docs for what it does otherwise). Also checks the dump is ours: distance
+/// [`UnitDot`], `f32` data of `dim` floats, data ids exactly `0..expected_len`.
+fn check_dump(dir: &Path, basename: &str, dim: usize, n: usize) -> Result<(), IndexError> {
+    let graph_path = dir.join(format!("{basename}.hnsw.graph"));
+    let data_path = dir.join(format!("{basename}.hnsw.data"));
+    let order = check_graph(&graph_path, dim, n).map_err(|m| err(&graph_path, m))?;
+    check_data(&data_path, dim, &order).map_err(|m| err(&data_path, m))
+}
+
+/// Returns the data ids in the order their points (and vectors) are stored.
+fn check_graph(path: &Path, dim: usize, n: usize) -> Result<Vec<usize>, String> {
+    let mut r = Reader::open(path)?;
+    // Description.
+    expect_magic(&mut r, MAGIC_DESCR_4, "the description")?;
+    if r.u8()? != DUMP_MODE_FULL {
+        return Err("not a full dump".into());
+    }
+    let _max_nb_connection = r.u8()?;
+    let _level_scale = r.bytes::<8>()?;
+    // Number of neighbour lists per point.
+    let point_layers = r.u8()?;
+    if usize::from(point_layers) != MAX_LAYER {
+        return Err(format!("{point_layers} layers, expected {MAX_LAYER}"));
+    }
+    let _ef = r.usize()?;
+    let nb_point = r.usize()?;
+    let dimension = r.usize()?;
+    if nb_point != n || dimension != dim {
+        return Err(format!(
+            "graph holds {nb_point} points of dim {dimension}, expected {n} of dim {dim}"
+        ));
+    }
+    r.name("distance", std::any::type_name::<UnitDot>())?;
+    r.name("data type", std::any::type_name::<f32>())?;
+    // Point indexation: layers of points, each with its neighbour lists.
+    let nb_layer = usize::from(r.u8()?);
+    if nb_layer > MAX_LAYER {
+        return Err(format!("{nb_layer} layers in the indexation"));
+    }
+    let mut layer_sizes = Vec::with_capacity(nb_layer);
+    // Largest rank referenced per layer, checked once every layer's size is known.
+    let mut max_rank: Vec<Option<usize>> = vec![None; nb_layer];
+    let mut order = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    for l in 0..nb_layer {
+        expect_magic(&mut r, MAGIC_LAYER, "a layer")?;
+        let size = r.usize()?;
+        if size > n - order.len() {
+            return Err(format!("layer {l} claims {size} points"));
+        }
+        for rank in 0..size {
+            expect_magic(&mut r, MAGIC_POINT, "a point")?;
+            let id = r.usize()?;
+            if id >= n || std::mem::replace(&mut seen[id], true) {
+                return Err(format!("bad or repeated data id {id}"));
+            }
+            let (pl, pr) = (r.u8()?, r.i32()?);
+            if usize::from(pl) != l || usize::try_from(pr).ok() != Some(rank) {
+                return Err(format!("point {id} is misplaced"));
+            }
+            for _ in 0..point_layers {
+                let count = r.usize()?;
+                if count > n {
+                    return Err(format!("point {id} claims {count} neighbours"));
+                }
+                for _ in 0..count {
+                    let nid = r.usize()?;
+                    let (nl, nr) = (usize::from(r.u8()?), r.i32()?);
+                    let dist = r.f32()?;
+                    let nr = usize::try_from(nr).map_err(|_| "negative neighbour rank")?;
+                    if nid >= n || nl >= nb_layer || dist.is_nan() || dist < 0.0 {
+                        return Err(format!("point {id} has a bad neighbour"));
+                    }
+                    max_rank[nl] = max_rank[nl].max(Some(nr));
+                }
+            }
+            order.push(id);
+        }
+        layer_sizes.push(size);
+    }
+    if order.len() != n {
+        return Err(format!("graph holds {} points, expected {n}", order.len()));
+    }
+    for (l, (max, size)) in max_rank.iter().zip(&layer_sizes).enumerate() {
+        if max.is_some_and(|m| m >= *size) {
+            return Err(format!("a neighbour lies beyond layer {l}"));
+        }
+    }
+    // Entry point.
+    let _entry_id = r.usize()?;
+    let (el, er) = (usize::from(r.u8()?), r.i32()?);
+    let entry_ok = usize::try_from(er)
+        .ok()
+        .is_some_and(|er| el < nb_layer && er < layer_sizes[el]);
+    if !entry_ok {
+        return Err("bad entry point".into());
+    }
+    r.at_end()?;
+    Ok(order)
+}
+
+fn check_data(path: &Path, dim: usize, order: &[usize]) -> Result<(), String> {
+    let vec_bytes = dim
+        .checked_mul(std::mem::size_of::<f32>())
+        .ok_or("dimension overflows")?;
+    let want_len = order
+        .len()
+        .checked_mul(vec_bytes + 20)
+        .and_then(|b| b.checked_add(12))
+        .ok_or("size overflows")?;
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    if u64::try_from(want_len).ok() != Some(len) {
+        return Err(format!("{len} bytes, expected {want_len}"));
+    }
+    let mut r = Reader::open(path)?;
+    expect_magic(&mut r, MAGIC_DATA, "the data header")?;
+    if r.usize()? != dim {
+        return Err("data dimension differs".into());
+    }
+    for &id in order {
+        expect_magic(&mut r, MAGIC_DATA, "a vector")?;
+        if usize::try_from(r.u64()?).ok() != Some(id) {
+            return Err(format!("vector for data id {id} is out of order"));
+        }
+        if usize::try_from(r.u64()?).ok() != Some(vec_bytes) {
+            return Err(format!("vector for data id {id} has a bad length"));
+        }
+        r.skip(vec_bytes)?;
+    }
+    r.at_end()
 }
 
 #[cfg(test)]

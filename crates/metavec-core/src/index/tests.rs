@@ -30,6 +30,10 @@ const P: HnswParams = HnswParams {
     ef_construction: 100,
 };
 
+fn all(_: usize) -> bool {
+    true
+}
+
 #[test]
 fn recall_save_load_and_filter() {
     let dim = 32;
@@ -37,42 +41,64 @@ fn recall_save_load_and_filter() {
     let qs = unit_vectors(20, dim, 2);
     let idx = VectorIndex::build(&v, dim, P);
     assert_eq!(idx.len(), 2_000);
-    let all = |_: usize| true;
     let mut hit = 0;
     for q in qs.chunks(dim) {
-        let got: Vec<usize> = idx
-            .search(q, 10, 64, &all)
-            .into_iter()
-            .map(|x| x.0)
-            .collect();
+        let res = idx.search(q, 10, 64, &all);
+        assert_eq!(res.len(), 10);
+        assert!(res.windows(2).all(|w| w[0].1 >= w[1].1), "not best first");
+        let got: Vec<usize> = res.iter().map(|x| x.0).collect();
         hit += brute(&v, dim, q, 10)
             .iter()
             .filter(|i| got.contains(i))
             .count();
     }
-    assert!(hit as f64 / 200.0 >= 0.9, "recall {}", hit as f64 / 200.0);
+    let recall = hit as f64 / 200.0;
+    assert!(recall >= 0.9, "recall {recall}");
 
     let dir = tempfile::tempdir().unwrap();
-    let files = idx.save(dir.path(), "seg-1").unwrap();
-    assert_eq!(files.len(), 2);
-    assert!(files.iter().all(|f| f.exists()));
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    let files = idx.save(dir.path(), "seg-000001").unwrap();
+    let want: Vec<PathBuf> = VectorIndex::file_names("seg-000001")
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
+    assert_eq!(files, want);
+    assert!(files.iter().all(|f| f.is_file()));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
-    let back = VectorIndex::load(dir.path(), "seg-1", dim, 2_000).unwrap();
+    names.sort();
+    assert_eq!(names, ["seg-000001.hnsw.data", "seg-000001.hnsw.graph"]);
+
+    let back = VectorIndex::load(dir.path(), "seg-000001", dim, 2_000).unwrap();
+    assert_eq!(back.len(), 2_000);
     for q in qs.chunks(dim) {
         assert_eq!(idx.search(q, 10, 64, &all), back.search(q, 10, 64, &all));
     }
-    let even = |i: usize| i % 2 == 0;
+    // A reloaded graph saves and reloads again.
+    back.save(dir.path(), "again").unwrap();
+    let again = VectorIndex::load(dir.path(), "again", dim, 2_000).unwrap();
     for q in qs.chunks(dim) {
-        let r = back.search(q, 10, 64, &even);
-        assert_eq!(r.len(), 10);
-        assert!(r.iter().all(|(i, _)| i % 2 == 0));
+        assert_eq!(idx.search(q, 10, 64, &all), again.search(q, 10, 64, &all));
     }
-    assert!(VectorIndex::load(dir.path(), "seg-1", dim + 1, 2_000).is_err());
-    assert!(VectorIndex::load(dir.path(), "seg-1", dim, 1_999).is_err());
+
+    let even = |i: usize| i & 1 == 0;
+    for g in [&idx, &back] {
+        for q in qs.chunks(dim) {
+            let r = g.search(q, 10, 64, &even);
+            assert_eq!(r.len(), 10);
+            assert!(r.iter().all(|(i, _)| i & 1 == 0));
+        }
+    }
+    // Nothing allowed, or a single id allowed, with the narrowest search.
+    for q in qs.chunks(dim) {
+        assert!(back.search(q, 10, 0, &|_| false).is_empty());
+        let one = back.search(q, 1, 0, &|i| i == 7);
+        assert!(one.iter().all(|(i, _)| *i == 7));
+    }
+
+    assert!(VectorIndex::load(dir.path(), "seg-000001", dim + 1, 2_000).is_err());
+    assert!(VectorIndex::load(dir.path(), "seg-000001", dim, 1_999).is_err());
     assert!(VectorIndex::load(dir.path(), "nope", dim, 10).is_err());
 }
 
@@ -80,20 +106,75 @@ fn recall_save_load_and_filter() {
 fn tiny_and_degenerate_inputs() {
     let empty = VectorIndex::build(&[], 8, P);
     assert!(empty.is_empty());
-    assert!(empty.search(&[0.0; 8], 5, 10, &|_| true).is_empty());
+    assert!(empty.search(&[0.0; 8], 5, 10, &all).is_empty());
     let dir = tempfile::tempdir().unwrap();
     assert!(empty.save(dir.path(), "e").unwrap().is_empty());
     assert!(VectorIndex::load(dir.path(), "e", 8, 0).unwrap().is_empty());
+    assert!(VectorIndex::build(&[1.0; 8], 0, P).is_empty());
 
     let one = unit_vectors(1, 8, 3);
     let idx = VectorIndex::build(&one, 8, P);
-    let r = idx.search(&one, 10, 0, &|_| true);
+    assert_eq!(idx.len(), 1);
+    let r = idx.search(&one, 10, 0, &all);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].0, 0);
     assert!((r[0].1 - 1.0).abs() < 1e-5);
-    assert!(idx.search(&one, 0, 10, &|_| true).is_empty());
-    // Identical vectors never give a negative distance (the DistDot pitfall).
-    assert!(UnitDot.eval(&one, &one) >= 0.0);
+    assert!(idx.search(&one, 0, 10, &all).is_empty());
+    assert!(idx.search(&one, 1, 10, &|_| false).is_empty());
+    assert!(idx.search(&one[..7], 1, 10, &all).is_empty(), "wrong dim");
+    idx.save(dir.path(), "one").unwrap();
+    let back = VectorIndex::load(dir.path(), "one", 8, 1).unwrap();
+    assert_eq!(back.search(&one, 3, 3, &all), r);
+
+    // Extreme build parameters are clamped rather than hitting hnsw_rs's exit/u8 limits.
+    let v = unit_vectors(40, 8, 4);
+    for m in [0, 1, 256, 10_000] {
+        let g = VectorIndex::build(
+            &v,
+            8,
+            HnswParams {
+                m,
+                ef_construction: 0,
+            },
+        );
+        // (With m = 2 and ef_construction = 1 the graph is too poor to promise the exact match.)
+        assert_eq!(g.search(&v[..8], 1, 16, &all).len(), 1);
+        let name = format!("m{m}");
+        g.save(dir.path(), &name).unwrap();
+        VectorIndex::load(dir.path(), &name, 8, 40).unwrap();
+    }
+}
+
+#[test]
+fn distance_is_never_negative_or_nan() {
+    let v = unit_vectors(200, 32, 9);
+    for a in v.chunks(32) {
+        let d = UnitDot.eval(a, a);
+        assert!((0.0..1e-5).contains(&d), "{d}");
+        // Scaled a hair above unit length: the dot exceeds 1, the distance clamps to 0.
+        let b: Vec<f32> = a.iter().map(|x| x * 1.0001).collect();
+        assert_eq!(UnitDot.eval(a, &b), 0.0);
+    }
+    let nan = [f32::NAN; 32];
+    let inf = [f32::INFINITY; 32];
+    for x in [&nan, &inf] {
+        let d = UnitDot.eval(x, &v[..32]);
+        assert!(d >= 0.0, "{d}");
+    }
+    // Garbage queries do not trip hnsw_rs's distance asserts.
+    let idx = VectorIndex::build(&v, 32, P);
+    let _ = idx.search(&nan, 5, 10, &all);
+    let _ = idx.search(&inf, 5, 10, &all);
+    let _ = idx.search(&[0.0; 32], 5, 10, &all);
+}
+
+#[test]
+fn unit_dot_keeps_its_recorded_name() {
+    // hnsw_rs records this in every dump and load_hnsw_with_dist compares it verbatim.
+    assert_eq!(
+        std::any::type_name::<UnitDot>(),
+        "metavec_core::index::UnitDot"
+    );
 }
 
 #[test]
@@ -103,6 +184,64 @@ fn garbage_files_are_an_error_not_a_panic() {
         std::fs::write(dir.path().join(name), b"definitely not an hnsw dump").unwrap();
     }
     assert!(VectorIndex::load(dir.path(), "bad", 8, 10).is_err());
+    // One of the two files missing.
+    let idx = VectorIndex::build(&unit_vectors(10, 8, 5), 8, P);
+    idx.save(dir.path(), "half").unwrap();
+    std::fs::remove_file(dir.path().join("half.hnsw.data")).unwrap();
+    assert!(VectorIndex::load(dir.path(), "half", 8, 10).is_err());
+}
+
+/// hnsw_rs's loader exits the process on a short `.hnsw.data`, aborts on huge counts and reads
+/// out of bounds on short records: every truncation and every single-byte corruption must come
+/// back as Ok (a corruption hnsw_rs cannot notice, e.g. in a vector) or Err, never a crash.
+#[test]
+fn truncated_or_corrupted_dumps_never_crash() {
+    let dim = 4;
+    let n = 30;
+    let v = unit_vectors(n, dim, 6);
+    let idx = VectorIndex::build(
+        &v,
+        dim,
+        HnswParams {
+            m: 4,
+            ef_construction: 16,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let files = idx.save(dir.path(), "good").unwrap();
+    for (which, src) in files.iter().enumerate() {
+        for (src, dst) in files.iter().zip(VectorIndex::file_names("x")) {
+            std::fs::copy(src, dir.path().join(dst)).unwrap();
+        }
+        let good = std::fs::read(src).unwrap();
+        let target = dir.path().join(&VectorIndex::file_names("x")[which]);
+        for cut in 0..good.len() {
+            std::fs::write(&target, &good[..cut]).unwrap();
+            assert!(
+                VectorIndex::load(dir.path(), "x", dim, n).is_err(),
+                "file {which} cut at {cut}"
+            );
+        }
+        for pos in 0..good.len() {
+            let mut bad = good.clone();
+            bad[pos] ^= 0xa5;
+            std::fs::write(&target, &bad).unwrap();
+            if let Ok(g) = VectorIndex::load(dir.path(), "x", dim, n) {
+                for q in v.chunks(dim) {
+                    let _ = g.search(q, 5, 8, &all);
+                }
+            }
+        }
+    }
+    let back = VectorIndex::load(dir.path(), "good", dim, n).unwrap();
+    assert_eq!(back.search(&v[..dim], 1, 8, &all)[0].0, 0);
+}
+
+#[test]
+fn save_into_a_missing_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = VectorIndex::build(&unit_vectors(10, 8, 7), 8, P);
+    assert!(idx.save(&dir.path().join("no/such/dir"), "s").is_err());
 }
 
 #[test]
