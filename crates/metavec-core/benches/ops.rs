@@ -12,16 +12,11 @@ use metavec_core::{
     Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
 };
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{env, percentile};
 
-fn p50(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
+fn p50(v: &mut [Duration]) -> f64 {
+    percentile(v, 0.5).as_secs_f64() * 1e3
 }
 
 fn main() {
@@ -98,9 +93,9 @@ fn main() {
     );
     println!(
         "{{\"budget\":\"4x8\",\"search_p50_ms_quiet\":{:.2},\"search_p50_ms_during_compaction\":{:.2},\"ratio\":{:.2},\"searches_during\":{}}}",
-        p50(quiet.clone()),
-        p50(during.clone()),
-        p50(during.clone()) / p50(quiet),
+        p50(&mut quiet),
+        p50(&mut during),
+        p50(&mut during) / p50(&mut quiet),
         during.len()
     );
     let t = Instant::now();

@@ -5,7 +5,7 @@
 //! `cargo bench -p metavec-core --bench search` (env: MV_DOCS, MV_DIM, MV_MC, MV_MQ, MV_QUERIES,
 //! MV_THREADS=1 to pin rayon to one thread). Prints one JSON line per budget.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use metavec_core::search::Stage;
 use metavec_core::synth::{generate, SynthData, SynthSpec};
@@ -13,22 +13,8 @@ use metavec_core::{
     Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
 };
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+mod common;
+use common::{env, percentile};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -113,7 +99,11 @@ fn main() {
             bytes += a.stats.vector_bytes_read;
             scored += a.stats.docs_scored;
         }
-        let (p50, p99, e50) = (median(fast.clone()), pct(fast, 0.99), median(exact));
+        let (p50, p99, e50) = (
+            percentile(&mut fast, 0.5),
+            percentile(&mut fast, 0.99),
+            percentile(&mut exact, 0.5),
+        );
         println!(
             "{{\"budget\":\"{}x{}\",\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"exact_p50_ms\":{:.3},\"speedup_vs_exact\":{:.1},\"recall_at_10\":{:.3},\"docs_scored\":{},\"vector_bytes_per_query\":{}}}",
             b.r_q,
@@ -184,7 +174,7 @@ fn main() {
             "{{\"variant\":\"{name}\",\"budget\":\"{}x{}\",\"p50_ms\":{:.3},\"recall_at_10\":{:.3},\"dot_products_per_query\":{},\"pruned_per_query\":{}}}",
             deep.r_q,
             deep.r_c,
-            median(lat).as_secs_f64() * 1e3,
+            percentile(&mut lat, 0.5).as_secs_f64() * 1e3,
             recall / nq as f64,
             dots / nq as u64,
             pruned / nq as u64
