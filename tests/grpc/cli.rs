@@ -41,19 +41,17 @@ fn dataset(tmp: &Path) -> (PathBuf, PathBuf, u32, u32, u32, usize) {
     eprintln!("../shared/data not found: using generated data");
     let spec = metavec_core::synth::SynthSpec::new(300, 10, 32, &[(1, 1), (2, 4), (4, 8)], 2);
     let d = metavec_core::synth::generate(&spec);
-    let write = |p: &Path, shape: &[usize], v: &[f32]| {
-        let dims: String = shape.iter().map(|x| format!("{x},")).collect();
-        let mut h =
-            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}").into_bytes();
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(b' ');
-        }
-        h.push(b'\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        out.extend_from_slice(&h);
-        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-        std::fs::write(p, out).unwrap();
+    let write = |p: &Path, shape: &[u64], v: &[f32]| {
+        use npyz::WriterBuilder;
+        let file = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(file)
+            .begin_nd()
+            .unwrap();
+        w.extend(v.iter().copied()).unwrap();
+        w.finish().unwrap();
     };
     write(&tmp.join("docs.npy"), &[300, 8, 32], &d.docs);
     write(&tmp.join("queries.npy"), &[10, 4, 32], &d.queries);
@@ -412,35 +410,17 @@ fn bench_subcommand_measures_every_budget() {
         .collect();
     assert_eq!((bytes[1] / bytes[0], bytes[2] / bytes[0]), (4, 8));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
-    let (d, shape) = metavec_core_npy(&tmp.path().join("docs.npy"));
+    let (d, shape) = read_f32_npy(&tmp.path().join("docs.npy"));
     assert_eq!(shape, vec![600, 8, 16]);
     assert_eq!(d.len(), 600 * 8 * 16);
 }
 
-/// Reads back the .npy the bench wrote (header check only; values are f32 little-endian).
-fn metavec_core_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(p).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = String::from_utf8_lossy(&bytes[10..10 + hlen]).to_string();
-    assert!(header.contains("'<f4'"), "{header}");
-    let shape_txt = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_txt
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data = bytes[10 + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (data, shape)
+/// Reads back the .npy the bench wrote: f32 values and the shape.
+fn read_f32_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(p).unwrap())).unwrap();
+    assert_eq!(npy.dtype().descr(), "'<f4'");
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (npy.into_vec::<f32>().unwrap(), shape)
 }
 
 #[test]
