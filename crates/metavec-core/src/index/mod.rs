@@ -4,12 +4,13 @@
 //! - its `DistDot` asserts when two unit vectors dot to a hair above 1.0 by rounding, and its
 //!   search asserts every distance is `>= 0`; [`UnitDot`] returns `max(0, 1 - dot)`, which is also
 //!   never NaN (`f32::max` drops a NaN operand), so no input vector can trip those asserts;
-//! - it has no delete: searches take a filter of allowed ids (the segment's tombstones);
-//! - a reloaded `Hnsw<'b, ..>` borrows its `HnswIo` loader: [`self_cell`] keeps both together.
-//!   `HnswIo::load_hnsw` needs `&mut HnswIo` and `D: Default`, which a self_cell builder (given
-//!   `&HnswIo`) cannot call, so we use `load_hnsw_with_dist`. That one compares the distance's
-//!   full `type_name` with the one recorded in the dump: [`UnitDot`] must keep its path
-//!   `metavec_core::index::UnitDot`, or graphs written before a move no longer load;
+//! - it has no delete, and its own search is slow (an `Arc` per candidate, a `HashMap` of visited
+//!   points, and a filtered walk without early exit): searches walk a frozen copy of the graph
+//!   instead ([`walk`]), made right after `build` or `load`; the hnsw_rs structure is kept only
+//!   until a freshly built graph is saved;
+//! - `load_hnsw_with_dist` compares the distance's full `type_name` with the one recorded in the
+//!   dump: [`UnitDot`] must keep its path `metavec_core::index::UnitDot`, or graphs written before
+//!   a move no longer load;
 //! - on malformed input its loader does not only return errors: it panics, calls
 //!   `std::process::exit(1)` (a truncated `.hnsw.data`), can attempt allocations of any size read
 //!   from the file (abort), and reads a vector through a raw slice of the length in the header
@@ -72,23 +73,13 @@ impl Distance<f32> for UnitDot {
 
 type Graph<'a> = Hnsw<'a, f32, UnitDot>;
 
-self_cell::self_cell!(
-    struct Loaded {
-        owner: HnswIo,
-        #[not_covariant]
-        dependent: Graph,
-    }
-);
-
-enum Inner {
-    Empty,
-    Built(Box<Graph<'static>>),
-    Loaded(Loaded),
-}
-
 /// The vector-0 graph of one segment; data ids are document ordinals.
+///
+/// hnsw_rs builds and persists the graph; searches walk a frozen copy ([`walk`]). A freshly
+/// built graph is kept until it is saved; a loaded one is dropped once frozen.
 pub struct VectorIndex {
-    inner: Inner,
+    built: Option<Box<Graph<'static>>>,
+    frozen: walk::Frozen,
     len: usize,
     dim: usize,
 }
@@ -102,13 +93,45 @@ impl std::fmt::Debug for VectorIndex {
     }
 }
 
+/// Copies what a search needs out of an hnsw_rs graph of `n` points (data ids `0..n`).
+fn freeze(g: &Graph<'_>, n: usize, dim: usize) -> Result<walk::Frozen, String> {
+    let mut vectors = vec![0f32; n * dim];
+    let mut neighbours: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+    let mut seen = vec![false; n];
+    for p in g.get_point_indexation() {
+        let o = p.get_origin_id();
+        let v = p.get_v();
+        if o >= n || seen[o] || v.len() != dim {
+            return Err(format!(
+                "graph point with data id {o} (dim {}) does not fit {n} points of dim {dim}",
+                v.len()
+            ));
+        }
+        seen[o] = true;
+        vectors[o * dim..(o + 1) * dim].copy_from_slice(v);
+        // hnsw_rs keeps 16 neighbour lists per point; the point is in layers 0..=level.
+        let level = p.get_point_id().0 as usize;
+        neighbours[o] = p
+            .get_neighborhood_id()
+            .into_iter()
+            .take(level + 1)
+            .map(|layer| layer.into_iter().map(|nb| nb.d_id as u32).collect())
+            .collect();
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(format!("graph has no point with data id {missing}"));
+    }
+    walk::Frozen::new(dim, vectors, &neighbours)
+}
+
 impl VectorIndex {
     /// Builds over `vectors.len() / dim` unit vectors (row-major); data ids 0..n.
     pub fn build(vectors: &[f32], dim: usize, params: HnswParams) -> VectorIndex {
         let n = vectors.len().checked_div(dim).unwrap_or(0);
         if n == 0 {
             return VectorIndex {
-                inner: Inner::Empty,
+                built: None,
+                frozen: walk::Frozen::default(),
                 len: 0,
                 dim,
             };
@@ -127,8 +150,10 @@ impl VectorIndex {
             .collect();
         g.parallel_insert_slice(&items);
         g.set_searching_mode(true);
+        let frozen = freeze(&g, n, dim).expect("a graph just built holds data ids 0..n");
         VectorIndex {
-            inner: Inner::Built(Box::new(g)),
+            built: Some(Box::new(g)),
+            frozen,
             len: n,
             dim,
         }
@@ -172,13 +197,15 @@ impl VectorIndex {
         tmp_base: &str,
     ) -> Result<Vec<PathBuf>, IndexError> {
         // hnsw_rs panics (rather than erring) when it cannot create the files.
-        let dumped = catch_unwind(AssertUnwindSafe(|| match &self.inner {
-            Inner::Empty => Ok(tmp_base.to_string()),
-            Inner::Built(g) => g.file_dump(dir, tmp_base),
-            Inner::Loaded(l) => l.with_dependent(|_, g| g.file_dump(dir, tmp_base)),
-        }))
-        .map_err(|_| err(dir, "hnsw_rs panicked while writing the graph"))?
-        .map_err(|e| err(dir, format!("dump failed: {e}")))?;
+        let Some(g) = &self.built else {
+            return Err(err(
+                dir,
+                "only a freshly built graph can be saved (a loaded one is already on disk)",
+            ));
+        };
+        let dumped = catch_unwind(AssertUnwindSafe(|| g.file_dump(dir, tmp_base)))
+            .map_err(|_| err(dir, "hnsw_rs panicked while writing the graph"))?
+            .map_err(|e| err(dir, format!("dump failed: {e}")))?;
         // hnsw_rs picks another basename only when the graph is mmap-backed, which ours never is.
         if dumped != tmp_base {
             for name in Self::file_names(&dumped) {
@@ -216,7 +243,8 @@ impl VectorIndex {
     ) -> Result<VectorIndex, IndexError> {
         if expected_len == 0 {
             return Ok(VectorIndex {
-                inner: Inner::Empty,
+                built: None,
+                frozen: walk::Frozen::default(),
                 len: 0,
                 dim,
             });
@@ -225,36 +253,35 @@ impl VectorIndex {
         let path = dir.join(format!("{basename}.hnsw.graph"));
         // check_dump leaves hnsw_rs nothing to choke on; should it panic anyway (an assert we did
         // not anticipate), the panic becomes an error instead of taking the process down.
-        let loaded = catch_unwind(AssertUnwindSafe(|| {
-            Loaded::try_new(HnswIo::new(dir, basename), |io| {
-                io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
-            })
-        }))
-        .map_err(|_| err(&path, "hnsw_rs panicked while reading the graph"))?
-        .map_err(|e| err(&path, format!("cannot reload: {e}")))?;
-        let (n, d) = loaded.with_dependent(|_, g| {
-            (
+        let frozen = catch_unwind(AssertUnwindSafe(|| {
+            let io = HnswIo::new(dir, basename);
+            let g = io
+                .load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
+                .map_err(|e| format!("cannot reload: {e}"))?;
+            let (n, d) = (
                 g.get_nb_point(),
                 g.get_point_indexation().get_data_dimension(),
-            )
-        });
-        if n != expected_len || d != dim {
-            return Err(err(
-                &path,
-                format!("graph holds {n} points of dim {d}, expected {expected_len} of dim {dim}"),
-            ));
-        }
-        let mut loaded = loaded;
-        loaded.with_dependent_mut(|_, g| g.set_searching_mode(true));
+            );
+            if n != expected_len || d != dim {
+                return Err(format!(
+                    "graph holds {n} points of dim {d}, expected {expected_len} of dim {dim}"
+                ));
+            }
+            freeze(&g, n, dim)
+        }))
+        .map_err(|_| err(&path, "hnsw_rs panicked while reading the graph"))?
+        .map_err(|e| err(&path, e))?;
         Ok(VectorIndex {
-            inner: Inner::Loaded(loaded),
-            len: n,
+            built: None,
+            frozen,
+            len: expected_len,
             dim,
         })
     }
 
     /// Top-`k` ids by dot product with `query`, best first, as (id, dot). Only ids with
-    /// `allow(id)` are returned. `ef` is raised to at least `k` (and 2).
+    /// `allow(id)` are returned; the walk still passes through the others, so a filter never
+    /// cuts the graph. `ef` (the beam) is raised to at least `k`.
     pub fn search(
         &self,
         query: &[f32],
@@ -262,25 +289,12 @@ impl VectorIndex {
         ef: usize,
         allow: &(dyn Fn(usize) -> bool + Sync),
     ) -> Vec<(usize, f32)> {
-        if k == 0 || self.len == 0 || query.len() != self.dim {
-            return Vec::new();
-        }
-        let k = k.min(self.len);
-        // With ef = 1 a filtered search_layer may `retain` its only (excluded) entry point and
-        // then `peek().unwrap()` the empty heap; from 2 on the heap always keeps an allowed point.
-        let ef = ef.max(k).max(2);
-        let filter = |id: &usize| allow(*id);
-        let found = match &self.inner {
-            Inner::Empty => return Vec::new(),
-            Inner::Built(g) => g.search_filter(query, k, ef, Some(&filter)),
-            Inner::Loaded(l) => {
-                l.with_dependent(|_, g| g.search_filter(query, k, ef, Some(&filter)))
-            }
-        };
-        found
-            .into_iter()
-            .map(|n| (n.d_id, 1.0 - n.distance))
-            .collect()
+        self.frozen.search(query, k.min(self.len), ef, Some(allow))
+    }
+
+    /// Top-`k` ids by dot product with `query`, best first, as (id, dot), over every id.
+    pub fn search_all(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
+        self.frozen.search(query, k.min(self.len), ef, None)
     }
 }
 
@@ -525,3 +539,4 @@ fn check_data(path: &Path, dim: usize, order: &[usize]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+mod walk;

@@ -332,6 +332,23 @@ fn extend<'a>(
     Ok(bytes)
 }
 
+/// Starts loading the rows [`extend`] will read for `c`, so they arrive while the previous
+/// candidate is being scored (a candidate's rows sit at random places in large groups).
+fn prefetch<'a>(s: &Scorer<'a>, c: &Cand, from: Budget, to: Budget, parts: &mut Vec<&'a [f32]>) {
+    let (fq, fc, tc) = (from.r_q as usize, from.r_c as usize, to.r_c as usize);
+    // The rows extend touches: fc..tc for the old query rows, and 0..tc if query rows are added.
+    let ra = if to.r_q as usize > fq { 0 } else { fc };
+    match &c.doc {
+        DocRef::Mem(d) => score::simd::prefetch(&d.vectors[ra * s.dim..tc * s.dim]),
+        DocRef::Seg(si, o) => {
+            parts.clear();
+            if s.segs[*si].0.range(*o as usize, ra, tc, parts).is_ok() {
+                parts.iter().for_each(|p| score::simd::prefetch(p));
+            }
+        }
+    }
+}
+
 impl Collection {
     /// Budgeted MaxSim search (optionally a cascade); see the module doc.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
@@ -514,8 +531,11 @@ impl Collection {
                 cs.par_chunks_mut(64)
                     .map_init(Vec::new, |parts, chunk| {
                         let mut bytes = 0u64;
-                        for cand in chunk {
-                            bytes += extend(&scorer, cand, prev, b, parts)?;
+                        for i in 0..chunk.len() {
+                            if let Some(next) = chunk.get(i + 1) {
+                                prefetch(&scorer, next, prev, b, parts);
+                            }
+                            bytes += extend(&scorer, &mut chunk[i], prev, b, parts)?;
                         }
                         Ok(bytes)
                     })
