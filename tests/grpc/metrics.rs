@@ -1,5 +1,6 @@
 //! Prometheus metrics on a separate HTTP port: per-RPC counts and latencies by status, and
-//! per-budget search latency, documents scored and vector bytes read.
+//! per-budget search latency, documents scored and vector bytes read; per-collection sizes, WAL
+//! bytes, segment counts and flush/compaction/snapshot counts and durations.
 
 use std::io::{Read, Write};
 
@@ -67,4 +68,78 @@ async fn metrics_report_rpcs_and_per_budget_search_figures() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+
+    // Collection gauges and maintenance counts, refreshed once a second by the server.
+    c.admin
+        .flush(metavec_api::pb::FlushRequest {
+            collection: "m".into(),
+        })
+        .await
+        .unwrap();
+    c.admin
+        .create_snapshot(metavec_api::pb::CreateSnapshotRequest {
+            collection: "m".into(),
+        })
+        .await
+        .unwrap();
+    let want = [
+        r#"metavec_collection_docs{collection="m"} 1"#,
+        r#"metavec_collection_memtable_docs{collection="m"} 0"#,
+        r#"metavec_collection_segments{collection="m"} 1"#,
+        r#"metavec_maintenance_total{collection="m",work="flush"} 1"#,
+        r#"metavec_maintenance_total{collection="m",work="snapshot"} 1"#,
+        r#"metavec_maintenance_total{collection="m",work="compaction"} 0"#,
+        r#"metavec_maintenance_milliseconds_total{collection="m",work="flush"}"#,
+        r#"metavec_wal_bytes{collection="m"}"#,
+        r#"metavec_collection_segment_bytes{collection="m"}"#,
+    ];
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = scrape(port);
+        if want.iter().all(|w| text.contains(w)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for needle in want {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+/// `--log-format json`: one JSON object per line, and every event of a request carries the
+/// request's span (RPC, collection, budget), also for work done on the blocking pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start_logging(
+        &data,
+        &["--log-format", "json"],
+        "metavec=debug,metavec_core=debug",
+        log.into(),
+    );
+    let mut c = server.clients().await;
+    c.collections
+        .create_collection(create_req("logs", 4, 4, 2))
+        .await
+        .unwrap();
+    c.search
+        .search(search_req("logs", vectors(2, 4, vec![1.0; 8]), 2, 4, 5))
+        .await
+        .unwrap();
+    assert!(server.terminate());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let search = lines
+        .iter()
+        .find(|v| v["span"]["rpc"] == "Search")
+        .unwrap_or_else(|| panic!("no event inside a Search span in:\n{text}"));
+    assert_eq!(search["span"]["collection"], "logs", "{search}");
+    assert_eq!(search["span"]["budget"], "(2, 4)", "{search}");
+    assert!(search["level"].is_string() && search["timestamp"].is_string());
 }

@@ -20,13 +20,18 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_logging(dir, extra, "warn", Stdio::inherit())
+    }
+
+    /// `start` with a `RUST_LOG` filter and somewhere for the server's log (its stderr).
+    pub fn start_logging(dir: &Path, extra: &[&str], rust_log: &str, log: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_metavec"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start metavec");
         let stdout = child.stdout.take().unwrap();

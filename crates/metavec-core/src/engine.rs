@@ -187,7 +187,9 @@ impl Engine {
             n += 1;
             name = format!("{collection}-{now}-{n}");
         }
+        let started = std::time::Instant::now();
         let info = coll.snapshot_into(&self.snapshot_dir(&name)?, &name, now)?;
+        coll.record_work(crate::collection::Work::Snapshot, started.elapsed());
         tracing::info!(snapshot = %name, files = info.files.len(), bytes = info.bytes(), "snapshot taken");
         Ok(info)
     }

@@ -41,7 +41,9 @@ pub mod snapshot;
 pub mod synth;
 pub mod wal;
 
-pub use collection::{Collection, CollectionInfo, CollectionOptions, SegmentInfo, WriteAck};
+pub use collection::{
+    Collection, CollectionInfo, CollectionOptions, MaintenanceStats, SegmentInfo, WriteAck,
+};
 pub use compaction::CompactionReport;
 pub use config::{Budget, CollectionConfig, Dtype, HnswConfig};
 pub use document::Document;

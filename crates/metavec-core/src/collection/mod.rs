@@ -71,6 +71,26 @@ pub struct SegmentInfo {
     pub index_bytes: u64,
 }
 
+/// Background and operator work a collection has done since it was opened: how often and how
+/// long (for monitoring; the `seconds` are wall time).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MaintenanceStats {
+    pub flushes: u64,
+    pub flush_seconds: f64,
+    pub compactions: u64,
+    pub compaction_seconds: f64,
+    pub snapshots: u64,
+    pub snapshot_seconds: f64,
+}
+
+/// What [`MaintenanceStats`] counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Work {
+    Flush,
+    Compaction,
+    Snapshot,
+}
+
 /// A snapshot of a collection's shape and size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectionInfo {
@@ -82,6 +102,7 @@ pub struct CollectionInfo {
     pub wal_bytes: u64,
     /// Vectors per document kept in sealed segments (M_c unless shrunk to a budget).
     pub stored_vectors: u32,
+    pub maintenance: MaintenanceStats,
 }
 
 #[derive(Debug)]
@@ -100,6 +121,7 @@ pub struct Collection {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Moving average of search latency (ms) per budget, for auto budget.
     pub(crate) latency: Mutex<std::collections::HashMap<crate::config::Budget, f64>>,
+    maintenance: Mutex<MaintenanceStats>,
 }
 
 impl Collection {
@@ -283,6 +305,7 @@ impl Collection {
             flush_signal: Mutex::new(None),
             flusher: Mutex::new(None),
             latency: Mutex::default(),
+            maintenance: Mutex::default(),
         })
     }
 
@@ -445,7 +468,19 @@ impl Collection {
                 .collect(),
             wal_bytes: self.wal.size_bytes(),
             stored_vectors: st.depth,
+            maintenance: *self.maintenance.lock(),
         }
+    }
+
+    /// Counts one finished flush, compaction or snapshot and its duration.
+    pub(crate) fn record_work(&self, work: Work, took: std::time::Duration) {
+        let mut m = self.maintenance.lock();
+        let secs = took.as_secs_f64();
+        match work {
+            Work::Flush => (m.flushes += 1, m.flush_seconds += secs),
+            Work::Compaction => (m.compactions += 1, m.compaction_seconds += secs),
+            Work::Snapshot => (m.snapshots += 1, m.snapshot_seconds += secs),
+        };
     }
 
     /// Seals the memtable into a segment and commits it in the manifest; WAL generations it
@@ -462,6 +497,7 @@ impl Collection {
 
     /// Flush body; the caller holds `flush_lock`.
     pub(crate) fn flush_held(&self) -> Result<Option<u64>> {
+        let started = std::time::Instant::now();
         let (run, wal_end, seg_id) = {
             let mut st = self.state.write();
             if st.frozen.is_none() {
@@ -509,6 +545,7 @@ impl Collection {
         if let Err(e) = self.wal.remove_below(wal_end) {
             tracing::warn!(collection = %self.name, error = %e, "could not remove checkpointed WAL files; they go at next open");
         }
+        self.record_work(Work::Flush, started.elapsed());
         tracing::info!(collection = %self.name, segment = seg_id, docs = run.docs.len(), "flushed memtable");
         Ok(Some(seg_id))
     }

@@ -208,6 +208,7 @@ impl Collection {
         report.bytes_after = new_slot.as_ref().map_or(0, slot_bytes);
         report.segment = new_slot.map(|s| s.seg.id());
         report.elapsed = started.elapsed();
+        self.record_work(crate::collection::Work::Compaction, report.elapsed);
         tracing::info!(
             collection = %self.name(),
             merged = ?report.merged,

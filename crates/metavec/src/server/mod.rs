@@ -1,6 +1,7 @@
 //! `metavec serve`: the gRPC server over one engine.
 
 mod auth;
+mod gauges;
 mod limit;
 mod service;
 
@@ -212,6 +213,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             ])?
             .install()?;
         tracing::info!(%addr, "Prometheus metrics at /metrics");
+        gauges::spawn(engine.clone(), std::time::Duration::from_secs(1));
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;

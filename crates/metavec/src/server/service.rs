@@ -10,6 +10,7 @@ use metavec_api::to_status;
 use metavec_core::Engine;
 use rayon::prelude::*;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct Api {
@@ -17,13 +18,21 @@ pub struct Api {
 }
 
 /// Runs engine work on the blocking pool; a panic inside becomes INTERNAL, never a crash.
+/// The request's span follows the work onto the pool, so engine events carry its fields.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, metavec_core::Error> + Send + 'static,
 ) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(r) => r.map_err(|e| to_status(&e)),
         Err(e) => Err(Status::internal(format!("request task failed: {e}"))),
     }
+}
+
+/// The span of one request: the RPC, the collection and (for searches) the budget. Every event
+/// logged while serving it, on the async side or on the blocking pool, carries these fields.
+fn rpc_span(rpc: &'static str, collection: &str) -> tracing::Span {
+    tracing::info_span!("rpc", rpc, collection, budget = tracing::field::Empty)
 }
 
 /// One line per request at debug; failures at warn with their status; a count and a latency
@@ -138,12 +147,16 @@ impl pb::documents_server::Documents for Api {
         let mut stream = req.into_inner();
         let mut out = pb::UpsertResponse::default();
         let mut name = String::new();
+        let span = rpc_span("Upsert", &name);
         let res = async {
             loop {
                 let Some(msg) = stream.message().await? else {
                     break;
                 };
-                name.clone_from(&msg.collection);
+                if name != msg.collection {
+                    tracing::Span::current().record("collection", msg.collection.as_str());
+                    name.clone_from(&msg.collection);
+                }
                 let coll = self.collection(&msg.collection)?;
                 let docs =
                     convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
@@ -155,8 +168,9 @@ impl pb::documents_server::Documents for Api {
             }
             Ok(Response::new(out))
         }
+        .instrument(span.clone())
         .await;
-        logged("Upsert", &name, t, res)
+        span.in_scope(|| logged("Upsert", &name, t, res))
     }
 
     async fn delete(
@@ -165,6 +179,7 @@ impl pb::documents_server::Documents for Api {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
+        let span = rpc_span("Delete", &r.collection);
         let res = async {
             let coll = self.collection(&r.collection)?;
             let ids = r.ids;
@@ -173,13 +188,15 @@ impl pb::documents_server::Documents for Api {
                 deleted: ack.count as u64,
             }))
         }
+        .instrument(span.clone())
         .await;
-        logged("Delete", &r.collection, t, res)
+        span.in_scope(|| logged("Delete", &r.collection, t, res))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
+        let span = rpc_span("Get", &r.collection);
         let res = async {
             let coll = self.collection(&r.collection)?;
             let ids = r.ids;
@@ -201,8 +218,9 @@ impl pb::documents_server::Documents for Api {
             }
             Ok(Response::new(out))
         }
+        .instrument(span.clone())
         .await;
-        logged("Get", &r.collection, t, res)
+        span.in_scope(|| logged("Get", &r.collection, t, res))
     }
 }
 
@@ -214,15 +232,18 @@ impl pb::search_server::Search for Api {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
+        let span = rpc_span("Search", &r.collection);
         let res = async {
             let coll = self.collection(&r.collection)?;
             let sr = convert::search_request(&r, coll.config()).map_err(|e| to_status(&e))?;
+            tracing::Span::current().record("budget", tracing::field::display(sr.budget));
             let resp = blocking(move || coll.search(&sr)).await?;
             record_search(&resp);
             Ok(Response::new(convert::search_response_pb(resp)))
         }
+        .instrument(span.clone())
         .await;
-        logged("Search", &r.collection, t, res)
+        span.in_scope(|| logged("Search", &r.collection, t, res))
     }
 
     async fn search_batch(
@@ -231,10 +252,14 @@ impl pb::search_server::Search for Api {
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let t = Instant::now();
         let r = req.into_inner();
+        let span = rpc_span("SearchBatch", &r.collection);
         let res = async {
             let coll = self.collection(&r.collection)?;
             let reqs =
                 convert::search_batch_request(&r, coll.config()).map_err(|e| to_status(&e))?;
+            if let Some(q) = reqs.first() {
+                tracing::Span::current().record("budget", tracing::field::display(q.budget));
+            }
             // Queries in parallel on the rayon pool (each search also parallelises inside).
             let results = blocking(move || {
                 reqs.par_iter()
@@ -250,8 +275,9 @@ impl pb::search_server::Search for Api {
                     .collect(),
             }))
         }
+        .instrument(span.clone())
         .await;
-        logged("SearchBatch", &r.collection, t, res)
+        span.in_scope(|| logged("SearchBatch", &r.collection, t, res))
     }
 }
 
@@ -296,13 +322,15 @@ impl pb::admin_server::Admin for Api {
         let r = req.into_inner();
         let name = r.collection;
         let keep = (r.keep_r_c != 0).then_some(r.keep_r_c);
+        let span = rpc_span("Compact", &name);
         let res = async {
             let coll = self.collection(&name)?;
             let report = blocking(move || coll.compact_keep(keep)).await?;
             Ok(Response::new(convert::compact_pb(&report)))
         }
+        .instrument(span.clone())
         .await;
-        logged("Compact", &name, t, res)
+        span.in_scope(|| logged("Compact", &name, t, res))
     }
 
     async fn create_snapshot(
