@@ -55,7 +55,10 @@ fn selective_filter_keeps_recall_and_unfiltered_walk_matches_filtered_all() {
         assert_eq!(idx.search(q, 10, 80, &all), idx.search_all(q, 10, 80));
         let got: Vec<usize> = idx.search(q, 10, 200, &rare).iter().map(|x| x.0).collect();
         assert!(got.iter().all(|&i| rare(i)), "a filtered-out id came back");
-        let want: Vec<usize> = brute(&allowed, dim, q, 10).iter().map(|&j| ids[j]).collect();
+        let want: Vec<usize> = brute(&allowed, dim, q, 10)
+            .iter()
+            .map(|&j| ids[j])
+            .collect();
         hit += want.iter().filter(|i| got.contains(i)).count();
         total += want.len();
     }
