@@ -394,21 +394,39 @@ fn bench_subcommand_measures_every_budget() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["docs"], 600);
-    let budgets: Vec<&str> = lines[1..]
+    let rows: Vec<(&str, &str)> = lines[1..]
         .iter()
-        .map(|l| l["budget"].as_str().unwrap())
+        .map(|l| (l["layout"].as_str().unwrap(), l["budget"].as_str().unwrap()))
         .collect();
-    assert_eq!(budgets, ["1x1", "2x4", "4x8"]);
+    // Every budget on metavec's grouped layout, then on the per-document contiguous baseline.
+    assert_eq!(
+        rows,
+        [
+            ("grouped", "1x1"),
+            ("grouped", "2x4"),
+            ("grouped", "4x8"),
+            ("contiguous", "1x1"),
+            ("contiguous", "2x4"),
+            ("contiguous", "4x8")
+        ]
+    );
     for l in &lines[1..] {
         assert!(l["recall_at_10"].as_f64().unwrap() > 0.5);
         assert!(l["qps_1_thread"].as_f64().unwrap() > 0.0);
+        assert!(l["vector_pages_per_query"].as_u64().unwrap() > 0);
     }
     // Bytes read per query grow with r_c (same candidates): 1 : 4 : 8.
-    let bytes: Vec<u64> = lines[1..]
+    let bytes: Vec<u64> = lines[1..4]
         .iter()
         .map(|l| l["vector_bytes_per_query"].as_u64().unwrap())
         .collect();
     assert_eq!((bytes[1] / bytes[0], bytes[2] / bytes[0]), (4, 8));
+    // An exact scan at r_c = 1 reads group 0 only: 600 rows x 64 B, about 10 pages. The
+    // contiguous layout keeps 8 rows x 64 B = 512 B per document, 8 documents per page, and the
+    // scan touches every page: 600 / 8 = 75.
+    let exact_pages = |i: usize| lines[i]["exact_pages_per_query"].as_u64().unwrap();
+    assert!(exact_pages(1) <= 11, "grouped: {}", exact_pages(1));
+    assert!(exact_pages(4) >= 75, "contiguous: {}", exact_pages(4));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let (d, shape) = read_f32_npy(&tmp.path().join("docs.npy"));
     assert_eq!(shape, vec![600, 8, 16]);

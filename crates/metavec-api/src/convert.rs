@@ -237,6 +237,7 @@ impl SearchKnobs {
             prune: self.prune,
             filter: self.filter.clone(),
             latency_target: self.latency_target,
+            count_pages: false,
         }
     }
 }

@@ -5,13 +5,15 @@
 //! dot products per query, and the exact scan's own QPS as the baseline.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::ProgressBar;
 use metavec_core::synth::{generate, SynthSpec};
 use metavec_core::{
-    Budget, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, SearchRequest,
+    Budget, Collection, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions,
+    SearchRequest, SearchStats,
 };
 use rayon::prelude::*;
 
@@ -51,10 +53,15 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Skip the baseline run on the per-document contiguous layout (it ingests the data again).
+    #[arg(long)]
+    pub no_baseline: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Row {
+    /// "grouped" (metavec's layout) or "contiguous" (the per-document baseline).
+    layout: &'static str,
     budget: String,
     qps_1_thread: f64,
     qps_all_threads: f64,
@@ -65,8 +72,11 @@ struct Row {
     rerank_p50_ms: f64,
     recall_at_10: f64,
     vector_bytes_per_query: u64,
+    /// Distinct 4 KiB pages of vectors read (what the layout costs in memory traffic).
+    vector_pages_per_query: u64,
     dot_products_per_query: u64,
     exact_qps_1_thread: f64,
+    exact_pages_per_query: u64,
     speedup_vs_exact: f64,
 }
 
@@ -160,29 +170,16 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     };
     let engine =
         Engine::open(tmp.path(), EngineOptions { collection: opts }).map_err(|e| e.to_string())?;
-    let coll = engine
-        .create_collection("bench", cfg.clone())
-        .map_err(|e| e.to_string())?;
-    let pb = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(n as u64)
+    let data = Data {
+        docs: &docs,
+        queries: &queries,
+        n,
+        mq,
+        dim,
+        nq,
+        per: mc * dim,
     };
-    let t = Instant::now();
-    let per = mc * dim;
-    for start in (0..n).step_by(500) {
-        let end = (start + 500).min(n);
-        let batch = (start..end)
-            .map(|i| Document::new(format!("{i}"), docs[i * per..(i + 1) * per].to_vec()))
-            .collect();
-        coll.upsert(batch).map_err(|e| e.to_string())?;
-        pb.inc((end - start) as u64);
-    }
-    pb.finish_and_clear();
-    let ingest = t.elapsed();
-    let t = Instant::now();
-    coll.flush().map_err(|e| e.to_string())?;
-    let build = t.elapsed();
+    let (coll, ingest, build) = load(&engine, "bench", cfg.clone(), &data, a.json)?;
     let info = coll.info();
     let seg_bytes: u64 = info.segments.iter().map(|s| s.file_bytes).sum();
     let index_bytes: u64 = info.segments.iter().map(|s| s.index_bytes).sum();
@@ -210,132 +207,212 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
-    for b in budgets {
-        let reqs: Vec<SearchRequest> = (0..nq)
-            .map(|i| {
-                let mut r = SearchRequest::new(
-                    queries[i * mq * dim..(i * mq + b.r_q as usize) * dim].to_vec(),
-                    b,
-                    a.k,
-                );
-                r.candidates = a.candidates;
-                r.allow_untrained_budget = true;
-                r
-            })
-            .collect();
-        let search = |r: &SearchRequest| coll.search(r).map_err(|e| e.to_string());
-        // Warm up, then time on one thread. One exact search touches every vector block this
-        // budget reads (first touches map the pages and check the block crcs), so the timings
-        // below are the steady state of a serving process, as for the in-RAM reference pipeline.
-        if let Some(r) = reqs.first() {
-            one.install(|| search(&r.clone().exact()))?;
-        }
-        for r in reqs.iter().take(5) {
-            one.install(|| search(r))?;
-        }
-        let mut lat = Vec::with_capacity(nq);
-        let mut results = Vec::with_capacity(nq);
-        let t = Instant::now();
-        for r in &reqs {
-            let t = Instant::now();
-            results.push(one.install(|| search(r))?);
-            lat.push(t.elapsed());
-        }
-        let qps1 = nq as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        reqs.par_iter().map(search).collect::<Result<Vec<_>, _>>()?;
-        let qps_all = nq as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let mut recall = 0.0;
-        for (r, got) in reqs.iter().zip(&results) {
-            let truth = one.install(|| search(&r.clone().exact()))?;
-            recall += truth
-                .hits
-                .iter()
-                .filter(|h| got.hits.iter().any(|x| x.id == h.id))
-                .count() as f64
-                / truth.hits.len().max(1) as f64;
-        }
-        let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
-        let row = Row {
-            budget: format!("{}x{}", b.r_q, b.r_c),
-            qps_1_thread: qps1.round(),
-            qps_all_threads: qps_all.round(),
-            p50_ms: (pct(&mut lat, 0.5) * 1000.0).round() / 1000.0,
-            p99_ms: (pct(&mut lat, 0.99) * 1000.0).round() / 1000.0,
-            candidate_p50_ms: (pct(
-                &mut results
-                    .iter()
-                    .map(|r| r.stats.candidate_time)
-                    .collect::<Vec<_>>(),
-                0.5,
-            ) * 1000.0)
-                .round()
-                / 1000.0,
-            rerank_p50_ms: (pct(
-                &mut results
-                    .iter()
-                    .map(|r| r.stats.rerank_time)
-                    .collect::<Vec<_>>(),
-                0.5,
-            ) * 1000.0)
-                .round()
-                / 1000.0,
-            recall_at_10: (recall / nq as f64 * 1000.0).round() / 1000.0,
-            vector_bytes_per_query: results
-                .iter()
-                .map(|r| r.stats.vector_bytes_read)
-                .sum::<u64>()
-                / nq as u64,
-            dot_products_per_query: results.iter().map(|r| r.stats.dot_products).sum::<u64>()
-                / nq as u64,
-            exact_qps_1_thread: (exact_qps * 10.0).round() / 10.0,
-            speedup_vs_exact: ((qps1 / exact_qps) * 10.0).round() / 10.0,
-        };
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string(&row).map_err(|e| e.to_string())?
-            );
-        } else {
-            if rows.is_empty() {
-                println!(
-                    "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>14} {:>12} {:>10} {:>8}",
-                    "budget",
-                    "QPS(1t)",
-                    "QPS(all)",
-                    "p50 ms",
-                    "p99 ms",
-                    "cand ms",
-                    "rerank ms",
-                    "recall",
-                    "bytes/query",
-                    "dots/query",
-                    "exact QPS",
-                    "speedup"
-                );
-            }
-            println!(
-                "{:<8} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3} {:>14} {:>12} {:>10} {:>7}x",
-                row.budget,
-                row.qps_1_thread,
-                row.qps_all_threads,
-                row.p50_ms,
-                row.p99_ms,
-                row.candidate_p50_ms,
-                row.rerank_p50_ms,
-                row.recall_at_10,
-                row.vector_bytes_per_query,
-                row.dot_products_per_query,
-                row.exact_qps_1_thread,
-                row.speedup_vs_exact
-            );
-        }
+    for &b in &budgets {
+        let row = measure(&coll, &data, b, &a, &one, "grouped")?;
+        print_row(&row, rows.is_empty(), a.json)?;
         rows.push(row);
     }
     if let Some(path) = &a.plot {
         plot(path, &rows)?;
     }
+    if a.no_baseline {
+        return Ok(());
+    }
+    // The same engine and data with one group of all M_c vectors per document (trained budgets
+    // reduced to (M_q, M_c)): the per-document contiguous layout the grouped one is measured
+    // against. Searches at the smaller budgets read the same rows, from a different layout.
+    engine
+        .delete_collection("bench")
+        .map_err(|e| e.to_string())?;
+    drop(coll);
+    let mut flat = cfg.clone();
+    flat.budgets = vec![Budget::new(mq as u32, mc as u32)];
+    let (coll, _, _) = load(&engine, "bench-contiguous", flat, &data, a.json)?;
+    if !a.json {
+        println!("baseline: the same engine with a per-document contiguous layout");
+    }
+    for (i, &b) in budgets.iter().enumerate() {
+        let row = measure(&coll, &data, b, &a, &one, "contiguous")?;
+        print_row(&row, i == 0, a.json)?;
+    }
+    Ok(())
+}
+
+/// The data set and the query rows to time.
+struct Data<'a> {
+    docs: &'a [f32],
+    queries: &'a [f32],
+    n: usize,
+    mq: usize,
+    dim: usize,
+    nq: usize,
+    /// Values per document (M_c * D).
+    per: usize,
+}
+
+/// Creates collection `name`, ingests every document in batches of 500 and seals them into one
+/// segment. Returns the collection, the ingest time and the flush (segment + HNSW) time.
+fn load(
+    engine: &Engine,
+    name: &str,
+    cfg: CollectionConfig,
+    d: &Data<'_>,
+    quiet: bool,
+) -> Result<(Arc<Collection>, Duration, Duration), String> {
+    let coll = engine
+        .create_collection(name, cfg)
+        .map_err(|e| e.to_string())?;
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(d.n as u64)
+    };
+    let t = Instant::now();
+    for start in (0..d.n).step_by(500) {
+        let end = (start + 500).min(d.n);
+        let batch = (start..end)
+            .map(|i| Document::new(format!("{i}"), d.docs[i * d.per..(i + 1) * d.per].to_vec()))
+            .collect();
+        coll.upsert(batch).map_err(|e| e.to_string())?;
+        pb.inc((end - start) as u64);
+    }
+    pb.finish_and_clear();
+    let ingest = t.elapsed();
+    let t = Instant::now();
+    coll.flush().map_err(|e| e.to_string())?;
+    Ok((coll, ingest, t.elapsed()))
+}
+
+/// Milliseconds to three decimals.
+fn ms(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// Times budget `b` on `coll`: one thread, all threads, then the exact scan (recall truth).
+fn measure(
+    coll: &Collection,
+    d: &Data<'_>,
+    b: Budget,
+    a: &BenchArgs,
+    one: &rayon::ThreadPool,
+    layout: &'static str,
+) -> Result<Row, String> {
+    let (mq, dim) = (d.mq, d.dim);
+    let reqs: Vec<SearchRequest> = (0..d.nq)
+        .map(|i| {
+            let mut r = SearchRequest::new(
+                d.queries[i * mq * dim..(i * mq + b.r_q as usize) * dim].to_vec(),
+                b,
+                a.k,
+            );
+            r.candidates = a.candidates;
+            r.allow_untrained_budget = true;
+            r.count_pages = true;
+            r
+        })
+        .collect();
+    let search = |r: &SearchRequest| coll.search(r).map_err(|e| e.to_string());
+    // Warm up, then time on one thread. One exact search touches every vector block this
+    // budget reads (first touches map the pages and check the block crcs), so the timings
+    // below are the steady state of a serving process, as for the in-RAM reference pipeline.
+    if let Some(r) = reqs.first() {
+        one.install(|| search(&r.clone().exact()))?;
+    }
+    for r in reqs.iter().take(5) {
+        one.install(|| search(r))?;
+    }
+    let nq = reqs.len().max(1);
+    let mut lat = Vec::with_capacity(nq);
+    let mut results = Vec::with_capacity(nq);
+    let t = Instant::now();
+    for r in &reqs {
+        let t = Instant::now();
+        results.push(one.install(|| search(r))?);
+        lat.push(t.elapsed());
+    }
+    let qps1 = nq as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    reqs.par_iter().map(search).collect::<Result<Vec<_>, _>>()?;
+    let qps_all = nq as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut recall = 0.0;
+    let mut exact_pages = 0;
+    for (r, got) in reqs.iter().zip(&results) {
+        let truth = one.install(|| search(&r.clone().exact()))?;
+        exact_pages += truth.stats.vector_pages;
+        recall += truth
+            .hits
+            .iter()
+            .filter(|h| got.hits.iter().any(|x| x.id == h.id))
+            .count() as f64
+            / truth.hits.len().max(1) as f64;
+    }
+    let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
+    let per_query = |f: &dyn Fn(&SearchStats) -> u64| {
+        results.iter().map(|r| f(&r.stats)).sum::<u64>() / nq as u64
+    };
+    let mut cand: Vec<Duration> = results.iter().map(|r| r.stats.candidate_time).collect();
+    let mut rerank: Vec<Duration> = results.iter().map(|r| r.stats.rerank_time).collect();
+    Ok(Row {
+        layout,
+        budget: format!("{}x{}", b.r_q, b.r_c),
+        qps_1_thread: qps1.round(),
+        qps_all_threads: qps_all.round(),
+        p50_ms: ms(pct(&mut lat, 0.5)),
+        p99_ms: ms(pct(&mut lat, 0.99)),
+        candidate_p50_ms: ms(pct(&mut cand, 0.5)),
+        rerank_p50_ms: ms(pct(&mut rerank, 0.5)),
+        recall_at_10: (recall / nq as f64 * 1000.0).round() / 1000.0,
+        vector_bytes_per_query: per_query(&|s| s.vector_bytes_read),
+        vector_pages_per_query: per_query(&|s| s.vector_pages),
+        dot_products_per_query: per_query(&|s| s.dot_products),
+        exact_qps_1_thread: (exact_qps * 10.0).round() / 10.0,
+        exact_pages_per_query: exact_pages / nq as u64,
+        speedup_vs_exact: ((qps1 / exact_qps) * 10.0).round() / 10.0,
+    })
+}
+
+fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    if header {
+        println!(
+            "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>9} {:>11} {:>10} {:>11} {:>8}",
+            "budget",
+            "QPS(1t)",
+            "QPS(all)",
+            "p50 ms",
+            "p99 ms",
+            "cand ms",
+            "rerank ms",
+            "recall",
+            "bytes/query",
+            "pages/q",
+            "dots/query",
+            "exact QPS",
+            "exact pg/q",
+            "speedup"
+        );
+    }
+    println!(
+        "{:<8} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3} {:>12} {:>9} {:>11} {:>10} {:>11} {:>7}x",
+        row.budget,
+        row.qps_1_thread,
+        row.qps_all_threads,
+        row.p50_ms,
+        row.p99_ms,
+        row.candidate_p50_ms,
+        row.rerank_p50_ms,
+        row.recall_at_10,
+        row.vector_bytes_per_query,
+        row.vector_pages_per_query,
+        row.dot_products_per_query,
+        row.exact_qps_1_thread,
+        row.exact_pages_per_query,
+        row.speedup_vs_exact
+    );
     Ok(())
 }
 

@@ -55,6 +55,9 @@ pub struct SearchRequest {
     /// latency (moving average of this collection's searches) fits this target. The response
     /// reports the budget used.
     pub latency_target: Option<Duration>,
+    /// Count the distinct pages the rerank touches into `stats.vector_pages` (a sort per
+    /// search: for benchmarks, not served over gRPC).
+    pub count_pages: bool,
 }
 
 /// One cascade stage: score at `budget`, keep the best `keep`.
@@ -79,6 +82,7 @@ impl SearchRequest {
             prune: true,
             filter: None,
             latency_target: None,
+            count_pages: false,
         }
     }
 
@@ -107,6 +111,8 @@ pub struct StageStats {
     pub dot_products: u64,
     /// Vector bytes this stage read.
     pub vector_bytes_read: u64,
+    /// Distinct 4 KiB pages of segment vectors this stage read (with `count_pages`).
+    pub vector_pages: u64,
     /// Documents kept for the next stage.
     pub kept: u64,
 }
@@ -119,6 +125,10 @@ pub struct SearchStats {
     pub docs_scored: u64,
     /// Bytes of vectors the rerank read: sum over scored docs of r_c * D * bytes per value.
     pub vector_bytes_read: u64,
+    /// With [`SearchRequest::count_pages`]: distinct 4 KiB pages of segment vectors the rerank
+    /// read, summed over stages (memtable documents are not counted); 0 otherwise. What the
+    /// layout costs in memory traffic and page cache: a slice of a few rows pulls whole pages.
+    pub vector_pages: u64,
     /// Query-vector x document-vector dot products computed.
     pub dot_products: u64,
     pub segments: u32,
@@ -292,12 +302,28 @@ struct Scorer<'a> {
 /// Extends one candidate from budget `from` to `to`: query rows below `from.r_q` see document
 /// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
 /// bytes read. Only new pairs are computed: `to.r_q * to.r_c - from.r_q * from.r_c` dots.
+/// Appends the numbers of the 4 KiB pages `slice` spans.
+fn push_pages<T>(slice: &[T], pages: &mut Vec<usize>) {
+    let (start, len) = (slice.as_ptr() as usize, std::mem::size_of_val(slice));
+    if len > 0 {
+        pages.extend(start / 4096..=(start + len - 1) / 4096);
+    }
+}
+
+/// Sorts and dedups `pages`; returns how many distinct pages there are.
+fn distinct(mut pages: Vec<usize>) -> u64 {
+    pages.sort_unstable();
+    pages.dedup();
+    pages.len() as u64
+}
+
 fn extend<'a>(
     s: &Scorer<'a>,
     c: &mut Cand,
     from: Budget,
     to: Budget,
     parts: &mut Vec<&'a [f32]>,
+    mut pages: Option<&mut Vec<usize>>,
 ) -> Result<u64> {
     let (q, dim, kern, segs) = (s.q, s.dim, s.kern, s.segs);
     let (fq, fc, tq, tc) = (
@@ -323,6 +349,9 @@ fn extend<'a>(
                 parts.clear();
                 bytes += segs[*si].0.range(*o as usize, ra, rb, parts)?;
                 for p in parts.iter() {
+                    if let Some(pages) = pages.as_deref_mut() {
+                        push_pages(p, pages);
+                    }
                     (kern.update)(qs, qb - qa, dim, p, maxes);
                 }
             }
@@ -527,47 +556,62 @@ impl Collection {
                 budget: b,
                 ..Default::default()
             };
-            let run = |cs: &mut [Cand]| -> Result<u64> {
+            // Returns the bytes read and, with `count_pages`, the pages touched.
+            let run = |cs: &mut [Cand]| -> Result<(u64, Vec<usize>)> {
                 cs.par_chunks_mut(64)
                     .map_init(Vec::new, |parts, chunk| {
                         let mut bytes = 0u64;
+                        let mut pages = Vec::new();
                         for i in 0..chunk.len() {
                             if let Some(next) = chunk.get(i + 1) {
                                 prefetch(&scorer, next, prev, b, parts);
                             }
-                            bytes += extend(&scorer, &mut chunk[i], prev, b, parts)?;
+                            let pg = req.count_pages.then_some(&mut pages);
+                            bytes += extend(&scorer, &mut chunk[i], prev, b, parts, pg)?;
                         }
-                        Ok(bytes)
+                        Ok((bytes, pages))
                     })
-                    .sum::<Result<u64>>()
+                    .try_reduce(
+                        || (0, Vec::new()),
+                        |(b1, mut p1), (b2, p2)| {
+                            p1.extend(p2);
+                            Ok((b1 + b2, p1))
+                        },
+                    )
             };
-            let mut bytes = 0u64;
+            let (mut bytes, mut pages) = (0u64, Vec::new());
+            let mut add = |(b, p): (u64, Vec<usize>)| {
+                bytes += b;
+                pages.extend(p);
+            };
             if i > 0 && i + 1 == plan.len() && req.prune && cands.len() > k {
                 // Early termination: the k best so far are scored in full first; their k-th score
                 // is a threshold no pruned candidate's upper bound reaches.
                 let all = cands.len();
                 keep_best(&mut cands, all, &segs);
                 let mut rest = cands.split_off(k);
-                bytes += run(&mut cands)?;
+                add(run(&mut cands)?);
                 let threshold = cands.iter().map(|c| c.score).fold(f32::INFINITY, f32::min);
                 let bound = Bound::new(&q, dim, prev, b);
                 let before = rest.len();
                 rest.retain(|c| bound.upper(c, &segs) >= threshold - 1e-4);
                 ss.pruned = (before - rest.len()) as u64;
                 stats.pruned += ss.pruned;
-                bytes += run(&mut rest)?;
+                add(run(&mut rest)?);
                 cands.append(&mut rest);
             } else {
-                bytes += run(&mut cands)?;
+                add(run(&mut cands)?);
             }
             ss.scored = cands.len() as u64;
             ss.dot_products =
                 ss.scored * (b.r_q as u64 * b.r_c as u64 - prev.r_q as u64 * prev.r_c as u64);
             ss.vector_bytes_read = bytes;
+            ss.vector_pages = distinct(pages);
             keep_best(&mut cands, stage.keep as usize, &segs);
             ss.kept = cands.len() as u64;
             stats.dot_products += ss.dot_products;
             stats.vector_bytes_read += bytes;
+            stats.vector_pages += ss.vector_pages;
             stats.stages.push(ss);
             prev = b;
         }

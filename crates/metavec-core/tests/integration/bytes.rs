@@ -32,3 +32,33 @@ fn vector_bytes_read_are_proportional_to_r_c_on_the_same_candidates() {
         }
     }
 }
+
+/// `count_pages`: the distinct 4 KiB pages an exact scan touches. With the grouped layout a scan
+/// at r_c = 1 reads group 0 only, N rows of D f32 packed back to back: about N * D * 4 / 4096
+/// pages, where one contiguous block per document would touch a page per document.
+#[test]
+fn pages_touched_by_a_scan_follow_the_grouped_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), 1 << 30);
+    let cfg = CollectionConfig::new(32, 64, 16);
+    let coll = engine.create_collection("pages", cfg.clone()).unwrap();
+    let data = synth(&cfg, 2_000, 3, 9);
+    load(&coll, &data, 0..2_000, 250);
+    coll.flush().unwrap();
+    let q = data.query(0).to_vec();
+    let mut req = SearchRequest::new(q, Budget::new(1, 1), 10).exact();
+    assert_eq!(
+        coll.search(&req).unwrap().stats.vector_pages,
+        0,
+        "off by default"
+    );
+    req.count_pages = true;
+    let pages = |r: &SearchRequest| coll.search(r).unwrap().stats.vector_pages;
+    // 2,000 rows x 128 B = 62.5 pages; the group may start mid-page: 63 or 64.
+    let p1 = pages(&req);
+    assert!((63..=64).contains(&p1), "{p1} pages at r_c = 1");
+    // At (16, 64) every row of every document: 2,000 x 64 x 128 B = 4,000 pages (+ group edges).
+    req.budget = Budget::new(16, 64);
+    let p64 = pages(&req);
+    assert!((4_000..=4_006).contains(&p64), "{p64} pages at r_c = 64");
+}
