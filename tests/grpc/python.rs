@@ -1,5 +1,6 @@
-//! Runs examples/python/quickstart.py against a real server when Python with grpcio, grpcio-tools
-//! and numpy is available (CI installs them); otherwise says so and passes.
+//! Python against a real server: examples/python/quickstart.py (when Python has grpcio,
+//! grpcio-tools and numpy) and the client package's own tests (when `clients/python` and pytest
+//! are installed). CI installs them; otherwise each test says SKIPPED and passes.
 
 use std::process::Command;
 
@@ -32,4 +33,36 @@ fn python_example_creates_ingests_and_searches() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("top hit: doc-0000"), "{stdout}");
+}
+
+/// The installable Python client (`clients/python`, `pip install ./clients/python`) runs its own
+/// pytest suite against this build's binary, when the package and pytest are installed (CI
+/// installs both into .venv); otherwise says so and passes.
+#[test]
+fn python_client_package_passes_its_tests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import metavec.v1.metavec_pb2, pytest"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "SKIPPED: {python} lacks the metavec client or pytest (pip install ./clients/python pytest)"
+        );
+        return;
+    }
+    let out = Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("clients/python/tests"))
+        .env("METAVEC_BIN", env!("CARGO_BIN_EXE_metavec"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python client's tests failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed"), "{stdout}");
+    assert!(!stdout.contains("skipped"), "{stdout}");
 }

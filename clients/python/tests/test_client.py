@@ -1,0 +1,109 @@
+"""The Python client against the real server: numpy in and out, every call checked."""
+
+import numpy as np
+import pytest
+
+import metavec
+from metavec import Client
+
+DIM, MC, MQ = 16, 8, 4
+
+
+def unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def maxsim(q, d, rq, rc):
+    return float((q[:rq] @ d[:rc].T).max(axis=1).sum())
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    docs = unit(rng.standard_normal((300, MC, DIM))).astype(np.float32)
+    queries = unit(rng.standard_normal((5, MQ, DIM))).astype(np.float32)
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def client(server, data):
+    docs, _ = data
+    c = Client(server)
+    info = c.create_collection("py", DIM, MC, MQ)
+    assert info["name"] == "py" and info["dim"] == DIM
+    assert (1, 1) in info["budgets"]
+    ids = [f"doc-{i}" for i in range(len(docs))]
+    payloads = [{"parity": "even" if i % 2 == 0 else "odd", "i": i} for i in range(len(docs))]
+    assert c.upsert("py", ids, docs, payloads, batch_size=64) == len(docs)
+    yield c
+    c.close()
+
+
+def test_search_matches_numpy_maxsim_at_every_budget(client, data):
+    docs, queries = data
+    for budget in [(1, 1), (2, 4), (4, 8)]:
+        for q in queries:
+            res = client.search("py", q, budget=budget, k=5, exact=True)
+            assert res.budget == budget
+            scores = np.array([maxsim(q, d, *budget) for d in docs])
+            want = [f"doc-{i}" for i in np.argsort(-scores, kind="stable")[:5]]
+            assert [h.id for h in res.hits] == want
+            for h in res.hits:
+                assert h.score == pytest.approx(scores[int(h.id[4:])], abs=1e-4)
+            assert res.stats["docs_scored"] == len(docs)
+
+
+def test_default_search_finds_the_exact_top_hits(client, data):
+    _, queries = data
+    for q in queries:
+        fast = client.search("py", q, budget=(2, 4), k=5)
+        exact = client.search("py", q, budget=(2, 4), k=5, exact=True)
+        assert [h.id for h in fast.hits] == [h.id for h in exact.hits]
+
+
+def test_filters_payloads_and_batches(client, data):
+    _, queries = data
+    res = client.search("py", queries[0], budget=(2, 4), k=7, with_payload=True,
+                        filter={"eq": {"field": "parity", "value": "odd"}})
+    assert len(res.hits) == 7
+    assert all(h.payload["parity"] == "odd" for h in res.hits)
+    batch = client.search_batch("py", queries, budget=(2, 4), k=3)
+    assert len(batch) == len(queries)
+    for q, r in zip(queries, batch):
+        assert [h.id for h in r.hits] == [h.id for h in client.search("py", q, budget=(2, 4), k=3).hits]
+
+
+def test_get_delete_flush_compact_snapshot(client, data):
+    docs, _ = data
+    got = client.get("py", ["doc-3", "nope"])
+    assert set(got) == {"doc-3"}
+    vectors, payload = got["doc-3"]
+    assert vectors.shape == (MC, DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, docs[3], atol=1e-6)
+    assert payload == {"parity": "odd", "i": 3}
+    assert client.delete("py", ["doc-3", "nope"]) == 1
+    assert client.get("py", ["doc-3"]) == {}
+    assert client.flush("py") == ["py"]
+    report = client.compact("py")
+    assert report.get("docs_out", 0) in (0, len(docs) - 1)
+    snap = client.create_snapshot("py")
+    restored = client.restore_snapshot(snap, "py-restored")
+    assert restored["live_docs"] == len(docs) - 1
+    stats = {s["name"]: s for s in client.stats()}
+    assert stats["py-restored"]["live_docs"] == len(docs) - 1
+
+
+def test_errors_are_typed_and_name_the_field(client, data):
+    docs, queries = data
+    with pytest.raises(metavec.NotFound):
+        client.search("missing", queries[0], budget=(1, 1))
+    with pytest.raises(metavec.InvalidArgument) as e:
+        client.search("py", queries[0][:, :DIM - 1], budget=(1, 1))
+    assert "dim" in e.value.message
+    with pytest.raises(metavec.InvalidArgument) as e:
+        client.search("py", queries[0], budget=(3, 5))
+    assert "budget" in e.value.message
+    with pytest.raises(metavec.AlreadyExists):
+        client.create_collection("py", DIM, MC, MQ)
+    with pytest.raises(ValueError):
+        client.upsert("py", ["x"], docs[0])
