@@ -10,4 +10,5 @@ mod e2e;
 mod health;
 mod metrics;
 mod python;
+mod rust_client;
 mod security;

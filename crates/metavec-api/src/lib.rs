@@ -2,7 +2,9 @@
 //! conversions between them and metavec-core, and the one mapping from engine errors to
 //! gRPC statuses.
 //!
-//! A Rust client:
+//! A Rust client (add `metavec-api`, `tonic` and `tokio` to your crate; a complete program that
+//! creates a collection, streams documents, searches and reads back is
+//! `examples/client.rs`: `cargo run --release -p metavec-api --example client`):
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use metavec_api::pb::{collections_client::CollectionsClient, ListCollectionsRequest};
