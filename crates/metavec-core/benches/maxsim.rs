@@ -7,7 +7,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use faer::{linalg::matmul::matmul, Accum, Mat, MatRef, Par};
-use metavec_core::score::{kernel, maxsim_update_scalar};
+use metavec_core::score::maxsim_update_scalar;
+use metavec_core::score::simd::available;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -27,19 +28,21 @@ fn bench(c: &mut Criterion) {
         let docs = data(C * r_c * D, 2);
         let shape = format!("{r_q}x{r_c}");
         g.throughput(Throughput::Elements((2 * r_q * r_c * C * D) as u64));
-        let k = kernel();
-        g.bench_function(BenchmarkId::new(format!("fused-{}", k.name), &shape), |b| {
-            let mut maxes = vec![0f32; r_q];
-            b.iter(|| {
-                let mut total = 0.0f32;
-                for doc in docs.chunks_exact(r_c * D) {
-                    maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
-                    (k.update)(&q, r_q, D, doc, &mut maxes);
-                    total += maxes.iter().sum::<f32>();
-                }
-                black_box(total)
-            })
-        });
+        // Every SIMD kernel this CPU has (the dispatched one is the first).
+        for k in available() {
+            g.bench_function(BenchmarkId::new(format!("fused-{}", k.name), &shape), |b| {
+                let mut maxes = vec![0f32; r_q];
+                b.iter(|| {
+                    let mut total = 0.0f32;
+                    for doc in docs.chunks_exact(r_c * D) {
+                        maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                        (k.update)(&q, r_q, D, doc, &mut maxes);
+                        total += maxes.iter().sum::<f32>();
+                    }
+                    black_box(total)
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("fused-scalar", &shape), |b| {
             let mut maxes = vec![0f32; r_q];
             b.iter(|| {

@@ -149,7 +149,7 @@ fn writes_and_searches_go_on_during_compaction_and_match_the_oracle() {
             c.upsert(vec![d.clone()]).unwrap();
             normalize_rows(&mut d.vectors, 8, "o").unwrap();
             oracle.insert(d.id, d.vectors);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let k = SynthData::id((x >> 40) as usize % 400);
                 c.delete(std::slice::from_ref(&k)).unwrap();
                 oracle.remove(&k);

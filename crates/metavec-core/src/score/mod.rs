@@ -125,18 +125,23 @@ mod tests {
             let q = vecs(r_q * dim, seed);
             let d = vecs(n * dim, seed + 1);
             let mut a = vec![f32::NEG_INFINITY; r_q];
-            let mut b = a.clone();
             maxsim_update_scalar(&q, r_q, dim, &d, &mut a);
-            (kernel().update)(&q, r_q, dim, &d, &mut b);
-            for (x, y) in a.iter().zip(&b) {
-                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{} vs {}", x, y);
+            // Every kernel this CPU has (AVX-512 and AVX2 here), not only the dispatched one.
+            for k in simd::available().into_iter().chain([kernel()]) {
+                let mut b = vec![f32::NEG_INFINITY; r_q];
+                (k.update)(&q, r_q, dim, &d, &mut b);
+                for (x, y) in a.iter().zip(&b) {
+                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{}: {} vs {}", k.name, x, y);
+                }
+                // Splitting a document into parts never changes a score's bits.
+                let mut bits = vec![f32::NEG_INFINITY; r_q];
+                for row in d.chunks(dim) {
+                    (k.update)(&q, r_q, dim, row, &mut bits);
+                }
+                prop_assert_eq!(&bits, &b);
+                let (x, y) = (&q[..dim], &d[..dim]);
+                prop_assert!((dot_scalar(x, y) - (k.dot)(x, y)).abs() <= 1e-4 * (1.0 + dot_scalar(x, y).abs()));
             }
-            // Splitting a document into parts never changes a score's bits.
-            let mut bits = vec![f32::NEG_INFINITY; r_q];
-            for row in d.chunks(dim) {
-                (kernel().update)(&q, r_q, dim, row, &mut bits);
-            }
-            prop_assert_eq!(&bits, &b);
             let split = (n / 2) * dim;
             let parts = maxsim(&q, r_q, dim, &[&d[..split], &d[split..]]);
             let whole = maxsim_reference(&q, r_q, &d, n, dim);

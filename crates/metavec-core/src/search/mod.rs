@@ -154,7 +154,7 @@ pub struct SearchResponse {
 pub fn prepare_query(req: &SearchRequest, cfg: &CollectionConfig) -> Result<Vec<f32>> {
     let dim = cfg.dim as usize;
     let b = req.budget;
-    if req.query.is_empty() || req.query.len() % dim != 0 {
+    if req.query.is_empty() || !req.query.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "query has {} floats, not a whole number of vectors of dim {dim}",
             req.query.len()

@@ -277,7 +277,7 @@ fn check_layout(
     let meta_len = u64_at(footer, 8);
     let meta_crc = u32_at(footer, 16);
     let meta_end = meta_offset.saturating_add(meta_len);
-    if meta_offset % ALIGN as u64 != 0 || meta_end > foot_at as u64 {
+    if !meta_offset.is_multiple_of(ALIGN as u64) || meta_end > foot_at as u64 {
         return Err(Error::corruption(
             path,
             foot_at as u64,

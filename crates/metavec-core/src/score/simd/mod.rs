@@ -3,13 +3,27 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use super::Kernel;
 
-/// The best kernel the running CPU supports, if any beats the scalar one.
+/// The best kernel the running CPU supports, if any beats the scalar one. `METAVEC_KERNEL=avx2`
+/// (or `scalar`) caps the choice, for benchmarks and for comparing results across machines.
 pub fn best() -> Option<Kernel> {
+    let cap = std::env::var("METAVEC_KERNEL").unwrap_or_default();
+    if cap == "scalar" {
+        return None;
+    }
     #[cfg(target_arch = "x86_64")]
     {
+        if cap != "avx2" && std::is_x86_feature_detected!("avx512f") {
+            return Some(Kernel {
+                name: "avx512f",
+                update: avx512::maxsim_update,
+                dot: avx512::dot,
+            });
+        }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             return Some(Kernel {
                 name: "avx2-fma",
@@ -19,6 +33,31 @@ pub fn best() -> Option<Kernel> {
         }
     }
     None
+}
+
+/// Every kernel the running CPU supports (best first), so tests can check each one against the
+/// scalar reference whatever `best()` picks.
+pub fn available() -> Vec<Kernel> {
+    #[allow(unused_mut)]
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            out.push(Kernel {
+                name: "avx512f",
+                update: avx512::maxsim_update,
+                dot: avx512::dot,
+            });
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            out.push(Kernel {
+                name: "avx2-fma",
+                update: avx2::maxsim_update,
+                dot: avx2::dot,
+            });
+        }
+    }
+    out
 }
 
 /// Asks the CPU to start loading every cache line of `data` into L1/L2. A hint only: no effect
