@@ -10,5 +10,6 @@ mod e2e;
 mod health;
 mod metrics;
 mod python;
+mod router;
 mod rust_client;
 mod security;

@@ -353,6 +353,8 @@ pub fn search_response_pb(r: core::SearchResponse) -> pb::SearchResponse {
                 .collect(),
         }),
         budget: Some(budget_pb(r.budget)),
+        partial: false,
+        shards_failed: Vec::new(),
     }
 }
 

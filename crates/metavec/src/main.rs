@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod router;
 mod server;
 
 use std::path::PathBuf;

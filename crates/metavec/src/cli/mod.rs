@@ -493,6 +493,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             no_prune: false,
             filter: a.filter.clone().unwrap_or_default(),
             latency_target_us: 0,
+            allow_partial: false,
         };
         let r = c.search(req).await.map_err(status)?.into_inner();
         let st = r.stats.unwrap_or_default();

@@ -31,6 +31,10 @@ pub struct ServeFile {
     pub metrics_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub router: Option<bool>,
+    pub shards: Option<Vec<String>>,
+    pub shard_timeout_ms: Option<u64>,
+    pub shard_api_key: Option<String>,
 }
 
 impl ServeArgs {
@@ -68,8 +72,16 @@ impl ServeArgs {
             compact_dead_ratio,
             metrics_listen,
             tls_cert,
-            tls_key
+            tls_key,
+            router,
+            shards,
+            shard_timeout_ms
         );
+        if unset("shard_api_key") {
+            if let Some(k) = f.shard_api_key {
+                self.shard_api_key = Some(Secret(k));
+            }
+        }
         if unset("api_key") {
             if let Some(k) = f.api_key {
                 self.api_key = Some(Secret(k));
@@ -99,6 +111,10 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            router: Some(self.router),
+            shards: (!self.shards.is_empty()).then(|| self.shards.clone()),
+            shard_timeout_ms: Some(self.shard_timeout_ms),
+            shard_api_key: redact(&self.shard_api_key),
         };
         toml::to_string(&f).unwrap_or_default()
     }
@@ -170,6 +186,19 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "METAVEC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Run as a stateless router in front of --shards instead of serving a data directory.
+    #[arg(long, env = "METAVEC_ROUTER")]
+    pub router: bool,
+    /// Shard servers (host:port, comma-separated); a document lives on shard
+    /// crc32(id) mod N, so the order matters and must not change while data exists.
+    #[arg(long, env = "METAVEC_SHARDS", value_delimiter = ',')]
+    pub shards: Vec<String>,
+    /// How long the router waits for a shard, per call, in milliseconds.
+    #[arg(long, default_value_t = 5_000, env = "METAVEC_SHARD_TIMEOUT_MS")]
+    pub shard_timeout_ms: u64,
+    /// Key the router sends to the shards (`authorization: Bearer <key>`).
+    #[arg(long, env = "METAVEC_SHARD_API_KEY", hide_env_values = true)]
+    pub shard_api_key: Option<Secret>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -181,43 +210,82 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             compact_dead_ratio: args.compact_dead_ratio,
         },
     };
+    if args.router {
+        let router = crate::router::Router::new(
+            &args.shards,
+            std::time::Duration::from_millis(args.shard_timeout_ms),
+            args.shard_api_key.as_ref().map(|k| k.0.as_str()),
+            args.max_message_bytes,
+        )?;
+        tracing::info!(shards = ?args.shards, "routing");
+        if let Some(addr) = args.metrics_listen {
+            install_metrics(addr)?;
+        }
+        return run(router, &args, "router").await;
+    }
     let dir = args.data_dir.clone();
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
     let api = Api {
         engine: engine.clone(),
     };
+    if let Some(addr) = args.metrics_listen {
+        install_metrics(addr)?;
+        gauges::spawn(engine.clone(), std::time::Duration::from_secs(1));
+    }
+    let what = format!(
+        "data dir {}, {} collections",
+        args.data_dir.display(),
+        engine.list_collections().len()
+    );
+    run(api, &args, &what).await?;
+    tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
+    drop(engine);
+    Ok(())
+}
+
+fn install_metrics(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ])?
+        .install()?;
+    tracing::info!(%addr, "Prometheus metrics at /metrics");
+    Ok(())
+}
+
+/// Serves the four metavec services of `api` (a data server or a router), plus health and
+/// reflection, behind the auth and message-size layers, until SIGTERM/SIGINT.
+async fn run<T>(api: T, args: &ServeArgs, what: &str) -> Result<(), Box<dyn std::error::Error>>
+where
+    T: pb::collections_server::Collections
+        + pb::documents_server::Documents
+        + pb::search_server::Search
+        + pb::admin_server::Admin
+        + Clone,
+{
     let limit = args.max_message_bytes;
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
-        .set_serving::<pb::collections_server::CollectionsServer<Api>>()
+        .set_serving::<pb::collections_server::CollectionsServer<T>>()
         .await;
     health
-        .set_serving::<pb::documents_server::DocumentsServer<Api>>()
+        .set_serving::<pb::documents_server::DocumentsServer<T>>()
         .await;
     health
-        .set_serving::<pb::search_server::SearchServer<Api>>()
+        .set_serving::<pb::search_server::SearchServer<T>>()
         .await;
     health
-        .set_serving::<pb::admin_server::AdminServer<Api>>()
+        .set_serving::<pb::admin_server::AdminServer<T>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    if let Some(addr) = args.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ])?
-            .install()?;
-        tracing::info!(%addr, "Prometheus metrics at /metrics");
-        gauges::spawn(engine.clone(), std::time::Duration::from_secs(1));
-    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, data_dir = %args.data_dir.display(), collections = engine.list_collections().len(), "metavec serving");
+    tracing::info!(addr = %local, what, "metavec serving");
     // Tests and scripts read this line to learn the port when --listen asks for port 0.
     println!("metavec listening on {local}");
 
@@ -277,8 +345,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             shutdown_signal(),
         )
         .await?;
-    tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
-    drop(engine);
     Ok(())
 }
 
