@@ -1,0 +1,183 @@
+//! One MaxSim kernel, written once for any x86 vector width: `x86_kernel!` expands it for a
+//! register type (`__m256` with AVX2+FMA, `__m512` with AVX-512F) inside that width's module.
+//!
+//! The update scores 4 query rows x 2 document rows per step with eight accumulators, so each
+//! loaded document chunk feeds four FMAs and FMA latency is hidden. Every dot product, whether it
+//! runs in [`dot_4x2`]'s lanes or in `dot_1`, accumulates in one register-wide accumulator and
+//! then the scalar tail, so a score never depends on how a document's rows were paired or split
+//! into layout groups: a document scores bit-identically from the memtable and from a segment.
+
+/// Expands `dot` and `maxsim_update` (safe entry points, installed by `best()` only after the
+/// runtime check of `$feature`) for a register of `$lanes` f32 lanes.
+macro_rules! x86_kernel {
+    (
+        feature: $feature:literal,
+        reg: $reg:ty,
+        lanes: $lanes:expr,
+        zero: $zero:path,
+        load: $load:path,
+        fma: $fma:path,
+        add: $add:path,
+        hsum: $hsum:path $(,)?
+    ) => {
+        /// Dot product; only installed by `best()` after runtime detection of the feature.
+        pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+            let n = a.len().min(b.len());
+            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            unsafe { dot_4acc(&a[..n], &b[..n]) }
+        }
+
+        /// Four independent accumulators hide the FMA latency.
+        #[target_feature(enable = $feature)]
+        unsafe fn dot_4acc(a: &[f32], b: &[f32]) -> f32 {
+            const L: usize = $lanes;
+            let n = a.len();
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let mut acc: [$reg; 4] = [$zero(); 4];
+            let mut c = 0;
+            while c + 4 * L <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: c + 4L <= n, so c + kL + L <= n for k < 4: in both slices.
+                    unsafe {
+                        let x = $load(pa.add(c + L * k));
+                        let y = $load(pb.add(c + L * k));
+                        *acc = $fma(x, y, *acc);
+                    }
+                }
+                c += 4 * L;
+            }
+            while c + L <= n {
+                // SAFETY: c + L <= n.
+                unsafe { acc[0] = $fma($load(pa.add(c)), $load(pb.add(c)), acc[0]) };
+                c += L;
+            }
+            let sum = $add($add(acc[0], acc[1]), $add(acc[2], acc[3]));
+            let mut s = $hsum(sum);
+            while c < n {
+                s += a[c] * b[c];
+                c += 1;
+            }
+            s
+        }
+
+        /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)`; only installed after runtime detection.
+        pub fn maxsim_update(
+            query: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[f32],
+            maxes: &mut [f32],
+        ) {
+            assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
+            if dim == 0 {
+                return;
+            }
+            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            unsafe { update(query, r_q, dim, doc, maxes) }
+        }
+
+        #[target_feature(enable = $feature)]
+        unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
+            let n = doc.len() / dim;
+            let mut j = 0;
+            while j + 2 <= n {
+                let d0 = &doc[j * dim..(j + 1) * dim];
+                let d1 = &doc[(j + 1) * dim..(j + 2) * dim];
+                let mut i = 0;
+                while i + 4 <= r_q {
+                    let q = &query[i * dim..(i + 4) * dim];
+                    // SAFETY: q holds 4 rows of `dim`, d0/d1 one row each; the feature is on.
+                    let r = unsafe { dot_4x2(q, d0, d1, dim) };
+                    for k in 0..4 {
+                        let m = r[2 * k].max(r[2 * k + 1]);
+                        if m > maxes[i + k] {
+                            maxes[i + k] = m;
+                        }
+                    }
+                    i += 4;
+                }
+                while i < r_q {
+                    let q = &query[i * dim..(i + 1) * dim];
+                    // SAFETY: the feature is on; the slices are equal-length rows.
+                    let m = unsafe { dot_1(q, d0).max(dot_1(q, d1)) };
+                    if m > maxes[i] {
+                        maxes[i] = m;
+                    }
+                    i += 1;
+                }
+                j += 2;
+            }
+            if j < n {
+                let d = &doc[j * dim..(j + 1) * dim];
+                for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
+                    // SAFETY: as above.
+                    let s = unsafe { dot_1(&query[i * dim..(i + 1) * dim], d) };
+                    if s > *m {
+                        *m = s;
+                    }
+                }
+            }
+        }
+
+        /// One dot product accumulated exactly as each lane of [`dot_4x2`] is.
+        #[target_feature(enable = $feature)]
+        unsafe fn dot_1(q: &[f32], d: &[f32]) -> f32 {
+            const L: usize = $lanes;
+            let dim = q.len().min(d.len());
+            let (pq, pd) = (q.as_ptr(), d.as_ptr());
+            let mut acc: $reg = $zero();
+            let mut c = 0;
+            while c + L <= dim {
+                // SAFETY: c + L <= dim, inside both rows.
+                unsafe { acc = $fma($load(pq.add(c)), $load(pd.add(c)), acc) };
+                c += L;
+            }
+            let mut s = $hsum(acc);
+            while c < dim {
+                s += q[c] * d[c];
+                c += 1;
+            }
+            s
+        }
+
+        /// Dots of 4 query rows (contiguous in `q`) with 2 document rows:
+        /// [q0d0, q0d1, q1d0, ..., q3d1].
+        #[target_feature(enable = $feature)]
+        unsafe fn dot_4x2(q: &[f32], d0: &[f32], d1: &[f32], dim: usize) -> [f32; 8] {
+            const L: usize = $lanes;
+            debug_assert!(q.len() >= 4 * dim && d0.len() >= dim && d1.len() >= dim);
+            let qp = q.as_ptr();
+            let (p0, p1) = (d0.as_ptr(), d1.as_ptr());
+            let mut acc: [$reg; 8] = [$zero(); 8];
+            let mut c = 0;
+            while c + L <= dim {
+                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
+                unsafe {
+                    let x0 = $load(p0.add(c));
+                    let x1 = $load(p1.add(c));
+                    for k in 0..4 {
+                        let y = $load(qp.add(k * dim + c));
+                        acc[2 * k] = $fma(y, x0, acc[2 * k]);
+                        acc[2 * k + 1] = $fma(y, x1, acc[2 * k + 1]);
+                    }
+                }
+                c += L;
+            }
+            let mut out = [0.0f32; 8];
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = $hsum(a);
+            }
+            while c < dim {
+                for k in 0..4 {
+                    let y = q[k * dim + c];
+                    out[2 * k] += y * d0[c];
+                    out[2 * k + 1] += y * d1[c];
+                }
+                c += 1;
+            }
+            out
+        }
+    };
+}
+
+pub(super) use x86_kernel;
