@@ -181,6 +181,19 @@ impl Router {
     }
 }
 
+/// A per-shard closure for [`Router::fan`]: `each!(router, s => client.method(message))` calls
+/// `method` on shard `s`'s `client` with `message` (evaluated per shard, may use `s`) under the
+/// router's timeout and key.
+macro_rules! each {
+    ($router:expr, $s:ident => $client:ident.$method:ident($msg:expr)) => {
+        |$s| {
+            let mut c = $router.$client($s);
+            let q = $router.req($msg);
+            async move { c.$method(q).await }
+        }
+    };
+}
+
 /// A shard's error, its code kept and its address named.
 fn shard_status(addr: &str, e: Status) -> Status {
     let code = match e.code() {
@@ -248,11 +261,7 @@ impl pb::collections_server::Collections for Router {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let r = req.into_inner();
         let infos = self
-            .on_all(|s| {
-                let mut c = self.collections(s);
-                let q = self.req(r.clone());
-                async move { c.create_collection(q).await }
-            })
+            .on_all(each!(self, s => collections.create_collection(r.clone())))
             .await?;
         Ok(Response::new(merge_info(infos)))
     }
@@ -263,11 +272,7 @@ impl pb::collections_server::Collections for Router {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let r = req.into_inner();
         let infos = self
-            .on_all(|s| {
-                let mut c = self.collections(s);
-                let q = self.req(r.clone());
-                async move { c.get_collection(q).await }
-            })
+            .on_all(each!(self, s => collections.get_collection(r.clone())))
             .await?;
         Ok(Response::new(merge_info(infos)))
     }
@@ -277,11 +282,7 @@ impl pb::collections_server::Collections for Router {
         _req: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
         let lists = self
-            .on_all(|s| {
-                let mut c = self.collections(s);
-                let q = self.req(pb::ListCollectionsRequest {});
-                async move { c.list_collections(q).await }
-            })
+            .on_all(each!(self, s => collections.list_collections(pb::ListCollectionsRequest {})))
             .await?;
         let mut by_name: BTreeMap<String, Vec<pb::CollectionInfo>> = BTreeMap::new();
         for c in lists.into_iter().flat_map(|l| l.collections) {
@@ -297,12 +298,8 @@ impl pb::collections_server::Collections for Router {
         req: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
         let r = req.into_inner();
-        self.on_all(|s| {
-            let mut c = self.collections(s);
-            let q = self.req(r.clone());
-            async move { c.delete_collection(q).await }
-        })
-        .await?;
+        self.on_all(each!(self, s => collections.delete_collection(r.clone())))
+            .await?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 }
@@ -358,14 +355,13 @@ impl pb::documents_server::Documents for Router {
         let which: Vec<usize> = (0..n).filter(|&s| !parts[s].is_empty()).collect();
         let mut deleted = 0;
         for d in self
-            .fan(&which, |s| {
-                let mut c = self.documents(s);
-                let q = self.req(pb::DeleteRequest {
+            .fan(
+                &which,
+                each!(self, s => documents.delete(pb::DeleteRequest {
                     collection: r.collection.clone(),
                     ids: parts[s].clone(),
-                });
-                async move { c.delete(q).await }
-            })
+                })),
+            )
             .await
         {
             deleted += d?.deleted;
@@ -383,15 +379,14 @@ impl pb::documents_server::Documents for Router {
         let which: Vec<usize> = (0..n).filter(|&s| !parts[s].is_empty()).collect();
         let mut found: HashMap<String, pb::Document> = HashMap::new();
         for g in self
-            .fan(&which, |s| {
-                let mut c = self.documents(s);
-                let q = self.req(pb::GetRequest {
+            .fan(
+                &which,
+                each!(self, s => documents.get(pb::GetRequest {
                     collection: r.collection.clone(),
                     ids: parts[s].clone(),
                     ids_only: r.ids_only,
-                });
-                async move { c.get(q).await }
-            })
+                })),
+            )
             .await
         {
             for d in g?.documents {
@@ -418,11 +413,10 @@ impl pb::search_server::Search for Router {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let r = req.into_inner();
         let (parts, failed) = self
-            .gather(r.allow_partial, |s| {
-                let mut c = self.search_client(s);
-                let q = self.req(r.clone());
-                async move { c.search(q).await }
-            })
+            .gather(
+                r.allow_partial,
+                each!(self, s => search_client.search(r.clone())),
+            )
             .await?;
         Ok(Response::new(merge_search(parts, r.k as usize, failed)))
     }
@@ -433,11 +427,10 @@ impl pb::search_server::Search for Router {
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let r = req.into_inner();
         let (parts, failed) = self
-            .gather(r.allow_partial, |s| {
-                let mut c = self.search_client(s);
-                let q = self.req(r.clone());
-                async move { c.search_batch(q).await }
-            })
+            .gather(
+                r.allow_partial,
+                each!(self, s => search_client.search_batch(r.clone())),
+            )
             .await?;
         let mut per_query: Vec<Vec<pb::SearchResponse>> = vec![Vec::new(); r.queries.len()];
         for p in parts {
@@ -462,11 +455,7 @@ impl pb::admin_server::Admin for Router {
     ) -> Result<Response<pb::FlushResponse>, Status> {
         let r = req.into_inner();
         let all = self
-            .on_all(|s| {
-                let mut c = self.admin(s);
-                let q = self.req(r.clone());
-                async move { c.flush(q).await }
-            })
+            .on_all(each!(self, s => admin.flush(r.clone())))
             .await?;
         let mut flushed: Vec<String> = all.into_iter().flat_map(|f| f.flushed).collect();
         flushed.sort();
@@ -480,11 +469,7 @@ impl pb::admin_server::Admin for Router {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let r = req.into_inner();
         let all = self
-            .on_all(|s| {
-                let mut c = self.admin(s);
-                let q = self.req(r.clone());
-                async move { c.stats(q).await }
-            })
+            .on_all(each!(self, s => admin.stats(r.clone())))
             .await?;
         let mut by_name: BTreeMap<String, pb::CollectionStats> = BTreeMap::new();
         for c in all.into_iter().flat_map(|s| s.collections) {
@@ -512,11 +497,7 @@ impl pb::admin_server::Admin for Router {
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let r = req.into_inner();
         let all = self
-            .on_all(|s| {
-                let mut c = self.admin(s);
-                let q = self.req(r.clone());
-                async move { c.compact(q).await }
-            })
+            .on_all(each!(self, s => admin.compact(r.clone())))
             .await?;
         let mut out = pb::CompactResponse::default();
         for c in all {
