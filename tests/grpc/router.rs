@@ -108,14 +108,20 @@ async fn router_matches_one_server_and_reports_a_down_shard() {
     // walks its own graph for its own `candidates`, so the router's recall against the exact
     // top-k is at least the single server's (3 x 320 candidates over the same documents).
     let (mut hit_router, mut hit_one, mut total) = (0, 0, 0);
+    // Latencies are printed for the record (3 shards share this machine's cores), never asserted.
+    let (mut lat_router, mut lat_one) = (Vec::new(), Vec::new());
     for qi in 0..10 {
         for b in [(1, 1), (2, 4), (4, 8)] {
             let exact = top(&mut one, &data, qi, b, 10, true).await;
             assert_eq!(top(&mut r, &data, qi, b, 10, true).await, exact);
             let truth: Vec<&String> = exact.iter().map(|h| &h.0).collect();
             let hits = |v: Vec<(String, f32)>| v.iter().filter(|h| truth.contains(&&h.0)).count();
+            let t = std::time::Instant::now();
             hit_router += hits(top(&mut r, &data, qi, b, 10, false).await);
+            lat_router.push(t.elapsed());
+            let t = std::time::Instant::now();
             hit_one += hits(top(&mut one, &data, qi, b, 10, false).await);
+            lat_one.push(t.elapsed());
             total += truth.len();
         }
     }
@@ -123,7 +129,13 @@ async fn router_matches_one_server_and_reports_a_down_shard() {
         hit_router as f64 / total as f64,
         hit_one as f64 / total as f64,
     );
-    eprintln!("recall@10 vs exact: router {rr:.3}, single server {ro:.3}");
+    lat_router.sort();
+    lat_one.sort();
+    eprintln!(
+        "recall@10 vs exact: router {rr:.3}, single server {ro:.3}; p50 search latency: router {:?}, single server {:?}",
+        lat_router[lat_router.len() / 2],
+        lat_one[lat_one.len() / 2]
+    );
     assert!(rr >= ro && rr >= 0.95, "router {rr}, single {ro}");
 
     // Reads and deletes by id go to the owner.
