@@ -11,3 +11,4 @@ mod health;
 mod metrics;
 mod python;
 mod security;
+mod soak;
