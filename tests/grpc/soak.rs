@@ -25,6 +25,7 @@ const WRITERS: u64 = 2;
 const SEARCHERS: u64 = 2;
 /// Ids per writer; each writer owns its ids, so the order of its acknowledgements is the truth.
 const POOL: u64 = 400;
+/// Mixed budgets; (4, 4) is off the default ladder and is searched with `allow_untrained_budget`.
 const BUDGETS: [(u32, u32); 4] = [(1, 1), (2, 4), (4, 8), (4, 4)];
 const COLL: &str = "soak";
 

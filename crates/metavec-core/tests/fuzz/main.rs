@@ -19,7 +19,7 @@ use metavec_core::wal::{reader::scan_file, writer::Wal};
 use metavec_core::{Document, Error};
 use proptest::prelude::*;
 
-use mutate::{apply, fuzz, mutations};
+use mutate::{apply, fix_preamble_crc, fix_record_crc, fuzz, mutations};
 
 const DIM: usize = 16;
 const DOC_VECTORS: usize = 16;
@@ -103,18 +103,25 @@ fn fuzz_wal_record_decoder() {
     let (got, err) = decode_all(&seed);
     assert_eq!(err, None);
     assert_eq!(got, expect, "the seed round-trips");
-    fuzz("wal_record", mutations(6), |muts| {
-        let bytes = apply(&seed, &muts);
-        let (recs, _) = decode_all(&bytes);
-        for r in &recs {
-            if let Record::Upsert { docs, .. } = r {
-                for d in docs {
-                    prop_assert_eq!(d.vectors.len(), FLOATS, "decoded doc has the wrong shape");
+    fuzz(
+        "wal_record",
+        (mutations(6), any::<bool>()),
+        |(muts, fix)| {
+            let mut bytes = apply(&seed, &muts);
+            if fix {
+                fix_record_crc(&mut bytes);
+            }
+            let (recs, _) = decode_all(&bytes);
+            for r in &recs {
+                if let Record::Upsert { docs, .. } = r {
+                    for d in docs {
+                        prop_assert_eq!(d.vectors.len(), FLOATS, "decoded doc has the wrong shape");
+                    }
                 }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -199,8 +206,12 @@ fn fuzz_manifest_decoder() {
         m,
         "the seed round-trips"
     );
-    fuzz("manifest", mutations(6), |muts| {
-        if let Err(e) = Manifest::decode(&apply(&seed, &muts), path) {
+    fuzz("manifest", (mutations(6), any::<bool>()), |(muts, fix)| {
+        let mut bytes = apply(&seed, &muts);
+        if fix {
+            fix_preamble_crc(&mut bytes);
+        }
+        if let Err(e) = Manifest::decode(&bytes, path) {
             expect_corruption(&e, path)?;
         }
         Ok(())
@@ -260,11 +271,19 @@ fn fuzz_segment_open() {
     }
     let seed = std::fs::read(src.path().join(&seg_name)).unwrap();
     let target = work.path().join(&seg_name);
-    fuzz("segment_open", mutations(4), |muts| {
-        std::fs::write(&target, apply(&seed, &muts)).unwrap();
-        if let Err(e) = open_and_touch(work.path(), &cfg) {
-            expect_corruption(&e, work.path())?;
-        }
-        Ok(())
-    });
+    fuzz(
+        "segment_open",
+        (mutations(4), any::<bool>()),
+        |(muts, fix)| {
+            let mut bytes = apply(&seed, &muts);
+            if fix {
+                fix_preamble_crc(&mut bytes);
+            }
+            std::fs::write(&target, bytes).unwrap();
+            if let Err(e) = open_and_touch(work.path(), &cfg) {
+                expect_corruption(&e, work.path())?;
+            }
+            Ok(())
+        },
+    );
 }

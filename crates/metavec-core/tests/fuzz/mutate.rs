@@ -164,3 +164,31 @@ pub fn fuzz<S: Strategy>(
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Recomputes the crc of the WAL record at the start of `b` (when its length field fits), so a
+/// mutation reaches the structural decoder instead of stopping at the checksum.
+pub fn fix_record_crc(b: &mut [u8]) {
+    if b.len() < 20 {
+        return;
+    }
+    let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+    if let Some(end) = len.checked_add(20).filter(|&e| e <= b.len()) {
+        let crc = crc32fast::hash(&b[8..end]);
+        b[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Recomputes the header crc of a file preamble (when its header length fits), so a mutation
+/// reaches the header's decoder (rkyv validation, segment layout checks).
+pub fn fix_preamble_crc(b: &mut [u8]) {
+    if b.len() < 32 {
+        return;
+    }
+    let len = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+    if let Some(end) = len.checked_add(32).filter(|&e| e <= b.len()) {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&b[0..24]);
+        h.update(&b[32..end]);
+        b[24..28].copy_from_slice(&h.finalize().to_le_bytes());
+    }
+}
