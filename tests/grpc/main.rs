@@ -13,3 +13,4 @@ mod python;
 mod router;
 mod rust_client;
 mod security;
+mod soak;
