@@ -39,6 +39,8 @@ pub struct CollectionOptions {
     pub compact_max_segments: usize,
     /// ... or when more than this fraction of sealed documents is tombstoned.
     pub compact_dead_ratio: f64,
+    /// The file system the WAL and manifest are written through (tests inject faults here).
+    pub storage: Arc<dyn crate::io::Storage>,
 }
 
 impl Default for CollectionOptions {
@@ -48,6 +50,7 @@ impl Default for CollectionOptions {
             verify_on_open: false,
             compact_max_segments: 8,
             compact_dead_ratio: 0.3,
+            storage: crate::io::RealFs::shared(),
         }
     }
 }
@@ -270,7 +273,7 @@ impl Collection {
             .last_gen
             .map_or(manifest.wal_start, |g| g + 1)
             .max(manifest.wal_start);
-        let wal = Wal::create(&wal_dir, gen, report.bytes)?;
+        let wal = Wal::create_with(opts.storage.clone(), &wal_dir, gen, report.bytes)?;
         Ok(Collection {
             name: name.to_string(),
             config,
@@ -571,7 +574,7 @@ impl Collection {
                 depth
             },
         };
-        manifest.store(&self.dir)?;
+        manifest.store_with(&*self.opts.storage, &self.dir)?;
         st.depth = depth;
         st.manifest_version = manifest.version;
         st.next_segment_id = manifest.next_segment_id;
