@@ -187,7 +187,11 @@ impl Engine {
             n += 1;
             name = format!("{collection}-{now}-{n}");
         }
-        let info = coll.snapshot_into(&self.snapshot_dir(&name)?, &name, now)?;
+        let dest = self.snapshot_dir(&name)?;
+        let info = coll.snapshot_into(&dest, &name, now).inspect_err(|_| {
+            // A failed snapshot (disk full, say) leaves no half-written directory behind.
+            let _ = std::fs::remove_dir_all(crate::io::tmp_path(&dest));
+        })?;
         tracing::info!(snapshot = %name, files = info.files.len(), bytes = info.bytes(), "snapshot taken");
         Ok(info)
     }

@@ -92,7 +92,7 @@ pub struct Collection {
     name: String,
     config: CollectionConfig,
     dir: PathBuf,
-    opts: CollectionOptions,
+    pub(crate) opts: CollectionOptions,
     pub(crate) wal: Wal,
     pub(crate) state: RwLock<State>,
     /// Serialises everything that commits a manifest: flush, compaction, snapshot.
@@ -526,7 +526,13 @@ impl Collection {
     ) -> Result<(Arc<Segment>, SegmentEntry)> {
         let seg_dir = Self::segments_dir(&self.dir);
         let stored = self.config.at_depth(depth);
-        let built = segment::build_segment(&seg_dir, seg_id, &stored, docs)?;
+        let built = segment::builder::build_segment_with(
+            &*self.opts.storage,
+            &seg_dir,
+            seg_id,
+            &stored,
+            docs,
+        )?;
         let entry = SegmentEntry {
             id: seg_id,
             n_docs: built.n_docs,

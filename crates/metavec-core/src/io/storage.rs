@@ -80,3 +80,17 @@ impl Storage for RealFs {
         fs::remove_file(path)
     }
 }
+
+/// `std::io::Write` over a [`StorageFile`] (for a `BufWriter`).
+#[derive(Debug)]
+pub struct StorageWriter<'a>(pub &'a dyn StorageFile);
+
+impl Write for StorageWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

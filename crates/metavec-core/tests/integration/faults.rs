@@ -155,13 +155,87 @@ fn enospc_on_manifest_commit_keeps_old_manifest_and_flush_retries() {
     assert_eq!(present(&coll, 0..11), 11);
 }
 
+/// Whether any temporary file or directory (`*.tmp`) is left under `dir`.
 fn has_tmp(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().flatten().any(|e| {
         let p = e.path();
-        if p.is_dir() {
-            has_tmp(&p)
-        } else {
-            p.to_string_lossy().ends_with("MANIFEST.tmp")
-        }
+        p.to_string_lossy().ends_with(".tmp") || (p.is_dir() && has_tmp(&p))
     })
+}
+
+fn full(path_contains: &str) -> FaultPlan {
+    FaultPlan {
+        path_contains: path_contains.into(),
+        quota: Some(0),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn enospc_writing_a_segment_fails_the_flush_cleanly_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    fs.set(full("seg-"));
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()), "the temporary segment is cleaned up");
+    assert!(coll.info().segments.is_empty());
+    assert_eq!(present(&coll, 0..10), 10);
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(present(&coll, 0..10), 10);
+}
+
+#[test]
+fn enospc_during_compaction_keeps_the_old_segments_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    coll.flush().unwrap();
+    coll.upsert((10..20).map(doc).collect()).unwrap();
+    coll.flush().unwrap();
+    coll.delete(&ids(0..5)).unwrap();
+    fs.set(full("seg-"));
+    let err = coll.compact().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()));
+    assert_eq!(coll.info().segments.len(), 2, "the old segments stay");
+    assert_eq!(present(&coll, 0..20), 15);
+    fs.heal();
+    let report = coll.compact().unwrap();
+    assert_eq!(report.docs_out, 15);
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(present(&coll, 0..20), 15);
+}
+
+#[test]
+fn enospc_during_snapshot_leaves_no_partial_snapshot_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    coll.flush().unwrap();
+    fs.set(full("snapshots"));
+    let err = engine.create_snapshot("c").unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()), "no half-written snapshot directory");
+    assert!(engine.list_snapshots().unwrap().is_empty());
+    // The collection is not harmed: writes go on.
+    coll.upsert(vec![doc(10)]).unwrap();
+    fs.heal();
+    let info = engine.create_snapshot("c").unwrap();
+    assert_eq!(engine.list_snapshots().unwrap().len(), 1);
+    assert_eq!(
+        info.last_seq, 2,
+        "the snapshot holds both acknowledged batches"
+    );
 }
