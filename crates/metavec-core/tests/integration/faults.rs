@@ -239,3 +239,25 @@ fn enospc_during_snapshot_leaves_no_partial_snapshot_and_it_retries() {
         "the snapshot holds both acknowledged batches"
     );
 }
+
+#[test]
+fn enospc_starting_the_next_wal_generation_fails_the_flush_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    // The flush rotates the WAL; the new generation's header cannot be written.
+    fs.set(full("wal-"));
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    let err = coll.upsert(vec![doc(10)]).unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    fs.heal();
+    coll.upsert(vec![doc(11)]).unwrap();
+    assert!(coll.flush().unwrap().is_some());
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..12), 11);
+    assert_eq!(present(&coll, 10..11), 0);
+}
