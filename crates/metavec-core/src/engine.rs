@@ -187,8 +187,12 @@ impl Engine {
             n += 1;
             name = format!("{collection}-{now}-{n}");
         }
+        let dest = self.snapshot_dir(&name)?;
         let started = std::time::Instant::now();
-        let info = coll.snapshot_into(&self.snapshot_dir(&name)?, &name, now)?;
+        let info = coll.snapshot_into(&dest, &name, now).inspect_err(|_| {
+            // A failed snapshot (disk full, say) leaves no half-written directory behind.
+            let _ = std::fs::remove_dir_all(crate::io::tmp_path(&dest));
+        })?;
         coll.record_work(crate::collection::Work::Snapshot, started.elapsed());
         tracing::info!(snapshot = %name, files = info.files.len(), bytes = info.bytes(), "snapshot taken");
         Ok(info)

@@ -39,6 +39,8 @@ pub mod search;
 pub mod segment;
 pub mod snapshot;
 pub mod synth;
+#[cfg(feature = "fault-injection")]
+pub mod testing;
 pub mod wal;
 
 pub use collection::{

@@ -71,6 +71,11 @@ impl Manifest {
     pub fn store(&self, dir: &Path) -> Result<()> {
         write_file_atomic(&dir.join(FILE_NAME), &self.encode())
     }
+
+    /// [`Manifest::store`] through `storage` (the collection's storage seam).
+    pub fn store_with(&self, storage: &dyn crate::io::Storage, dir: &Path) -> Result<()> {
+        crate::io::write_file_atomic_with(storage, &dir.join(FILE_NAME), &self.encode())
+    }
 }
 
 #[cfg(test)]

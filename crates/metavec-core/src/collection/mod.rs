@@ -39,6 +39,8 @@ pub struct CollectionOptions {
     pub compact_max_segments: usize,
     /// ... or when more than this fraction of sealed documents is tombstoned.
     pub compact_dead_ratio: f64,
+    /// The file system the WAL and manifest are written through (tests inject faults here).
+    pub storage: Arc<dyn crate::io::Storage>,
 }
 
 impl Default for CollectionOptions {
@@ -48,6 +50,7 @@ impl Default for CollectionOptions {
             verify_on_open: false,
             compact_max_segments: 8,
             compact_dead_ratio: 0.3,
+            storage: crate::io::RealFs::shared(),
         }
     }
 }
@@ -110,7 +113,7 @@ pub struct Collection {
     name: String,
     config: CollectionConfig,
     dir: PathBuf,
-    opts: CollectionOptions,
+    pub(crate) opts: CollectionOptions,
     pub(crate) wal: Wal,
     pub(crate) state: RwLock<State>,
     /// Serialises everything that commits a manifest: flush, compaction, snapshot.
@@ -292,7 +295,7 @@ impl Collection {
             .last_gen
             .map_or(manifest.wal_start, |g| g + 1)
             .max(manifest.wal_start);
-        let wal = Wal::create(&wal_dir, gen, report.bytes)?;
+        let wal = Wal::create_with(opts.storage.clone(), &wal_dir, gen, report.bytes)?;
         Ok(Collection {
             name: name.to_string(),
             config,
@@ -560,7 +563,13 @@ impl Collection {
     ) -> Result<(Arc<Segment>, SegmentEntry)> {
         let seg_dir = Self::segments_dir(&self.dir);
         let stored = self.config.at_depth(depth);
-        let built = segment::build_segment(&seg_dir, seg_id, &stored, docs)?;
+        let built = segment::builder::build_segment_with(
+            &*self.opts.storage,
+            &seg_dir,
+            seg_id,
+            &stored,
+            docs,
+        )?;
         let entry = SegmentEntry {
             id: seg_id,
             n_docs: built.n_docs,
@@ -608,7 +617,7 @@ impl Collection {
                 depth
             },
         };
-        manifest.store(&self.dir)?;
+        manifest.store_with(&*self.opts.storage, &self.dir)?;
         st.depth = depth;
         st.manifest_version = manifest.version;
         st.next_segment_id = manifest.next_segment_id;

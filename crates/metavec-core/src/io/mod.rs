@@ -1,12 +1,13 @@
 //! File-system helpers: durable writes (tmp + fsync + rename + dir fsync) and read-only maps.
 
 mod mmap;
+mod storage;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use mmap::MappedFile;
+pub use storage::{RealFs, Storage, StorageFile, StorageWriter};
 
 use crate::error::{IoContext, Result};
 
@@ -27,18 +28,26 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_atomic_with(&RealFs, path, bytes)
+}
+
+/// [`write_file_atomic`] through `storage`. On failure the temporary file is removed and the
+/// old file at `path` is untouched.
+pub fn write_file_atomic_with(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .at(&tmp)?;
+    let res = (|| {
+        let f = storage.create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
+        f.sync_data().at(&tmp)?;
+        drop(f);
+        storage.rename(&tmp, path).at(path)
+    })();
+    if res.is_err() {
+        let _ = storage.remove(&tmp);
+        return res;
     }
-    rename_durable(&tmp, path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).at(dir)
 }
 
 /// Renames `from` to `to` and fsyncs the parent directory.

@@ -1,6 +1,5 @@
 //! The write side of a segment: docs in, a sealed file + its HNSW graph out.
 
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -8,7 +7,7 @@ use crate::config::CollectionConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{align_up, encode_preamble, FileKind, ALIGN, PREAMBLE_LEN};
 use crate::index::{HnswParams, VectorIndex};
-use crate::io::{file_crc, fsync_dir, rename_durable, tmp_path};
+use crate::io::{file_crc, tmp_path, RealFs, Storage, StorageWriter};
 
 use super::{GroupMeta, SegmentMeta, BLOCK_TARGET_BYTES, FOOTER_MAGIC, HEADER_LEN};
 
@@ -42,8 +41,26 @@ pub fn build_segment(
     cfg: &CollectionConfig,
     docs: &dyn DocSource,
 ) -> Result<BuiltSegment> {
+    build_segment_with(&RealFs, dir, id, cfg, docs)
+}
+
+/// [`build_segment`] writing the segment file through `storage`. On failure the temporary file is
+/// removed and nothing at the final path changes.
+pub fn build_segment_with(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u64,
+    cfg: &CollectionConfig,
+    docs: &dyn DocSource,
+) -> Result<BuiltSegment> {
     let path = dir.join(super::file_name(id));
-    let file_len = write_segment_file(&path, id, cfg, docs)?;
+    let file_len = match write_segment_file(storage, &path, id, cfg, docs) {
+        Ok(len) => len,
+        Err(e) => {
+            let _ = storage.remove(&tmp_path(&path));
+            return Err(e);
+        }
+    };
 
     let dim = cfg.dim as usize;
     let mut v0 = Vec::with_capacity(docs.len() * dim);
@@ -82,6 +99,7 @@ pub fn build_segment(
 }
 
 fn write_segment_file(
+    storage: &dyn Storage,
     path: &Path,
     id: u64,
     cfg: &CollectionConfig,
@@ -91,13 +109,8 @@ fn write_segment_file(
     let bpv = cfg.dtype.bytes_per_value();
     let n = docs.len();
     let tmp = tmp_path(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .at(&tmp)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let file = storage.create(&tmp).at(&tmp)?;
+    let mut w = BufWriter::with_capacity(1 << 20, StorageWriter(&*file));
     let bounds = cfg.group_bounds();
 
     let mut header = Vec::with_capacity(HEADER_LEN);
@@ -191,13 +204,13 @@ fn write_segment_file(
     w.write_all(&footer).at(&tmp)?;
     pos += footer.len() as u64;
 
-    let file = w
-        .into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    file.sync_all().at(&tmp)?;
+    w.flush().at(&tmp)?;
+    drop(w);
+    file.sync_data().at(&tmp)?;
     drop(file);
-    rename_durable(&tmp, path)?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    storage.rename(&tmp, path).at(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).at(dir)?;
     Ok(pos)
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::collection::Collection;
 use crate::config::CollectionConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::io::{fsync_dir, rename_durable, write_file_atomic};
+use crate::io::{fsync_dir, rename_durable, write_file_atomic_with};
 use crate::manifest::{self, Manifest};
 use crate::{segment, wal};
 
@@ -184,7 +184,8 @@ impl Collection {
                 &wal::file_path(&tmp.join("wal"), g),
             )?;
         }
-        write_file_atomic(&tmp.join(manifest::FILE_NAME), &manifest_bytes)?;
+        let storage = &*self.opts.storage;
+        write_file_atomic_with(storage, &tmp.join(manifest::FILE_NAME), &manifest_bytes)?;
         let info = SnapshotInfo {
             name: name.to_string(),
             collection: self.name().to_string(),
@@ -195,7 +196,7 @@ impl Collection {
         };
         let json = serde_json::to_vec_pretty(&info)
             .map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
-        write_file_atomic(&tmp.join(INFO_FILE), &json)?;
+        write_file_atomic_with(storage, &tmp.join(INFO_FILE), &json)?;
         for sub in ["segments", "wal"] {
             fsync_dir(&tmp.join(sub))?;
         }

@@ -1,13 +1,25 @@
 //! Recovery: read every WAL generation at or above the manifest's start, in order, truncating each
-//! file at its first bad record.
+//! file at its first bad record — unless a whole good record follows it. A crash can only tear the
+//! last record (a failed append is rewound before the next one), so a bad record with a good one
+//! after it is corruption of acknowledged data: recovery refuses with an error naming the file and
+//! offset instead of silently dropping the later records.
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::format::{decode_preamble, u64_at, FileKind, PREAMBLE_LEN};
+use crate::format::{decode_preamble, u32_at, u64_at, FileKind, PREAMBLE_LEN};
 
-use super::record::{decode, DecodeError, Record};
+use super::record::{decode, DecodeError, Record, RECORD_HEADER_LEN};
+
+/// Whether the frame at the start of `rest` (which does not decode) is followed by a good record.
+fn followed_by_good_record(rest: &[u8], floats_per_doc: usize) -> bool {
+    if rest.len() < RECORD_HEADER_LEN {
+        return false;
+    }
+    let total = RECORD_HEADER_LEN.saturating_add(u32_at(rest, 0) as usize);
+    total < rest.len() && decode(&rest[total..], floats_per_doc).is_ok()
+}
 
 /// What recovery found.
 #[derive(Debug, Default, Clone)]
@@ -73,6 +85,16 @@ pub fn replay_dir(
                         DecodeError::Truncated => "torn record".to_string(),
                         DecodeError::Corrupt(m) => m,
                     };
+                    if followed_by_good_record(&bytes[at..], floats_per_doc) {
+                        return Err(crate::Error::corruption(
+                            &path,
+                            at as u64,
+                            format!(
+                                "WAL record does not decode ({why}) but good records follow it: \
+                                 not a torn tail; refusing to drop acknowledged writes"
+                            ),
+                        ));
+                    }
                     tracing::warn!(
                         path = %path.display(),
                         offset = at,

@@ -3,12 +3,14 @@
 //! Appends are serialised by the caller (the collection's write lock). Durability is separate:
 //! [`Wal::sync`] makes everything up to a position durable; a writer that finds its position already
 //! covered by another writer's fsync returns at once, so concurrent writers share one fsync.
-//! If a write or an fsync fails, the WAL is poisoned (the page cache may have dropped the dirty
-//! pages, so retrying the fsync could report a success that is not one): every later append fails
-//! with `Error::Poisoned` until the collection is reopened and recovery decides what is durable.
+//! If an fsync fails, the WAL is poisoned (the page cache may have dropped the dirty pages, so
+//! retrying the fsync could report a success that is not one): every later append fails with
+//! `Error::Poisoned` until the collection is reopened and recovery decides what is durable.
+//! A failed write is not an fsync failure: the file is rewound to the end of the last whole record
+//! (so a torn record never sits before later good ones) and the append fails — with
+//! `ResourceExhausted` on ENOSPC, so the caller can retry once space is back. Only if the rewind
+//! itself fails is the WAL poisoned.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{encode_preamble, FileKind};
-use crate::io::fsync_dir;
+use crate::io::{Storage, StorageFile};
 
 /// A position in the WAL: generation and byte offset just past a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,7 +30,7 @@ pub struct WalPos {
 
 #[derive(Debug)]
 struct Current {
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     gen: u64,
 }
 
@@ -41,6 +43,7 @@ struct Synced {
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     /// Lock order: `current` is taken last, `synced` before it.
     current: Mutex<Current>,
     synced: Mutex<Synced>,
@@ -54,11 +57,22 @@ pub struct Wal {
 impl Wal {
     /// Starts a new WAL generation file in `dir` and returns the writer on it.
     pub fn create(dir: &Path, gen: u64, older_bytes: u64) -> Result<Wal> {
-        let (file, len) = create_file(dir, gen)?;
+        Wal::create_with(crate::io::RealFs::shared(), dir, gen, older_bytes)
+    }
+
+    /// [`Wal::create`] writing through `storage`.
+    pub fn create_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        gen: u64,
+        older_bytes: u64,
+    ) -> Result<Wal> {
+        let (file, len) = create_file(&*storage, dir, gen)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
+            storage,
             current: Mutex::new(Current {
-                file: Arc::new(file),
+                file: file.into(),
                 gen,
             }),
             synced: Mutex::new(Synced {
@@ -91,9 +105,6 @@ impl Wal {
             format!("{what} failed ({e}); writes are refused until the collection is reopened");
         tracing::error!(dir = %self.dir.display(), "{msg}");
         *self.poisoned.lock() = Some(msg.clone());
-        if e.raw_os_error() == Some(28) {
-            return Error::ResourceExhausted(format!("disk full: {msg}"));
-        }
         Error::Poisoned(msg)
     }
 
@@ -101,8 +112,14 @@ impl Wal {
     pub fn append(&self, record: &[u8]) -> Result<WalPos> {
         self.check_poisoned()?;
         let cur = self.current.lock();
-        if let Err(e) = (&*cur.file).write_all(record) {
-            return Err(self.poison("WAL write", &e));
+        if let Err(e) = cur.file.write_all(record) {
+            // Rewind over the torn prefix so that later records follow the last whole one.
+            let good = self.written.load(Ordering::Acquire);
+            if let Err(e2) = cur.file.set_len(good) {
+                return Err(self.poison(&format!("WAL rewind after a failed write ({e})"), &e2));
+            }
+            let path = super::file_path(&self.dir, cur.gen);
+            return Err(Error::io(path, e));
         }
         let offset = self
             .written
@@ -144,11 +161,11 @@ impl Wal {
             return Err(self.poison("WAL fsync", &e));
         }
         let next = cur.gen + 1;
-        let (file, len) = create_file(&self.dir, next)?;
+        let (file, len) = create_file(&*self.storage, &self.dir, next)?;
         let old_len = self.written.swap(len, Ordering::AcqRel);
         self.older_bytes.fetch_add(old_len, Ordering::AcqRel);
         *cur = Current {
-            file: Arc::new(file),
+            file: file.into(),
             gen: next,
         };
         synced.pos = WalPos {
@@ -164,7 +181,12 @@ impl Wal {
             if gen < keep_from {
                 let path = super::file_path(&self.dir, gen);
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                crate::io::remove_if_exists(&path)?;
+                match self.storage.remove(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(&path, e))
+                    }
+                    _ => {}
+                }
                 let _ = self
                     .older_bytes
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
@@ -172,7 +194,7 @@ impl Wal {
                     });
             }
         }
-        fsync_dir(&self.dir)
+        self.storage.sync_dir(&self.dir).at(&self.dir)
     }
 }
 
@@ -183,19 +205,21 @@ pub(crate) fn wal_header(gen: u64) -> Vec<u8> {
     encode_preamble(FileKind::Wal, 0, &h)
 }
 
-fn create_file(dir: &Path, gen: u64) -> Result<(File, u64)> {
+fn create_file(storage: &dyn Storage, dir: &Path, gen: u64) -> Result<(Box<dyn StorageFile>, u64)> {
     let path = super::file_path(dir, gen);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    let header = wal_header(gen);
-    file.write_all(&header).at(&path)?;
-    file.sync_all().at(&path)?;
-    drop(file);
-    let file = OpenOptions::new().append(true).open(&path).at(&path)?;
-    fsync_dir(dir)?;
-    Ok((file, header.len() as u64))
+    let res = (|| {
+        let file = storage.create(&path).at(&path)?;
+        let header = wal_header(gen);
+        file.write_all(&header).at(&path)?;
+        file.sync_data().at(&path)?;
+        drop(file);
+        let file = storage.open_append(&path).at(&path)?;
+        storage.sync_dir(dir).at(dir)?;
+        Ok((file, header.len() as u64))
+    })();
+    if res.is_err() {
+        // A half-written header would read as corruption at the next open.
+        let _ = storage.remove(&path);
+    }
+    res
 }

@@ -156,3 +156,50 @@ fn damaged_manifest_or_index_fails_that_collection_only() {
     // The engine itself keeps working.
     engine.create_collection("fresh", cfg).unwrap();
 }
+
+#[test]
+fn flipped_byte_mid_wal_is_corruption_not_a_torn_tail_and_other_collections_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CollectionConfig::new(8, 4, 2);
+    let data = synth(&cfg, 30, 1, 9);
+    {
+        let engine = engine_with(dir.path(), 1 << 30);
+        for name in ["c", "d"] {
+            let coll = engine.create_collection(name, cfg.clone()).unwrap();
+            load(&coll, &data, 0..30, 10);
+        }
+    }
+    // Three batch records of equal size follow the 48-byte WAL preamble; flip a byte inside the
+    // first one's vectors, so two good records come after it.
+    let wal = wal_files(dir.path())
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let record_len = (bytes.len() - 48) / 3;
+    let at = 48 + record_len / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&wal, &bytes).unwrap();
+
+    let engine = engine_with(dir.path(), 1 << 30);
+    match engine.collection("c") {
+        Err(Error::FailedPrecondition(msg)) => {
+            assert!(msg.contains("corruption"), "{msg}");
+            assert!(msg.contains("wal-"), "names the file: {msg}");
+            assert!(
+                msg.contains("offset 48"),
+                "names the record's offset: {msg}"
+            );
+        }
+        other => panic!("expected the collection to be refused, got {other:?}"),
+    }
+    // The WAL was not truncated: nothing acknowledged was dropped behind the operator's back.
+    assert_eq!(std::fs::read(&wal).unwrap().len(), bytes.len());
+    let d = engine.collection("d").unwrap();
+    assert_eq!(d.len(), 30);
+    let q = data.query(0).to_vec();
+    let res = d
+        .search(&SearchRequest::new(q, Budget::new(1, 1), 3))
+        .unwrap();
+    assert_eq!(res.hits.len(), 3);
+}

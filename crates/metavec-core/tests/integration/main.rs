@@ -7,6 +7,7 @@ mod cascade;
 mod corruption;
 mod crash;
 mod errors;
+mod faults;
 mod filter;
 mod model;
 mod ops;

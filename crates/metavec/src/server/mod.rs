@@ -208,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             verify_on_open: args.verify_on_open,
             compact_max_segments: args.compact_max_segments,
             compact_dead_ratio: args.compact_dead_ratio,
+            ..Default::default()
         },
     };
     if args.router {

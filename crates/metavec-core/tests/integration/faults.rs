@@ -1,0 +1,263 @@
+//! Disk faults injected through the storage seam (`metavec_core::testing::FaultyFs`): a failed
+//! fsync poisons the writer (reads go on, reopen recovers), a failed or torn write and a full disk
+//! fail the batch without losing anything acknowledged, and writes resume once space is back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use metavec_core::testing::{FaultPlan, FaultyFs};
+use metavec_core::{
+    Collection, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions, Error,
+};
+
+const DIM: usize = 4;
+const MC: usize = 4;
+
+fn open(dir: &Path, fs: &FaultyFs) -> Engine {
+    Engine::open(
+        dir,
+        EngineOptions {
+            collection: CollectionOptions {
+                storage: fs.storage(),
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap()
+}
+
+fn doc(i: usize) -> Document {
+    let v = (0..MC * DIM)
+        .map(|j| ((i * 7 + j) % 11) as f32 + 1.0)
+        .collect();
+    Document::new(format!("d{i}"), v)
+}
+
+fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("d{i}")).collect()
+}
+
+fn present(coll: &Arc<Collection>, range: std::ops::Range<usize>) -> usize {
+    coll.get(&ids(range)).unwrap().iter().flatten().count()
+}
+
+fn setup(dir: &Path, fs: &FaultyFs) -> (Engine, Arc<Collection>) {
+    let engine = open(dir, fs);
+    let coll = engine
+        .create_collection("c", CollectionConfig::new(DIM as u32, MC as u32, 2))
+        .unwrap();
+    coll.upsert((0..10).map(doc).collect()).unwrap();
+    (engine, coll)
+}
+
+#[test]
+fn failed_fsync_poisons_writes_reads_go_on_and_reopen_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    fs.set(FaultPlan {
+        path_contains: "wal-".into(),
+        fail_fsync: true,
+        ..Default::default()
+    });
+    let err = coll.upsert(vec![doc(10)]).unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert!(err.to_string().contains("fsync"), "{err}");
+    // Poisoning is permanent until reopen, even once the disk behaves again.
+    fs.heal();
+    let err = coll.delete(&ids(0..1)).unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert_eq!(present(&coll, 0..10), 10, "reads go on while poisoned");
+    drop(coll);
+    drop(engine);
+
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..10), 10, "acknowledged writes survive");
+    coll.upsert(vec![doc(11)]).unwrap();
+    assert_eq!(present(&coll, 11..12), 1);
+}
+
+#[test]
+fn enospc_in_wal_append_fails_the_batch_and_writes_resume_with_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    // 100 bytes left: the batch's record is torn after 100 bytes, then ENOSPC.
+    fs.set(FaultPlan {
+        path_contains: "wal-".into(),
+        quota: Some(100),
+        ..Default::default()
+    });
+    let err = coll.upsert((10..20).map(doc).collect()).unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(present(&coll, 10..20), 0, "the failed batch is not applied");
+    assert_eq!(present(&coll, 0..10), 10);
+    fs.heal();
+    coll.upsert((20..25).map(doc).collect()).unwrap();
+    drop(coll);
+    drop(engine);
+    // The torn prefix was rewound: replay reads the later batch, not a torn record before it.
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..10), 10);
+    assert_eq!(present(&coll, 10..20), 0);
+    assert_eq!(present(&coll, 20..25), 5);
+}
+
+#[test]
+fn failed_write_after_n_bytes_is_rewound_not_poisoning() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    fs.set(FaultPlan {
+        path_contains: "wal-".into(),
+        fail_write_after: Some(7),
+        ..Default::default()
+    });
+    let err = coll.upsert(vec![doc(10)]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("wal-"), "names the file: {err}");
+    fs.heal();
+    coll.upsert(vec![doc(11)]).unwrap();
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..12), 11);
+    assert_eq!(present(&coll, 10..11), 0);
+}
+
+#[test]
+fn enospc_on_manifest_commit_keeps_old_manifest_and_flush_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    fs.set(FaultPlan {
+        path_contains: "MANIFEST".into(),
+        quota: Some(0),
+        ..Default::default()
+    });
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()), "the temporary manifest is cleaned up");
+    assert_eq!(present(&coll, 0..10), 10);
+    // Writes still go (the WAL is not full) and nothing is left half-written.
+    coll.upsert(vec![doc(10)]).unwrap();
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    assert_eq!(coll.info().segments.len(), 1);
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..11), 11);
+}
+
+/// Whether any temporary file or directory (`*.tmp`) is left under `dir`.
+fn has_tmp(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let p = e.path();
+        p.to_string_lossy().ends_with(".tmp") || (p.is_dir() && has_tmp(&p))
+    })
+}
+
+fn full(path_contains: &str) -> FaultPlan {
+    FaultPlan {
+        path_contains: path_contains.into(),
+        quota: Some(0),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn enospc_writing_a_segment_fails_the_flush_cleanly_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    fs.set(full("seg-"));
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()), "the temporary segment is cleaned up");
+    assert!(coll.info().segments.is_empty());
+    assert_eq!(present(&coll, 0..10), 10);
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(present(&coll, 0..10), 10);
+}
+
+#[test]
+fn enospc_during_compaction_keeps_the_old_segments_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    coll.flush().unwrap();
+    coll.upsert((10..20).map(doc).collect()).unwrap();
+    coll.flush().unwrap();
+    coll.delete(&ids(0..5)).unwrap();
+    fs.set(full("seg-"));
+    let err = coll.compact().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()));
+    assert_eq!(coll.info().segments.len(), 2, "the old segments stay");
+    assert_eq!(present(&coll, 0..20), 15);
+    fs.heal();
+    let report = coll.compact().unwrap();
+    assert_eq!(report.docs_out, 15);
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(present(&coll, 0..20), 15);
+}
+
+#[test]
+fn enospc_during_snapshot_leaves_no_partial_snapshot_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    coll.flush().unwrap();
+    fs.set(full("snapshots"));
+    let err = engine.create_snapshot("c").unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()), "no half-written snapshot directory");
+    assert!(engine.list_snapshots().unwrap().is_empty());
+    // The collection is not harmed: writes go on.
+    coll.upsert(vec![doc(10)]).unwrap();
+    fs.heal();
+    let info = engine.create_snapshot("c").unwrap();
+    assert_eq!(engine.list_snapshots().unwrap().len(), 1);
+    assert_eq!(
+        info.last_seq, 2,
+        "the snapshot holds both acknowledged batches"
+    );
+}
+
+#[test]
+fn enospc_starting_the_next_wal_generation_fails_the_flush_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup(dir.path(), &fs);
+    // The flush rotates the WAL; the new generation's header cannot be written.
+    fs.set(full("wal-"));
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    let err = coll.upsert(vec![doc(10)]).unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    fs.heal();
+    coll.upsert(vec![doc(11)]).unwrap();
+    assert!(coll.flush().unwrap().is_some());
+    drop(coll);
+    drop(engine);
+    let engine = open(dir.path(), &fs);
+    let coll = engine.collection("c").unwrap();
+    assert_eq!(present(&coll, 0..12), 11);
+    assert_eq!(present(&coll, 10..11), 0);
+}
