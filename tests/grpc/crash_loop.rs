@@ -35,7 +35,6 @@ fn vectors_for(seed: u64) -> Vec<f32> {
         .collect()
 }
 
-type Doc = (Vec<f32>, String);
 /// What an in-flight operation would change if it landed: id -> new state (None = deleted).
 type Pending = Vec<(String, Option<Doc>)>;
 
@@ -152,21 +151,7 @@ async fn kill_9_crash_loop_loses_no_acknowledged_operation() {
         let server = Server::start(dir.path(), &args);
         let mut c = server.clients().await;
         let ids: Vec<String> = (0..POOL).map(|i| format!("d{i}")).collect();
-        let got = c
-            .documents
-            .get(pb::GetRequest {
-                collection: "crash".into(),
-                ids: ids.clone(),
-                ids_only: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let found: BTreeMap<String, Doc> = got
-            .documents
-            .into_iter()
-            .map(|d| (d.id, (d.vectors.unwrap().values, d.payload)))
-            .collect();
+        let found = stored(&mut c, "crash", ids.clone()).await;
         // The in-flight operation: all of it landed, or none of it.
         let landed = |(id, new): &(String, Option<Doc>)| match new {
             Some((v, p)) => {

@@ -46,8 +46,6 @@ fn vectors_for(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-type Doc = (Vec<f32>, String);
-
 #[derive(Default)]
 struct Counters {
     upserts: AtomicU64,
@@ -266,21 +264,7 @@ async fn soak_holds_every_acknowledged_operation_and_exact_search() {
     let ids: Vec<String> = (0..WRITERS)
         .flat_map(|w| (0..POOL).map(move |i| format!("w{w}-{i}")))
         .collect();
-    let got = c
-        .documents
-        .get(pb::GetRequest {
-            collection: COLL.into(),
-            ids,
-            ids_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let found: BTreeMap<String, Doc> = got
-        .documents
-        .into_iter()
-        .map(|d| (d.id, (d.vectors.unwrap().values, d.payload)))
-        .collect();
+    let found = stored(&mut c, COLL, ids).await;
     assert_eq!(found.len(), oracle.len(), "document count");
     for (id, d) in &oracle {
         assert_eq!(found.get(id), Some(d), "acknowledged {id} lost or changed");

@@ -158,3 +158,27 @@ pub fn search_req(
         ..Default::default()
     }
 }
+
+/// A stored document as the oracle tests keep it: its vectors and its payload text.
+pub type Doc = (Vec<f32>, String);
+
+/// The stored documents among `ids`, by id (one Get).
+pub async fn stored(
+    c: &mut Clients,
+    collection: &str,
+    ids: Vec<String>,
+) -> std::collections::BTreeMap<String, Doc> {
+    c.documents
+        .get(pb::GetRequest {
+            collection: collection.into(),
+            ids,
+            ids_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .documents
+        .into_iter()
+        .map(|d| (d.id, (d.vectors.unwrap().values, d.payload)))
+        .collect()
+}
