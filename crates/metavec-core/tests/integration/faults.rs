@@ -83,7 +83,7 @@ fn failed_fsync_poisons_writes_reads_go_on_and_reopen_recovers() {
     assert!(matches!(err, Error::Poisoned(_)), "{err}");
     assert_eq!(present(&coll, 0..10), 10, "reads go on while poisoned");
 
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..10), 10, "acknowledged writes survive");
     coll.upsert(vec![doc(11)]).unwrap();
     assert_eq!(present(&coll, 11..12), 1);
@@ -108,7 +108,7 @@ fn enospc_in_wal_append_fails_the_batch_and_writes_resume_with_space() {
     fs.heal();
     coll.upsert((20..25).map(doc).collect()).unwrap();
     // The torn prefix was rewound: replay reads the later batch, not a torn record before it.
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..10), 10);
     assert_eq!(present(&coll, 10..20), 0);
     assert_eq!(present(&coll, 20..25), 5);
@@ -129,7 +129,7 @@ fn failed_write_after_n_bytes_is_rewound_not_poisoning() {
     assert!(err.to_string().contains("wal-"), "names the file: {err}");
     fs.heal();
     coll.upsert(vec![doc(11)]).unwrap();
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..12), 11);
     assert_eq!(present(&coll, 10..11), 0);
 }
@@ -153,7 +153,7 @@ fn enospc_on_manifest_commit_keeps_old_manifest_and_flush_retries() {
     fs.heal();
     assert!(coll.flush().unwrap().is_some());
     assert_eq!(coll.info().segments.len(), 1);
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..11), 11);
 }
 
@@ -186,7 +186,7 @@ fn enospc_writing_a_segment_fails_the_flush_cleanly_and_it_retries() {
     assert_eq!(present(&coll, 0..10), 10);
     fs.heal();
     assert!(coll.flush().unwrap().is_some());
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(coll.info().segments.len(), 1);
     assert_eq!(present(&coll, 0..10), 10);
 }
@@ -209,7 +209,7 @@ fn enospc_during_compaction_keeps_the_old_segments_and_it_retries() {
     fs.heal();
     let report = coll.compact().unwrap();
     assert_eq!(report.docs_out, 15);
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(coll.info().segments.len(), 1);
     assert_eq!(present(&coll, 0..20), 15);
 }
@@ -250,7 +250,7 @@ fn enospc_starting_the_next_wal_generation_fails_the_flush_and_it_retries() {
     fs.heal();
     coll.upsert(vec![doc(11)]).unwrap();
     assert!(coll.flush().unwrap().is_some());
-    let (engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..12), 11);
     assert_eq!(present(&coll, 10..11), 0);
 }
