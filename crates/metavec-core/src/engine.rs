@@ -253,7 +253,10 @@ impl Engine {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).at(&dir)?;
         }
-        restore_files(&src, &info, &dir)?;
+        restore_files(&*self.opts.collection.storage, &src, &info, &dir).inspect_err(|_| {
+            // A failed restore (disk full, say) leaves no half-copied directory behind.
+            let _ = std::fs::remove_dir_all(crate::io::tmp_path(&dir));
+        })?;
         let coll = Collection::open(
             as_name,
             &dir,

@@ -5,7 +5,11 @@
 //! - `quota`: bytes that may still be written; a write past it writes the prefix that fits
 //!   (a torn write) and fails with ENOSPC. Raising it again models freed space.
 //! - `fail_write_after`: like the quota but fails with EIO (a failed write after N bytes).
-//! - `fail_fsync`: every `sync_data`/`sync_dir` fails with EIO.
+//! - `fail_fsync`: every `sync_data`/`sync_file`/`sync_dir` fails with EIO.
+//!
+//! Files written outside the seam (hnsw_rs's dump) are charged against the quota when they are
+//! fsynced through it, the way delayed allocation reports a full disk at fsync; a hard link
+//! fails with ENOSPC while the quota is exhausted.
 
 use std::io;
 use std::path::Path;
@@ -141,5 +145,26 @@ impl Storage for FaultyFs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         RealFs.remove(path)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.check_sync(path)?;
+        if self.applies(path) {
+            let len = std::fs::metadata(path)?.len();
+            let mut p = self.plan.lock();
+            if let Some(q) = p.quota.as_mut() {
+                if len > *q {
+                    *q = 0;
+                    return Err(io::Error::from_raw_os_error(ENOSPC));
+                }
+                *q -= len;
+            }
+        }
+        RealFs.sync_file(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.applies(to) && self.plan.lock().quota == Some(0) {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        RealFs.hard_link(from, to)
     }
 }

@@ -32,6 +32,8 @@ use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::Hnsw;
 use hnsw_rs::hnswio::HnswIo;
 
+use crate::io::Storage;
+
 /// hnsw_rs's layer count; its dump refuses any other value (`NB_LAYER_MAX`).
 const MAX_LAYER: usize = 16;
 /// `max_nb_connection` is dumped as a `u8`.
@@ -42,6 +44,30 @@ const SUFFIXES: [&str; 2] = ["hnsw.graph", "hnsw.data"];
 pub enum IndexError {
     #[error("hnsw index {path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// A file-system operation of `save` failed (kept whole so that ENOSPC stays ENOSPC).
+    #[error("hnsw index {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<IndexError> for crate::Error {
+    fn from(e: IndexError) -> crate::Error {
+        match e {
+            IndexError::Storage { path, source } => crate::Error::io(path, source),
+            IndexError::Io { path, message } => {
+                crate::Error::io(path, std::io::Error::other(message))
+            }
+        }
+    }
+}
+
+fn storage_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Storage {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn err(path: &Path, message: impl Into<String>) -> IndexError {
@@ -176,15 +202,26 @@ impl VectorIndex {
     /// Returns the paths written (none for an empty index: `load` with `expected_len == 0` needs
     /// no files).
     pub fn save(&self, dir: &Path, basename: &str) -> Result<Vec<PathBuf>, IndexError> {
+        self.save_with(&crate::io::RealFs, dir, basename)
+    }
+
+    /// [`VectorIndex::save`] with the fsyncs, renames and clean-up going through `storage`
+    /// (hnsw_rs writes the dump files itself).
+    pub fn save_with(
+        &self,
+        storage: &dyn Storage,
+        dir: &Path,
+        basename: &str,
+    ) -> Result<Vec<PathBuf>, IndexError> {
         if self.len == 0 {
             return Ok(Vec::new());
         }
         let tmp_base = format!("{basename}.tmp");
         let tmp_names = Self::file_names(&tmp_base);
-        let result = self.save_inner(dir, basename, &tmp_base);
+        let result = self.save_inner(storage, dir, basename, &tmp_base);
         if result.is_err() {
             for name in &tmp_names {
-                let _ = std::fs::remove_file(dir.join(name));
+                let _ = storage.remove(&dir.join(name));
             }
         }
         result
@@ -192,6 +229,7 @@ impl VectorIndex {
 
     fn save_inner(
         &self,
+        storage: &dyn Storage,
         dir: &Path,
         basename: &str,
         tmp_base: &str,
@@ -222,15 +260,11 @@ impl VectorIndex {
             .zip(Self::file_names(basename))
         {
             let (tmp, fin) = (dir.join(tmp), dir.join(fin));
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| err(&tmp, e.to_string()))?;
-            std::fs::rename(&tmp, &fin).map_err(|e| err(&fin, e.to_string()))?;
+            storage.sync_file(&tmp).map_err(storage_err(&tmp))?;
+            storage.rename(&tmp, &fin).map_err(storage_err(&fin))?;
             out.push(fin);
         }
-        File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| err(dir, e.to_string()))?;
+        storage.sync_dir(dir).map_err(storage_err(dir))?;
         Ok(out)
     }
 

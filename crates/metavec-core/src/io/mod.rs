@@ -52,8 +52,30 @@ pub fn write_file_atomic_with(storage: &dyn Storage, path: &Path, bytes: &[u8]) 
 
 /// Renames `from` to `to` and fsyncs the parent directory.
 pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).at(to)?;
-    fsync_dir(to.parent().unwrap_or(Path::new(".")))
+    rename_durable_with(&RealFs, from, to)
+}
+
+/// [`rename_durable`] through `storage`.
+pub fn rename_durable_with(storage: &dyn Storage, from: &Path, to: &Path) -> Result<()> {
+    storage.rename(from, to).at(to)?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).at(dir)
+}
+
+/// Copies `from` (read directly) to a new file `to` written and fsynced through `storage`.
+pub fn copy_durable_with(storage: &dyn Storage, from: &Path, to: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut src = File::open(from).at(from)?;
+    let dst = storage.create(to).at(to)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf).at(from)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).at(to)?;
+    }
+    dst.sync_data().at(to)
 }
 
 /// Removes a file if it exists.

@@ -28,6 +28,11 @@ pub trait Storage: Send + Sync + Debug {
     /// fsyncs a directory so that renames and creations inside it are durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// fsyncs a whole file written outside the seam (hnsw_rs writes its dump itself). On a file
+    /// system with delayed allocation this is also where a full disk shows.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// Hard-links `from` as `to` (snapshots share immutable segment files).
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
 /// The real file system.
@@ -78,6 +83,12 @@ impl Storage for RealFs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::hard_link(from, to)
     }
 }
 

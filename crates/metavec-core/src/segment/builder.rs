@@ -76,9 +76,7 @@ pub fn build_segment_with(
         },
     );
     let basename = super::index_basename(id);
-    let written = index
-        .save(dir, &basename)
-        .map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
+    let written = index.save_with(storage, dir, &basename)?;
     let mut index_files = Vec::new();
     for p in written {
         let (crc, len) = file_crc(&p)?;

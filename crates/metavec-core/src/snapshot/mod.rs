@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::collection::Collection;
 use crate::config::CollectionConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::io::{fsync_dir, rename_durable, write_file_atomic_with};
+use crate::io::{copy_durable_with, rename_durable_with, write_file_atomic_with, Storage};
 use crate::manifest::{self, Manifest};
 use crate::{segment, wal};
 
@@ -98,16 +98,11 @@ fn safe_name(n: &str) -> bool {
 }
 
 /// Hard-links `from` to `to`, copying (and fsyncing) when a link is not possible.
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    if fs::hard_link(from, to).is_ok() {
+fn link_or_copy(storage: &dyn Storage, from: &Path, to: &Path) -> Result<()> {
+    if storage.hard_link(from, to).is_ok() {
         return Ok(());
     }
-    copy_durable(from, to)
-}
-
-fn copy_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to).at(to)?;
-    fs::File::open(to).and_then(|f| f.sync_all()).at(to)
+    copy_durable_with(storage, from, to)
 }
 
 /// Lists every regular file under `root` as a relative path with its length and crc.
@@ -169,22 +164,23 @@ impl Collection {
         }
         fs::create_dir_all(tmp.join("segments")).at(&tmp)?;
         fs::create_dir_all(tmp.join("wal")).at(&tmp)?;
+        let storage = &*self.opts.storage;
         let seg_dir = Self::segments_dir(self.dir());
         for e in &manifest.segments {
             let mut names = vec![segment::file_name(e.id)];
             names.extend(e.index_files.iter().map(|f| f.name.clone()));
             for n in names {
-                link_or_copy(&seg_dir.join(&n), &tmp.join("segments").join(&n))?;
+                link_or_copy(storage, &seg_dir.join(&n), &tmp.join("segments").join(&n))?;
             }
         }
         let wal_dir = Self::wal_dir(self.dir());
         for g in gens {
-            copy_durable(
+            copy_durable_with(
+                storage,
                 &wal::file_path(&wal_dir, g),
                 &wal::file_path(&tmp.join("wal"), g),
             )?;
         }
-        let storage = &*self.opts.storage;
         write_file_atomic_with(storage, &tmp.join(manifest::FILE_NAME), &manifest_bytes)?;
         let info = SnapshotInfo {
             name: name.to_string(),
@@ -198,16 +194,22 @@ impl Collection {
             .map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
         write_file_atomic_with(storage, &tmp.join(INFO_FILE), &json)?;
         for sub in ["segments", "wal"] {
-            fsync_dir(&tmp.join(sub))?;
+            let d = tmp.join(sub);
+            storage.sync_dir(&d).at(&d)?;
         }
-        fsync_dir(&tmp)?;
-        rename_durable(&tmp, dest)?;
+        storage.sync_dir(&tmp).at(&tmp)?;
+        rename_durable_with(storage, &tmp, dest)?;
         Ok(info)
     }
 }
 
 /// Copies a verified snapshot's collection files into `dest` (a new collection directory).
-pub(crate) fn restore_files(src: &Path, info: &SnapshotInfo, dest: &Path) -> Result<()> {
+pub(crate) fn restore_files(
+    storage: &dyn Storage,
+    src: &Path,
+    info: &SnapshotInfo,
+    dest: &Path,
+) -> Result<()> {
     info.verify(src)?;
     let tmp: PathBuf = crate::io::tmp_path(dest);
     if tmp.exists() {
@@ -219,16 +221,17 @@ pub(crate) fn restore_files(src: &Path, info: &SnapshotInfo, dest: &Path) -> Res
         let from = src.join(&f.path);
         let to = tmp.join(&f.path);
         if f.path.starts_with("segments/") {
-            link_or_copy(&from, &to)?;
+            link_or_copy(storage, &from, &to)?;
         } else {
-            copy_durable(&from, &to)?;
+            copy_durable_with(storage, &from, &to)?;
         }
     }
     for sub in ["segments", "wal"] {
-        fsync_dir(&tmp.join(sub))?;
+        let d = tmp.join(sub);
+        storage.sync_dir(&d).at(&d)?;
     }
-    fsync_dir(&tmp)?;
-    rename_durable(&tmp, dest)
+    storage.sync_dir(&tmp).at(&tmp)?;
+    rename_durable_with(storage, &tmp, dest)
 }
 
 #[cfg(test)]

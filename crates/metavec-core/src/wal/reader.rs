@@ -8,17 +8,21 @@ use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::format::{decode_preamble, u32_at, u64_at, FileKind, PREAMBLE_LEN};
+use crate::format::{decode_preamble, u64_at, FileKind, PREAMBLE_LEN};
 
 use super::record::{decode, DecodeError, Record, RECORD_HEADER_LEN};
 
-/// Whether the frame at the start of `rest` (which does not decode) is followed by a good record.
-fn followed_by_good_record(rest: &[u8], floats_per_doc: usize) -> bool {
-    if rest.len() < RECORD_HEADER_LEN {
-        return false;
-    }
-    let total = RECORD_HEADER_LEN.saturating_add(u32_at(rest, 0) as usize);
-    total < rest.len() && decode(&rest[total..], floats_per_doc).is_ok()
+/// Whether a whole good record starts anywhere after the (undecodable) frame at the start of
+/// `rest`. A crash can only tear the last record, so such a record means the bad one is
+/// corruption. The search does not trust the bad frame's length field (a flipped length would
+/// hide the records after it): it tries every later offset, which is cheap in practice (most
+/// offsets fail the length check, the rest the crc) and only runs on recovery's error path.
+/// A record found there must carry a larger sequence number than `last_seq`.
+fn followed_by_good_record(rest: &[u8], floats_per_doc: usize, last_seq: Option<u64>) -> bool {
+    (1..rest.len().saturating_sub(RECORD_HEADER_LEN - 1)).any(|off| {
+        matches!(decode(&rest[off..], floats_per_doc),
+            Ok((rec, _)) if last_seq.is_none_or(|s| rec.seq() > s))
+    })
 }
 
 /// What recovery found.
@@ -72,9 +76,11 @@ pub fn replay_dir(
             Err(e) => return Err(e),
         };
         let mut at = start;
+        let mut last_seq = None;
         while at < bytes.len() {
             match decode(&bytes[at..], floats_per_doc) {
                 Ok((record, used)) => {
+                    last_seq = Some(record.seq());
                     apply(record)?;
                     report.records += 1;
                     at += used;
@@ -85,7 +91,7 @@ pub fn replay_dir(
                         DecodeError::Truncated => "torn record".to_string(),
                         DecodeError::Corrupt(m) => m,
                     };
-                    if followed_by_good_record(&bytes[at..], floats_per_doc) {
+                    if followed_by_good_record(&bytes[at..], floats_per_doc, last_seq) {
                         return Err(crate::Error::corruption(
                             &path,
                             at as u64,

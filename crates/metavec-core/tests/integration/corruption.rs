@@ -203,3 +203,45 @@ fn flipped_byte_mid_wal_is_corruption_not_a_torn_tail_and_other_collections_keep
         .unwrap();
     assert_eq!(res.hits.len(), 3);
 }
+
+#[test]
+fn flipped_wal_length_field_is_corruption_not_a_torn_tail() {
+    // A record's length field is not covered by its crc. Flipped, it points past the records
+    // after it; recovery must still find them instead of truncating them away as a torn tail.
+    for (what, flip) in [
+        ("longer", 0x0000_4000u32),
+        ("shorter", 0x0000_0010),
+        ("huge", 0x4000_0000),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CollectionConfig::new(8, 4, 2);
+        let data = synth(&cfg, 30, 1, 11);
+        {
+            let engine = engine_with(dir.path(), 1 << 30);
+            let coll = engine.create_collection("c", cfg.clone()).unwrap();
+            load(&coll, &data, 0..30, 10);
+        }
+        let wal = wal_files(dir.path())
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&wal).unwrap();
+        let len = u32::from_le_bytes(bytes[48..52].try_into().unwrap());
+        bytes[48..52].copy_from_slice(&(len ^ flip).to_le_bytes());
+        std::fs::write(&wal, &bytes).unwrap();
+
+        let engine = engine_with(dir.path(), 1 << 30);
+        match engine.collection("c") {
+            Err(Error::FailedPrecondition(msg)) => {
+                assert!(msg.contains("offset 48"), "{what}: {msg}");
+                assert!(msg.contains("not a torn tail"), "{what}: {msg}");
+            }
+            other => panic!("{what}: expected the collection to be refused, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&wal).unwrap().len(),
+            bytes.len(),
+            "{what}: nothing truncated"
+        );
+    }
+}

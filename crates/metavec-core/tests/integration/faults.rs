@@ -254,3 +254,84 @@ fn enospc_starting_the_next_wal_generation_fails_the_flush_and_it_retries() {
     assert_eq!(present(&coll, 0..12), 11);
     assert_eq!(present(&coll, 10..11), 0);
 }
+
+/// Enough documents that the flushed segment has an HNSW graph to dump.
+fn setup_for_index(dir: &Path, fs: &FaultyFs) -> (Engine, Arc<Collection>) {
+    let (engine, coll) = setup(dir, fs);
+    coll.upsert((10..40).map(doc).collect()).unwrap();
+    (engine, coll)
+}
+
+#[test]
+fn full_disk_while_dumping_the_hnsw_graph_fails_the_flush_cleanly_and_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup_for_index(dir.path(), &fs);
+    // hnsw_rs writes the dump itself; the seam charges it when it is fsynced.
+    fs.set(full("hnsw"));
+    let err = coll.flush().unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(err.to_string().contains("hnsw"), "names the file: {err}");
+    assert!(!has_tmp(dir.path()), "the temporary dump is cleaned up");
+    assert!(coll.info().segments.is_empty());
+    coll.upsert(vec![doc(40)]).unwrap();
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(present(&coll, 0..41), 41);
+}
+
+#[test]
+fn failed_fsync_of_the_hnsw_graph_fails_the_flush_without_poisoning_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup_for_index(dir.path(), &fs);
+    fs.set(FaultPlan {
+        path_contains: "hnsw".into(),
+        fail_fsync: true,
+        ..Default::default()
+    });
+    let err = coll.flush().unwrap_err();
+    assert!(err.to_string().contains("hnsw"), "{err}");
+    assert!(!has_tmp(dir.path()));
+    // The WAL still holds every acknowledged write, so writes go on.
+    coll.upsert(vec![doc(40)]).unwrap();
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
+    assert_eq!(present(&coll, 0..41), 41);
+}
+
+#[test]
+fn full_disk_during_snapshot_copies_and_restore_leaves_nothing_half_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (engine, coll) = setup_for_index(dir.path(), &fs);
+    coll.flush().unwrap();
+    coll.upsert(vec![doc(40)]).unwrap();
+    // A quota that lets the snapshot start and fails it mid-copy (hard links are free while
+    // there is space; the WAL tail is copied).
+    fs.set(FaultPlan {
+        path_contains: "snapshots".into(),
+        quota: Some(16),
+        ..Default::default()
+    });
+    let err = engine.create_snapshot("c").unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()));
+    assert!(engine.list_snapshots().unwrap().is_empty());
+    fs.heal();
+    let snap = engine.create_snapshot("c").unwrap();
+
+    // Restore into a full disk: refused, nothing half-copied, then it works.
+    fs.set(full("collections/r"));
+    let err = engine.restore_snapshot(&snap.name, "r").unwrap_err();
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+    assert!(!has_tmp(dir.path()));
+    assert!(engine.collection("r").is_err());
+    fs.heal();
+    let r = engine.restore_snapshot(&snap.name, "r").unwrap();
+    assert_eq!(present(&r, 0..41), 41);
+    drop(coll);
+}
