@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod crash_loop;
 mod e2e;
+mod faults;
 mod health;
 mod metrics;
 mod python;

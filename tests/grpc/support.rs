@@ -25,11 +25,23 @@ impl Server {
 
     /// `start` with a `RUST_LOG` filter and somewhere for the server's log (its stderr).
     pub fn start_logging(dir: &Path, extra: &[&str], rust_log: &str, log: Stdio) -> Server {
+        Self::start_env(dir, extra, rust_log, log, &[])
+    }
+
+    /// `start_logging` with extra environment variables.
+    pub fn start_env(
+        dir: &Path,
+        extra: &[&str],
+        rust_log: &str,
+        log: Stdio,
+        env: &[(&str, &Path)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_metavec"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -7,6 +7,11 @@
 //! - `fail_write_after`: like the quota but fails with EIO (a failed write after N bytes).
 //! - `fail_fsync`: every `sync_data`/`sync_file`/`sync_dir` fails with EIO.
 //!
+//! A server built with the feature can be driven from outside the process: with
+//! `METAVEC_FAULT_PLAN=<file>` set, [`crate::io::default_storage`] is a [`FaultyFs`] that re-reads
+//! its plan from that file whenever the file's contents change (see [`FaultPlan::parse`]); an
+//! absent or empty file means no faults. The gRPC tests use it to fail a running server's disk.
+//!
 //! Files written outside the seam (hnsw_rs's dump) are charged against the quota when they are
 //! fsynced through it, the way delayed allocation reports a full disk at fsync; a hard link
 //! fails with ENOSPC while the quota is exhausted.
@@ -31,15 +36,73 @@ pub struct FaultPlan {
     pub fail_fsync: bool,
 }
 
+impl FaultPlan {
+    /// Parses a plan file: one `key = value` per line (`#` starts a comment), keys
+    /// `path_contains` (a string, quotes optional), `quota` and `fail_write_after` (bytes) and
+    /// `fail_fsync` (`true`/`false`). Unknown keys and bad values are errors.
+    pub fn parse(text: &str) -> Result<FaultPlan, String> {
+        let mut plan = FaultPlan::default();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("fault plan line {line:?} is not key = value"))?;
+            let v = v.trim().trim_matches('"');
+            let bytes = |v: &str| v.parse::<u64>().map_err(|e| format!("{k}: {e}"));
+            match k.trim() {
+                "path_contains" => plan.path_contains = v.to_string(),
+                "quota" => plan.quota = Some(bytes(v)?),
+                "fail_write_after" => plan.fail_write_after = Some(bytes(v)?),
+                "fail_fsync" => plan.fail_fsync = v.parse().map_err(|e| format!("{k}: {e}"))?,
+                other => return Err(format!("unknown fault plan key {other:?}")),
+            }
+        }
+        Ok(plan)
+    }
+}
+
 /// A [`Storage`] that injects the faults of its [`FaultPlan`].
 #[derive(Debug, Clone, Default)]
 pub struct FaultyFs {
     plan: Arc<Mutex<FaultPlan>>,
+    /// The plan file this file system follows, and the contents last applied.
+    source: Option<Arc<(std::path::PathBuf, Mutex<String>)>>,
 }
 
 impl FaultyFs {
     pub fn new() -> FaultyFs {
         FaultyFs::default()
+    }
+
+    /// A file system whose plan follows the file at `path` (see the module docs).
+    pub fn following(path: impl Into<std::path::PathBuf>) -> FaultyFs {
+        FaultyFs {
+            plan: Arc::default(),
+            source: Some(Arc::new((path.into(), Mutex::new(String::new())))),
+        }
+    }
+
+    /// Re-reads the plan file if it changed. A plan that does not parse is logged and ignored.
+    fn refresh(&self) {
+        let Some(src) = &self.source else { return };
+        let text = std::fs::read_to_string(&src.0).unwrap_or_default();
+        let mut last = src.1.lock();
+        if *last == text {
+            return;
+        }
+        match FaultPlan::parse(&text) {
+            Ok(plan) => {
+                tracing::warn!(file = %src.0.display(), ?plan, "fault injection: new plan");
+                *self.plan.lock() = plan;
+            }
+            Err(e) => {
+                tracing::error!(file = %src.0.display(), error = %e, "fault injection: bad plan")
+            }
+        }
+        *last = text;
     }
 
     /// Replaces the plan (takes effect on the next operation).
@@ -58,6 +121,7 @@ impl FaultyFs {
     }
 
     fn applies(&self, path: &Path) -> bool {
+        self.refresh();
         let p = self.plan.lock();
         p.path_contains.is_empty() || path.to_string_lossy().contains(&p.path_contains)
     }

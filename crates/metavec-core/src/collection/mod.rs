@@ -39,7 +39,8 @@ pub struct CollectionOptions {
     pub compact_max_segments: usize,
     /// ... or when more than this fraction of sealed documents is tombstoned.
     pub compact_dead_ratio: f64,
-    /// The file system the WAL and manifest are written through (tests inject faults here).
+    /// The file system the durable write paths go through (tests inject faults here); by
+    /// default [`crate::io::default_storage`].
     pub storage: Arc<dyn crate::io::Storage>,
 }
 
@@ -50,7 +51,7 @@ impl Default for CollectionOptions {
             verify_on_open: false,
             compact_max_segments: 8,
             compact_dead_ratio: 0.3,
-            storage: crate::io::RealFs::shared(),
+            storage: crate::io::default_storage(),
         }
     }
 }
@@ -498,8 +499,20 @@ impl Collection {
         self.flush_held()
     }
 
-    /// Flush body; the caller holds `flush_lock`.
+    /// Flush body; the caller holds `flush_lock`. A run frozen by an earlier flush that failed
+    /// (disk full, say) is written first, then whatever the memtable took in since: a flush that
+    /// returns Ok has made everything acknowledged before it durable in segments.
     pub(crate) fn flush_held(&self) -> Result<Option<u64>> {
+        let leftover = self.state.read().frozen.is_some();
+        let first = self.flush_one()?;
+        if !leftover {
+            return Ok(first);
+        }
+        Ok(self.flush_one()?.or(first))
+    }
+
+    /// Writes the frozen run, freezing the memtable first if there is none.
+    fn flush_one(&self) -> Result<Option<u64>> {
         let started = std::time::Instant::now();
         let (run, wal_end, seg_id) = {
             let mut st = self.state.write();

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use mmap::MappedFile;
-pub use storage::{RealFs, Storage, StorageFile, StorageWriter};
+pub use storage::{default_storage, RealFs, Storage, StorageFile, StorageWriter};
 
 use crate::error::{IoContext, Result};
 

@@ -35,12 +35,24 @@ pub trait Storage: Send + Sync + Debug {
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
+/// The storage engines use unless told otherwise: the real file system. In a build with the
+/// `fault-injection` feature and `METAVEC_FAULT_PLAN` set, a `testing::FaultyFs` following that
+/// plan file instead (how the gRPC tests fail a running server's disk).
+pub fn default_storage() -> Arc<dyn Storage> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(path) = std::env::var_os("METAVEC_FAULT_PLAN") {
+        tracing::warn!(plan = ?path, "fault injection is on");
+        return crate::testing::FaultyFs::following(path).storage();
+    }
+    RealFs::shared()
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
 impl RealFs {
-    /// A shared handle, the default of `CollectionOptions::storage`.
+    /// A shared handle.
     pub fn shared() -> Arc<dyn Storage> {
         Arc::new(RealFs)
     }

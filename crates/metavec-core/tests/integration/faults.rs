@@ -152,7 +152,9 @@ fn enospc_on_manifest_commit_keeps_old_manifest_and_flush_retries() {
     coll.upsert(vec![doc(10)]).unwrap();
     fs.heal();
     assert!(coll.flush().unwrap().is_some());
-    assert_eq!(coll.info().segments.len(), 1);
+    // The retried run and the write made meanwhile.
+    assert_eq!(coll.info().segments.len(), 2);
+    assert_eq!(coll.info().memtable_docs, 0);
     let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
     assert_eq!(present(&coll, 0..11), 11);
 }
@@ -278,7 +280,7 @@ fn full_disk_while_dumping_the_hnsw_graph_fails_the_flush_cleanly_and_it_retries
     fs.heal();
     assert!(coll.flush().unwrap().is_some());
     let (_engine, coll) = reopen(dir.path(), &fs, engine, coll);
-    assert_eq!(coll.info().segments.len(), 1);
+    assert_eq!(coll.info().segments.len(), 2, "the retried run and doc 40");
     assert_eq!(present(&coll, 0..41), 41);
 }
 
@@ -334,4 +336,20 @@ fn full_disk_during_snapshot_copies_and_restore_leaves_nothing_half_made() {
     let r = engine.restore_snapshot(&snap.name, "r").unwrap();
     assert_eq!(present(&r, 0..41), 41);
     drop(coll);
+}
+
+#[test]
+fn a_flush_retried_after_a_full_disk_also_flushes_what_came_in_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let (_engine, coll) = setup(dir.path(), &fs);
+    fs.set(full("seg-"));
+    coll.flush().unwrap_err();
+    coll.upsert((10..20).map(doc).collect()).unwrap();
+    fs.heal();
+    assert!(coll.flush().unwrap().is_some());
+    let info = coll.info();
+    assert_eq!(info.memtable_docs, 0, "both runs are in segments");
+    assert_eq!(info.segments.len(), 2);
+    assert_eq!(present(&coll, 0..20), 20);
 }
