@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod crash_loop;
+mod dtypes;
 mod e2e;
 mod faults;
 mod health;

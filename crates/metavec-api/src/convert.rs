@@ -93,9 +93,7 @@ pub fn config_pb(c: &CollectionConfig) -> pb::CollectionConfig {
             m: c.hnsw.m,
             ef_construction: c.hnsw.ef_construction,
         }),
-        dtype: match c.dtype {
-            core::Dtype::F32 => "f32".into(),
-        },
+        dtype: c.dtype.name().into(),
     }
 }
 

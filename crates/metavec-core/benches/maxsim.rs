@@ -7,8 +7,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use faer::{linalg::matmul::matmul, Accum, Mat, MatRef, Par};
+use metavec_core::score::compact::{compact_kernel, encode_bf16, encode_f16, encode_int8};
 use metavec_core::score::maxsim_update_scalar;
 use metavec_core::score::simd::available;
+use metavec_core::score::simd::avx2_compact;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -55,6 +57,47 @@ fn bench(c: &mut Criterion) {
                 black_box(total)
             })
         });
+        // The compact encodings (bf16, f16, int8 + per-vector scale) through the dispatched kernels.
+        let bf = encode_bf16(&docs);
+        let hf = encode_f16(&docs);
+        let (i8v, i8s) = encode_int8(&docs, D);
+        let mut kernels = vec![compact_kernel()];
+        kernels.extend(avx2_compact().filter(|k| k.name != kernels[0].name));
+        for ck in kernels {
+            for (dtype, bits) in [("bf16", &bf), ("f16", &hf)] {
+                let update = if dtype == "bf16" { ck.bf16 } else { ck.f16 };
+                g.bench_function(
+                    BenchmarkId::new(format!("fused-{dtype}-{}", ck.name), &shape),
+                    |b| {
+                        let mut maxes = vec![0f32; r_q];
+                        b.iter(|| {
+                            let mut total = 0.0f32;
+                            for doc in bits.chunks_exact(r_c * D) {
+                                maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                                update(&q, r_q, D, doc, &mut maxes);
+                                total += maxes.iter().sum::<f32>();
+                            }
+                            black_box(total)
+                        })
+                    },
+                );
+            }
+            g.bench_function(
+                BenchmarkId::new(format!("fused-int8-{}", ck.name), &shape),
+                |b| {
+                    let mut maxes = vec![0f32; r_q];
+                    b.iter(|| {
+                        let mut total = 0.0f32;
+                        for (doc, scales) in i8v.chunks_exact(r_c * D).zip(i8s.chunks_exact(r_c)) {
+                            maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                            (ck.int8)(&q, r_q, D, doc, scales, &mut maxes);
+                            total += maxes.iter().sum::<f32>();
+                        }
+                        black_box(total)
+                    })
+                },
+            );
+        }
         let qm = MatRef::from_row_major_slice(&q, r_q, D);
         let dm = MatRef::from_row_major_slice(&docs, C * r_c, D);
         let mut out = Mat::<f32>::zeros(r_q, C * r_c);

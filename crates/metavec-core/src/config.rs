@@ -39,42 +39,95 @@ impl std::fmt::Display for Budget {
     }
 }
 
-/// How vectors are stored in sealed segments. Only f32 exists in format 1.0; the code is in every
-/// segment header so later formats can add compact types without a major version bump.
+/// How vectors are stored in sealed segments. Vectors arrive and sit in the WAL and memtable as
+/// f32; a flush encodes them. Vector 0 (the HNSW's and the (1,1) budget's vector) always stays
+/// f32 in a group of its own; the deeper groups use the collection's dtype:
+/// - `bf16`: the top 16 bits of the f32, rounded to nearest even (half the bytes);
+/// - `f16`: IEEE half, rounded to nearest even (half the bytes, more mantissa, unit vectors only);
+/// - `int8`: symmetric per vector, `value = q * scale` with `scale = max|x| / 127` (a quarter of
+///   the bytes plus 4 per vector).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     #[default]
     F32,
+    Bf16,
+    F16,
+    Int8,
 }
 
 impl Dtype {
     pub fn code(self) -> u8 {
         match self {
             Dtype::F32 => 0,
+            Dtype::Bf16 => 1,
+            Dtype::F16 => 2,
+            Dtype::Int8 => 3,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Dtype> {
         match code {
             0 => Some(Dtype::F32),
+            1 => Some(Dtype::Bf16),
+            2 => Some(Dtype::F16),
+            3 => Some(Dtype::Int8),
             _ => None,
         }
     }
 
+    /// Bytes of one stored value (int8 also stores a 4-byte scale per vector, see
+    /// [`Dtype::row_bytes`]).
     pub fn bytes_per_value(self) -> usize {
         match self {
             Dtype::F32 => 4,
+            Dtype::Bf16 | Dtype::F16 => 2,
+            Dtype::Int8 => 1,
+        }
+    }
+
+    /// Bytes one stored vector of `dim` values takes.
+    pub fn row_bytes(self, dim: usize) -> usize {
+        match self {
+            Dtype::Int8 => dim + 4,
+            d => dim * d.bytes_per_value(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+            Dtype::Int8 => "int8",
+        }
+    }
+
+    /// The dtype of the layout group whose first vector is `start` (vector 0 stays f32).
+    pub fn of_group(self, start: u32) -> Dtype {
+        if start == 0 {
+            Dtype::F32
+        } else {
+            self
         }
     }
 
     pub fn parse(s: &str) -> Result<Dtype> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(Dtype::F32),
+            "bf16" | "bfloat16" => Ok(Dtype::Bf16),
+            "f16" | "float16" | "half" => Ok(Dtype::F16),
+            "int8" | "i8" => Ok(Dtype::Int8),
             other => Err(Error::invalid(format!(
-                "dtype {other:?} is not supported (supported: f32)"
+                "dtype {other:?} is not supported (supported: f32, bf16, f16, int8)"
             ))),
         }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -188,8 +241,12 @@ impl CollectionConfig {
 
     /// Group boundaries of the prefix-grouped layout: every trained r_c, then M_c.
     /// Group g holds vectors `bounds[g-1]..bounds[g]` (with `bounds[-1] = 0`).
+    /// With a compact dtype vector 0 always has a group of its own (it stays f32).
     pub fn group_bounds(&self) -> Vec<u32> {
         let mut bounds: Vec<u32> = self.budgets.iter().map(|b| b.r_c).collect();
+        if self.dtype != Dtype::F32 && bounds.first() != Some(&1) {
+            bounds.insert(0, 1);
+        }
         if bounds.last() != Some(&self.doc_vectors) {
             bounds.push(self.doc_vectors);
         }

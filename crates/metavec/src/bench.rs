@@ -12,8 +12,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 use metavec_core::synth::{generate, SynthSpec};
 use metavec_core::{
-    Budget, Collection, CollectionConfig, CollectionOptions, Document, Engine, EngineOptions,
-    SearchRequest, SearchStats,
+    Budget, Collection, CollectionConfig, CollectionOptions, Document, Dtype, Engine,
+    EngineOptions, SearchRequest, SearchStats,
 };
 use rayon::prelude::*;
 
@@ -56,6 +56,15 @@ pub struct BenchArgs {
     /// Skip the baseline run on the per-document contiguous layout (it ingests the data again).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Storage dtype of the segments: f32, bf16, f16 or int8. With a compact dtype every row
+    /// also reports its quality against f32: recall@10 of the exact top 10 against the exact f32
+    /// top 10 at the same budget (brute force over the raw data).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Relevance judgements `query_idx<TAB>doc_idx<TAB>grade` (0-based rows of the .npy files):
+    /// adds nDCG@10 of the exact ranking, and of the exact f32 ranking with a compact dtype.
+    #[arg(long)]
+    pub qrels: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,6 +87,16 @@ struct Row {
     exact_qps_1_thread: f64,
     exact_pages_per_query: u64,
     speedup_vs_exact: f64,
+    /// Storage dtype of vectors 1.. (vector 0 is always f32).
+    dtype: &'static str,
+    /// With a compact dtype: recall@10 of this dtype's exact top 10 against the exact f32 top 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_recall_vs_f32: Option<f64>,
+    /// With --qrels: nDCG@10 of the exact ranking at this budget (this dtype), and of f32's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ndcg_at_10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ndcg_at_10_f32: Option<f64>,
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -153,7 +172,8 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
             &queries[..nq * mq * dim],
         )?;
     }
-    let cfg = CollectionConfig::new(dim as u32, mc as u32, mq as u32);
+    let mut cfg = CollectionConfig::new(dim as u32, mc as u32, mq as u32);
+    cfg.dtype = metavec_core::Dtype::parse(&a.dtype).map_err(|e| format!("--dtype: {e}"))?;
     let budgets: Vec<Budget> = match &a.budgets {
         Some(s) => s
             .split(',')
@@ -170,6 +190,10 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     };
     let engine =
         Engine::open(tmp.path(), EngineOptions { collection: opts }).map_err(|e| e.to_string())?;
+    let qrels = match &a.qrels {
+        Some(p) => Some(read_qrels(p)?),
+        None => None,
+    };
     let data = Data {
         docs: &docs,
         queries: &queries,
@@ -178,6 +202,8 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         dim,
         nq,
         per: mc * dim,
+        qrels: qrels.as_ref(),
+        truth_f32: cfg.dtype != metavec_core::Dtype::F32 || qrels.is_some(),
     };
     let (coll, ingest, build) = load(&engine, "bench", cfg.clone(), &data, a.json)?;
     let info = coll.info();
@@ -248,6 +274,93 @@ struct Data<'a> {
     nq: usize,
     /// Values per document (M_c * D).
     per: usize,
+    qrels: Option<&'a Qrels>,
+    /// Whether to compute the exact f32 ranking by brute force (compact dtype or qrels).
+    truth_f32: bool,
+}
+
+/// query -> doc -> grade.
+type Qrels = std::collections::HashMap<usize, std::collections::HashMap<usize, f64>>;
+
+fn read_qrels(path: &std::path::Path) -> Result<Qrels, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Qrels::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = || {
+            format!(
+                "{}:{}: expected query_idx doc_idx grade",
+                path.display(),
+                n + 1
+            )
+        };
+        let [q, d, g] = f[..] else { return Err(bad()) };
+        let (q, d, g) = (
+            q.parse().map_err(|_| bad())?,
+            d.parse().map_err(|_| bad())?,
+            g.parse::<f64>().map_err(|_| bad())?,
+        );
+        out.entry(q).or_default().insert(d, g);
+    }
+    Ok(out)
+}
+
+/// nDCG@k of a ranking of document indices against graded judgements.
+fn ndcg(ranked: &[usize], judged: Option<&std::collections::HashMap<usize, f64>>, k: usize) -> f64 {
+    let Some(judged) = judged else { return 0.0 };
+    let gain = |g: f64, r: usize| (2f64.powf(g) - 1.0) / ((r + 2) as f64).log2();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(r, d)| gain(judged.get(d).copied().unwrap_or(0.0), r))
+        .sum();
+    let mut ideal: Vec<f64> = judged.values().copied().collect();
+    ideal.sort_by(|a, b| b.total_cmp(a));
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(r, &g)| gain(g, r))
+        .sum();
+    if idcg > 0.0 {
+        dcg / idcg
+    } else {
+        0.0
+    }
+}
+
+/// The exact f32 top `k` of every timed query at budget `b`, by brute force over the raw data
+/// (rows normalised the way the engine stores them), on all threads.
+fn f32_truth(d: &Data<'_>, b: Budget, k: usize) -> Vec<Vec<usize>> {
+    let (rq, rc, dim) = (b.r_q as usize, b.r_c as usize, d.dim);
+    let kern = metavec_core::score::kernel();
+    let norm = |v: &[f32]| {
+        let mut v = v.to_vec();
+        let _ = metavec_core::document::normalize_rows(&mut v, dim, "bench");
+        v
+    };
+    (0..d.nq)
+        .into_par_iter()
+        .map(|qi| {
+            let q = norm(&d.queries[qi * d.mq * dim..(qi * d.mq + rq) * dim]);
+            let mut maxes = vec![0f32; rq];
+            let mut scored: Vec<(f32, usize)> = (0..d.n)
+                .map(|i| {
+                    let doc = norm(&d.docs[i * d.per..i * d.per + rc * dim]);
+                    maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                    (kern.update)(&q, rq, dim, &doc, &mut maxes);
+                    (maxes.iter().sum(), i)
+                })
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            scored.into_iter().take(k).map(|(_, i)| i).collect()
+        })
+        .collect()
 }
 
 /// Creates collection `name`, ingests every document in batches of 500 and seals them into one
@@ -337,6 +450,7 @@ fn measure(
     let t = Instant::now();
     let mut recall = 0.0;
     let mut exact_pages = 0;
+    let mut exact_tops = Vec::with_capacity(nq);
     for (r, got) in reqs.iter().zip(&results) {
         let truth = one.install(|| search(&r.clone().exact()))?;
         exact_pages += truth.stats.vector_pages;
@@ -346,8 +460,39 @@ fn measure(
             .filter(|h| got.hits.iter().any(|x| x.id == h.id))
             .count() as f64
             / truth.hits.len().max(1) as f64;
+        exact_tops.push(
+            truth
+                .hits
+                .iter()
+                .filter_map(|h| h.id.parse::<usize>().ok())
+                .collect::<Vec<_>>(),
+        );
     }
     let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
+    let dtype = coll.config().dtype;
+    let f32_tops = d.truth_f32.then(|| f32_truth(d, b, a.k as usize));
+    let round4 = |x: f64| (x * 1e4).round() / 1e4;
+    let exact_recall_vs_f32 = f32_tops.as_ref().filter(|_| dtype != Dtype::F32).map(|f| {
+        let hit: f64 = exact_tops
+            .iter()
+            .zip(f)
+            .map(|(g, t)| t.iter().filter(|i| g.contains(i)).count() as f64 / t.len().max(1) as f64)
+            .sum();
+        round4(hit / nq as f64)
+    });
+    let mean_ndcg = |tops: &[Vec<usize>]| {
+        d.qrels.map(|q| {
+            round4(
+                tops.iter()
+                    .enumerate()
+                    .map(|(qi, t)| ndcg(t, q.get(&qi), 10))
+                    .sum::<f64>()
+                    / nq as f64,
+            )
+        })
+    };
+    let ndcg_at_10 = mean_ndcg(&exact_tops);
+    let ndcg_at_10_f32 = f32_tops.as_deref().and_then(mean_ndcg);
     let per_query = |f: &dyn Fn(&SearchStats) -> u64| {
         results.iter().map(|r| f(&r.stats)).sum::<u64>() / nq as u64
     };
@@ -369,6 +514,10 @@ fn measure(
         exact_qps_1_thread: (exact_qps * 10.0).round() / 10.0,
         exact_pages_per_query: exact_pages / nq as u64,
         speedup_vs_exact: ((qps1 / exact_qps) * 10.0).round() / 10.0,
+        dtype: dtype.name(),
+        exact_recall_vs_f32,
+        ndcg_at_10,
+        ndcg_at_10_f32,
     })
 }
 
@@ -413,6 +562,19 @@ fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
         row.exact_pages_per_query,
         row.speedup_vs_exact
     );
+    let mut quality = Vec::new();
+    if let Some(r) = row.exact_recall_vs_f32 {
+        quality.push(format!("{} exact recall@10 vs f32 exact {r:.4}", row.dtype));
+    }
+    if let Some(n) = row.ndcg_at_10 {
+        quality.push(format!("nDCG@10 exact {n:.4}"));
+    }
+    if let Some(n) = row.ndcg_at_10_f32 {
+        quality.push(format!("f32 exact {n:.4}"));
+    }
+    if !quality.is_empty() {
+        println!("         {}", quality.join(", "));
+    }
     Ok(())
 }
 

@@ -99,8 +99,15 @@ impl DocSource for Run {
     fn id(&self, i: usize) -> &str {
         &self.docs[i].id
     }
-    fn rows(&self, i: usize, start: usize, end: usize) -> crate::Result<&[f32]> {
-        Ok(&self.docs[i].vectors[start * self.dim..end * self.dim])
+    fn rows(
+        &self,
+        i: usize,
+        start: usize,
+        end: usize,
+    ) -> crate::Result<std::borrow::Cow<'_, [f32]>> {
+        Ok(std::borrow::Cow::Borrowed(
+            &self.docs[i].vectors[start * self.dim..end * self.dim],
+        ))
     }
     fn payload(&self, i: usize) -> Option<&str> {
         self.docs[i].payload.as_deref()

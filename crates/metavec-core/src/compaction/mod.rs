@@ -58,7 +58,7 @@ impl DocSource for MergeSource {
         let (s, o) = self.items[i];
         self.segs[s].payload(o as usize)
     }
-    fn rows(&self, i: usize, start: usize, end: usize) -> Result<&[f32]> {
+    fn rows(&self, i: usize, start: usize, end: usize) -> Result<std::borrow::Cow<'_, [f32]>> {
         let (s, o) = self.items[i];
         self.segs[s].rows(o as usize, start, end)
     }

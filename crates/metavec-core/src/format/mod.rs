@@ -45,7 +45,7 @@ impl FileKind {
     /// (major, minor) written by this build.
     pub fn version(self) -> (u16, u16) {
         match self {
-            FileKind::Segment => (1, 0),
+            FileKind::Segment => (1, 1),
             FileKind::Wal => (1, 0),
             FileKind::Manifest => (1, 0),
         }

@@ -5,7 +5,11 @@
 //! list of contiguous parts (one per layout group it spans); the running maxima carry across parts,
 //! so scoring a prefix never needs the parts copied together.
 
+pub mod compact;
+mod rows;
 pub mod simd;
+
+pub use rows::{encode_rows, Rows};
 
 use std::sync::OnceLock;
 

@@ -296,6 +296,7 @@ struct Scorer<'a> {
     q: &'a [f32],
     dim: usize,
     kern: score::Kernel,
+    compact: score::compact::CompactKernel,
     segs: &'a View,
 }
 
@@ -303,8 +304,7 @@ struct Scorer<'a> {
 /// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
 /// bytes read. Only new pairs are computed: `to.r_q * to.r_c - from.r_q * from.r_c` dots.
 /// Appends the numbers of the 4 KiB pages `slice` spans.
-fn push_pages<T>(slice: &[T], pages: &mut Vec<usize>) {
-    let (start, len) = (slice.as_ptr() as usize, std::mem::size_of_val(slice));
+fn push_pages(start: usize, len: usize, pages: &mut Vec<usize>) {
     if len > 0 {
         pages.extend(start / 4096..=(start + len - 1) / 4096);
     }
@@ -322,17 +322,18 @@ fn extend<'a>(
     c: &mut Cand,
     from: Budget,
     to: Budget,
-    parts: &mut Vec<&'a [f32]>,
+    parts: &mut Vec<score::Rows<'a>>,
     mut pages: Option<&mut Vec<usize>>,
 ) -> Result<u64> {
     let (q, dim, kern, segs) = (s.q, s.dim, s.kern, s.segs);
+    let ck = s.compact;
     let (fq, fc, tq, tc) = (
         from.r_q as usize,
         from.r_c as usize,
         to.r_q as usize,
         to.r_c as usize,
     );
-    let row_bytes = (dim * 4) as u64;
+    let mem_row_bytes = (dim * 4) as u64;
     let mut bytes = 0u64;
     // Existing query rows x new document rows, then new query rows x all rows of the new budget.
     for (qa, qb, ra, rb) in [(0, fq, fc, tc), (fq, tq, 0, tc)] {
@@ -343,16 +344,18 @@ fn extend<'a>(
         match &c.doc {
             DocRef::Mem(d) => {
                 (kern.update)(qs, qb - qa, dim, &d.vectors[ra * dim..rb * dim], maxes);
-                bytes += (rb - ra) as u64 * row_bytes;
+                bytes += (rb - ra) as u64 * mem_row_bytes;
             }
             DocRef::Seg(si, o) => {
                 parts.clear();
                 bytes += segs[*si].0.range(*o as usize, ra, rb, parts)?;
                 for p in parts.iter() {
                     if let Some(pages) = pages.as_deref_mut() {
-                        push_pages(p, pages);
+                        for (start, len) in p.spans() {
+                            push_pages(start, len, pages);
+                        }
                     }
-                    (kern.update)(qs, qb - qa, dim, p, maxes);
+                    p.update(&kern, &ck, qs, qb - qa, dim, maxes);
                 }
             }
         }
@@ -363,7 +366,13 @@ fn extend<'a>(
 
 /// Starts loading the rows [`extend`] will read for `c`, so they arrive while the previous
 /// candidate is being scored (a candidate's rows sit at random places in large groups).
-fn prefetch<'a>(s: &Scorer<'a>, c: &Cand, from: Budget, to: Budget, parts: &mut Vec<&'a [f32]>) {
+fn prefetch<'a>(
+    s: &Scorer<'a>,
+    c: &Cand,
+    from: Budget,
+    to: Budget,
+    parts: &mut Vec<score::Rows<'a>>,
+) {
     let (fq, fc, tc) = (from.r_q as usize, from.r_c as usize, to.r_c as usize);
     // The rows extend touches: fc..tc for the old query rows, and 0..tc if query rows are added.
     let ra = if to.r_q as usize > fq { 0 } else { fc };
@@ -372,7 +381,7 @@ fn prefetch<'a>(s: &Scorer<'a>, c: &Cand, from: Budget, to: Budget, parts: &mut 
         DocRef::Seg(si, o) => {
             parts.clear();
             if s.segs[*si].0.range(*o as usize, ra, tc, parts).is_ok() {
-                parts.iter().for_each(|p| score::simd::prefetch(p));
+                parts.iter().for_each(|p| p.prefetch());
             }
         }
     }
@@ -538,6 +547,7 @@ impl Collection {
             q: &q,
             dim,
             kern,
+            compact: score::compact::compact_kernel(),
             segs: &segs,
         };
         let plan: Vec<Stage> = req
@@ -727,7 +737,7 @@ impl<'q> Bound<'q> {
                 .zip(row)
                 .map(|(u, d)| u + d)
                 .fold(1.0f32, f32::min);
-            let by_doc = v0.map_or(1.0, |(v, r)| {
+            let by_doc = v0.as_ref().map_or(1.0, |(v, r)| {
                 score::dot(&self.q[i * self.dim..(i + 1) * self.dim], v) + r + 1e-5
             });
             total += by_query.min(by_doc);

@@ -1,5 +1,6 @@
 //! The write side of a segment: docs in, a sealed file + its HNSW graph out.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,9 @@ pub trait DocSource: Sync {
         self.len() == 0
     }
     fn id(&self, i: usize) -> &str;
-    /// Vectors `start..end` of document `i`; the range never crosses a layout group boundary.
-    fn rows(&self, i: usize, start: usize, end: usize) -> Result<&[f32]>;
+    /// Vectors `start..end` of document `i` as f32; the range never crosses a layout group
+    /// boundary.
+    fn rows(&self, i: usize, start: usize, end: usize) -> Result<Cow<'_, [f32]>>;
     fn payload(&self, i: usize) -> Option<&str>;
 }
 
@@ -65,7 +67,7 @@ pub fn build_segment_with(
     let dim = cfg.dim as usize;
     let mut v0 = Vec::with_capacity(docs.len() * dim);
     for i in 0..docs.len() {
-        v0.extend_from_slice(docs.rows(i, 0, 1)?);
+        v0.extend_from_slice(&docs.rows(i, 0, 1)?);
     }
     let index = VectorIndex::build(
         &v0,
@@ -104,7 +106,6 @@ fn write_segment_file(
     docs: &dyn DocSource,
 ) -> Result<u64> {
     let dim = cfg.dim as usize;
-    let bpv = cfg.dtype.bytes_per_value();
     let n = docs.len();
     let tmp = tmp_path(path);
     let file = storage.create(&tmp).at(&tmp)?;
@@ -129,30 +130,44 @@ fn write_segment_file(
     let mut start = 0u32;
     for &end in &bounds {
         let width = (end - start) as usize;
-        let doc_bytes = width * dim * bpv;
+        let dtype = cfg.dtype.of_group(start);
+        let doc_bytes = width * dtype.row_bytes(dim);
         let docs_per_block = (BLOCK_TARGET_BYTES / doc_bytes.max(1)).max(1);
         pad_to(&mut w, &mut pos, &tmp)?;
         let offset = pos;
         let mut block_crcs = Vec::with_capacity(n.div_ceil(docs_per_block));
         let mut crc = crc32fast::Hasher::new();
         let mut radii = Vec::with_capacity(n);
+        let mut enc = Vec::with_capacity(doc_bytes);
+        let mut stored = Vec::new();
         for i in 0..n {
             let v = docs.rows(i, start as usize, end as usize)?;
             let v0 = docs.rows(i, 0, 1)?;
+            enc.clear();
+            crate::score::encode_rows(dtype, &v, dim, &mut enc);
+            debug_assert_eq!(enc.len(), doc_bytes);
+            // Radii bound what a search will compute, so they are taken on the stored values.
+            let v: &[f32] = if dtype == crate::config::Dtype::F32 {
+                &v
+            } else {
+                stored.clear();
+                let rows = stored_rows(dtype, &enc, dim);
+                rows.decode_into(dim, &mut stored);
+                &stored
+            };
             radii.push(
                 v.chunks_exact(dim)
                     .map(|r| {
                         r.iter()
-                            .zip(v0)
+                            .zip(v0.iter())
                             .map(|(a, b)| (a - b) * (a - b))
                             .sum::<f32>()
                             .sqrt()
                     })
                     .fold(0.0f32, f32::max),
             );
-            let bytes: &[u8] = bytemuck::cast_slice(v);
-            crc.update(bytes);
-            w.write_all(bytes).at(&tmp)?;
+            crc.update(&enc);
+            w.write_all(&enc).at(&tmp)?;
             if (i + 1) % docs_per_block == 0 || i + 1 == n {
                 block_crcs.push(std::mem::take(&mut crc).finalize());
             }
@@ -210,6 +225,24 @@ fn write_segment_file(
     let dir = path.parent().unwrap_or(Path::new("."));
     storage.sync_dir(dir).at(dir)?;
     Ok(pos)
+}
+
+/// The rows of one document's encoded group slot (see [`crate::score::encode_rows`]).
+fn stored_rows(dtype: crate::config::Dtype, enc: &[u8], dim: usize) -> crate::score::Rows<'_> {
+    use crate::config::Dtype;
+    use crate::score::Rows;
+    match dtype {
+        Dtype::F32 => Rows::F32(bytemuck::cast_slice(enc)),
+        Dtype::Bf16 => Rows::Bf16(bytemuck::cast_slice(enc)),
+        Dtype::F16 => Rows::F16(bytemuck::cast_slice(enc)),
+        Dtype::Int8 => {
+            let n = enc.len() / (dim + 4);
+            Rows::Int8 {
+                values: bytemuck::cast_slice(&enc[..n * dim]),
+                scales: &enc[n * dim..],
+            }
+        }
+    }
 }
 
 fn pad_to(w: &mut impl Write, pos: &mut u64, path: &Path) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The read side of a segment: header and metadata checked once at open, vector blocks checked
 //! on first touch (and all of them by [`Segment::verify`]).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::format::{decode_preamble, u32_at, u64_at, FileKind, ALIGN};
 use crate::index::VectorIndex;
 use crate::io::MappedFile;
+use crate::score::Rows;
 
-use super::{GroupMeta, SegmentMeta, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN};
+use super::{SegmentMeta, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN};
 
 /// An open, memory-mapped sealed segment with its HNSW graph.
 #[derive(Debug)]
@@ -19,7 +21,8 @@ pub struct Segment {
     map: MappedFile,
     meta: SegmentMeta,
     dim: usize,
-    bytes_per_value: usize,
+    /// Per layout group: how its vectors are stored (vector 0's group is always f32).
+    dtypes: Vec<Dtype>,
     /// One bit per block per group: set once the block's crc has been checked.
     verified: Vec<Vec<AtomicU64>>,
     index: VectorIndex,
@@ -48,11 +51,16 @@ impl Segment {
             meta.ids.len(),
         )
         .map_err(|e| Error::corruption(dir.join(super::index_basename(id)), 0, e.to_string()))?;
+        let dtypes = meta
+            .groups
+            .iter()
+            .map(|g| cfg.dtype.of_group(g.start))
+            .collect();
         Ok(Segment {
             id,
             map,
             dim: cfg.dim as usize,
-            bytes_per_value: cfg.dtype.bytes_per_value(),
+            dtypes,
             meta,
             verified,
             index,
@@ -96,24 +104,24 @@ impl Segment {
         self.map.bytes().len() as u64
     }
 
-    /// The prefix `0..r_c` of document `ord`, as one slice per group it spans, and the bytes they
-    /// cover. Blocks are crc-checked the first time any document in them is touched.
-    pub fn prefix<'a>(&'a self, ord: usize, r_c: usize, out: &mut Vec<&'a [f32]>) -> Result<u64> {
+    /// The prefix `0..r_c` of document `ord`, as one run of rows per group it spans, and the bytes
+    /// they cover. Blocks are crc-checked the first time any document in them is touched.
+    pub fn prefix<'a>(&'a self, ord: usize, r_c: usize, out: &mut Vec<Rows<'a>>) -> Result<u64> {
         out.clear();
         self.range(ord, 0, r_c, out)
     }
 
-    /// Appends to `out` the vectors `from..to` of document `ord` as one slice per group they
-    /// span, and returns the bytes they cover (what a cascade stage reads beyond its previous one).
+    /// Appends to `out` the vectors `from..to` of document `ord` as one run of rows per group
+    /// they span, and returns the bytes they cover (what a cascade stage reads beyond its
+    /// previous one).
     pub fn range<'a>(
         &'a self,
         ord: usize,
         from: usize,
         to: usize,
-        out: &mut Vec<&'a [f32]>,
+        out: &mut Vec<Rows<'a>>,
     ) -> Result<u64> {
         let mut bytes = 0u64;
-        let row = self.dim * self.bytes_per_value;
         for (g, group) in self.meta.groups.iter().enumerate() {
             let (start, end) = (group.start as usize, (group.start + group.width) as usize);
             let (a, b) = (from.max(start), to.min(end));
@@ -123,14 +131,35 @@ impl Segment {
                 }
                 continue;
             }
-            let slot = self.block_slice(g, ord)?;
-            let block_first = (ord / group.docs_per_block as usize) * group.docs_per_block as usize;
-            let at = (ord - block_first) * group.width as usize * row + (a - start) * row;
-            let raw = &slot[at..at + (b - a) * row];
-            out.push(bytemuck::cast_slice(raw));
-            bytes += raw.len() as u64;
+            let rows = self.group_rows(g, ord, a - start, b - start)?;
+            bytes += rows.bytes();
+            out.push(rows);
         }
         Ok(bytes)
+    }
+
+    /// Rows `a..b` (relative to the group's first vector) of document `ord` in group `g`.
+    fn group_rows(&self, g: usize, ord: usize, a: usize, b: usize) -> Result<Rows<'_>> {
+        let group = &self.meta.groups[g];
+        let dtype = self.dtypes[g];
+        let row = dtype.row_bytes(self.dim);
+        let width = group.width as usize;
+        let block = self.block_slice(g, ord)?;
+        let per = group.docs_per_block as usize;
+        let slot = (ord - (ord / per) * per) * width * row;
+        Ok(match dtype {
+            Dtype::F32 => Rows::F32(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
+            Dtype::Bf16 => Rows::Bf16(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
+            Dtype::F16 => Rows::F16(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
+            Dtype::Int8 => {
+                // A document's slot: its rows' values, then their scales.
+                let scales_at = slot + width * self.dim;
+                Rows::Int8 {
+                    values: bytemuck::cast_slice(&block[slot + a * self.dim..slot + b * self.dim]),
+                    scales: &block[scales_at + a * 4..scales_at + b * 4],
+                }
+            }
+        })
     }
 
     /// The largest distance from vector 0 of document `ord` to any of its vectors `from..to`.
@@ -143,8 +172,9 @@ impl Segment {
             .fold(0.0, f32::max)
     }
 
-    /// Vectors `start..end` of document `ord`, which must lie inside one layout group.
-    pub fn rows(&self, ord: usize, start: usize, end: usize) -> Result<&[f32]> {
+    /// Vectors `start..end` of document `ord` as f32 (decoded when the group is compact), which
+    /// must lie inside one layout group.
+    pub fn rows(&self, ord: usize, start: usize, end: usize) -> Result<Cow<'_, [f32]>> {
         let Some(g) = self
             .meta
             .groups
@@ -156,20 +186,26 @@ impl Segment {
                 self.id
             )));
         };
-        let group = &self.meta.groups[g];
-        let block = self.block_slice(g, ord)?;
-        let row = self.dim * self.bytes_per_value;
-        let per = group.docs_per_block as usize;
-        let at = (ord - (ord / per) * per) * group.width as usize * row
-            + (start - group.start as usize) * row;
-        Ok(bytemuck::cast_slice(&block[at..at + (end - start) * row]))
+        let first = self.meta.groups[g].start as usize;
+        Ok(match self.group_rows(g, ord, start - first, end - first)? {
+            Rows::F32(v) => Cow::Borrowed(v),
+            other => {
+                let mut v = Vec::with_capacity((end - start) * self.dim);
+                other.decode_into(self.dim, &mut v);
+                Cow::Owned(v)
+            }
+        })
     }
 
-    /// All M_c vectors of document `ord`, copied out.
+    /// All M_c vectors of document `ord`, as f32 (decoded when stored compact).
     pub fn vectors(&self, ord: usize) -> Result<Vec<f32>> {
         let mut parts = Vec::new();
         self.prefix(ord, self.meta.doc_vectors as usize, &mut parts)?;
-        Ok(parts.concat())
+        let mut out = Vec::with_capacity(self.meta.doc_vectors as usize * self.dim);
+        for p in parts {
+            p.decode_into(self.dim, &mut out);
+        }
+        Ok(out)
     }
 
     /// Checks every block's crc, whether touched or not.
@@ -190,11 +226,12 @@ impl Segment {
         if self.verified[g][b / 64].load(Ordering::Relaxed) & bit == 0 {
             self.check_block(g, b)?;
         }
-        Ok(self.block_bytes(group, b).1)
+        Ok(self.block_bytes(g, b).1)
     }
 
-    fn block_bytes<'a>(&'a self, group: &GroupMeta, b: usize) -> (u64, &'a [u8]) {
-        let doc_bytes = group.width as u64 * (self.dim * self.bytes_per_value) as u64;
+    fn block_bytes(&self, g: usize, b: usize) -> (u64, &[u8]) {
+        let group = &self.meta.groups[g];
+        let doc_bytes = group.width as u64 * self.dtypes[g].row_bytes(self.dim) as u64;
         let per = group.docs_per_block as u64;
         let start = group.offset + b as u64 * per * doc_bytes;
         let end = (start + per * doc_bytes).min(group.offset + group.len);
@@ -203,7 +240,7 @@ impl Segment {
 
     fn check_block(&self, g: usize, b: usize) -> Result<()> {
         let group = &self.meta.groups[g];
-        let (offset, bytes) = self.block_bytes(group, b);
+        let (offset, bytes) = self.block_bytes(g, b);
         if crc32fast::hash(bytes) != group.block_crcs[b] {
             return Err(Error::corruption(
                 self.path(),
@@ -299,7 +336,6 @@ fn check_layout(
             format!("segment metadata does not validate: {e}"),
         )
     })?;
-    let row_bytes = dim as u64 * cfg.dtype.bytes_per_value() as u64;
     let mut expect_start = 0u32;
     let structure_ok = meta.segment_id == id
         && meta.ids.len() as u64 == n_docs
@@ -310,7 +346,10 @@ fn check_layout(
                 && g.width > 0
                 && g.docs_per_block > 0
                 && g.offset % ALIGN as u64 == 0
-                && g.len == n_docs * g.width as u64 * row_bytes
+                && g.len
+                    == n_docs
+                        * g.width as u64
+                        * cfg.dtype.of_group(g.start).row_bytes(dim as usize) as u64
                 && g.offset
                     .checked_add(g.len)
                     .is_some_and(|e| e <= meta_offset)

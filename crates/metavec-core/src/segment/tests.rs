@@ -34,7 +34,8 @@ fn prefix_reads_only_the_groups_below_r_c() {
     for r_c in [1usize, 4, 8, 16, 5] {
         let bytes = seg.prefix(123, r_c, &mut parts).unwrap();
         assert_eq!(bytes, (r_c * 16 * 4) as u64);
-        let got: Vec<f32> = parts.concat();
+        let mut got = Vec::new();
+        parts.iter().for_each(|p| p.decode_into(16, &mut got));
         assert_eq!(got, run.docs[123].vectors[..r_c * 16]);
     }
     assert_eq!(seg.vectors(7).unwrap(), run.docs[7].vectors);
@@ -126,4 +127,45 @@ fn flipped_header_or_footer_fails_open() {
         Segment::open(dir.path(), 1, &other),
         Err(Error::Corruption { .. })
     ));
+}
+
+#[test]
+fn compact_dtypes_keep_vector_0_f32_and_store_deeper_groups_compact() {
+    use crate::config::Dtype;
+    for (dtype, tol) in [(Dtype::Bf16, 4e-3), (Dtype::F16, 5e-4), (Dtype::Int8, 8e-3)] {
+        let (dir, mut cfg, run) = fixture(200);
+        cfg.budgets = vec![crate::Budget::new(2, 4), crate::Budget::new(8, 16)];
+        cfg.dtype = dtype;
+        build_segment(dir.path(), 1, &cfg, &run).unwrap();
+        let seg = Segment::open(dir.path(), 1, &cfg).unwrap();
+        // Vector 0 gets a group of its own even though no trained budget has r_c = 1.
+        let bounds: Vec<u32> = seg
+            .meta()
+            .groups
+            .iter()
+            .map(|g| g.start + g.width)
+            .collect();
+        assert_eq!(bounds, vec![1, 4, 16], "{dtype}");
+        let row = dtype.row_bytes(16) as u64;
+        let mut parts = Vec::new();
+        for r_c in [1usize, 3, 4, 9, 16] {
+            let bytes = seg.prefix(57, r_c, &mut parts).unwrap();
+            assert_eq!(bytes, 64 + (r_c as u64 - 1) * row, "{dtype} r_c {r_c}");
+            let mut got = Vec::new();
+            parts.iter().for_each(|p| p.decode_into(16, &mut got));
+            let want = &run.docs[57].vectors[..r_c * 16];
+            assert_eq!(got[..16], want[..16], "{dtype}: vector 0 is exact");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= tol, "{dtype}: {g} vs {w}");
+            }
+        }
+        let all = seg.vectors(3).unwrap();
+        assert_eq!(all.len(), 16 * 16);
+        assert_eq!(*seg.rows(3, 5, 9).unwrap(), all[5 * 16..9 * 16]);
+        seg.verify().unwrap();
+        // A collection of another dtype refuses the file.
+        let mut other = cfg.clone();
+        other.dtype = Dtype::F32;
+        assert!(Segment::open(dir.path(), 1, &other).is_err(), "{dtype}");
+    }
 }

@@ -227,8 +227,15 @@ impl DocSource for Docs {
     fn id(&self, i: usize) -> &str {
         &self.0[i].id
     }
-    fn rows(&self, i: usize, start: usize, end: usize) -> metavec_core::Result<&[f32]> {
-        Ok(&self.0[i].vectors[start * DIM..end * DIM])
+    fn rows(
+        &self,
+        i: usize,
+        start: usize,
+        end: usize,
+    ) -> metavec_core::Result<std::borrow::Cow<'_, [f32]>> {
+        Ok(std::borrow::Cow::Borrowed(
+            &self.0[i].vectors[start * DIM..end * DIM],
+        ))
     }
     fn payload(&self, i: usize) -> Option<&str> {
         self.0[i].payload.as_deref()

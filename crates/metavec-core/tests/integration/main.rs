@@ -6,6 +6,7 @@ mod bytes;
 mod cascade;
 mod corruption;
 mod crash;
+mod dtypes;
 mod errors;
 mod faults;
 mod filter;

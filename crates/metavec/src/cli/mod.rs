@@ -79,6 +79,9 @@ pub enum CollectionsCmd {
         hnsw_m: Option<u32>,
         #[arg(long)]
         ef_construction: Option<u32>,
+        /// How segments store vectors 1..: f32 (default), bf16, f16 or int8.
+        #[arg(long, default_value = "")]
+        dtype: String,
     },
     /// List collections.
     List,
@@ -216,7 +219,7 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
     let cfg = i.config.clone().unwrap_or_default();
     if json {
         let v = serde_json::json!({
-            "name": i.name, "dim": cfg.dim, "doc_vectors": cfg.doc_vectors, "query_vectors": cfg.query_vectors,
+            "name": i.name, "dim": cfg.dim, "doc_vectors": cfg.doc_vectors, "query_vectors": cfg.query_vectors, "dtype": cfg.dtype,
             "budgets": cfg.budgets.iter().map(|b| format!("{}x{}", b.r_q, b.r_c)).collect::<Vec<_>>(),
             "live_docs": i.live_docs, "memtable_docs": i.memtable_docs, "segments": i.segments.len(),
             "segment_bytes": i.segments.iter().map(|s| s.file_bytes).sum::<u64>(), "wal_bytes": i.wal_bytes,
@@ -229,11 +232,12 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
             .map(|b| format!("({},{})", b.r_q, b.r_c))
             .collect();
         println!(
-            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} docs {:<9} segments {:<3} wal {:>10} B  budgets {}",
+            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>10} B  budgets {}",
             i.name,
             cfg.dim,
             cfg.doc_vectors,
             cfg.query_vectors,
+            cfg.dtype,
             i.live_docs,
             i.segments.len(),
             i.wal_bytes,
@@ -272,6 +276,7 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             budgets,
             hnsw_m,
             ef_construction,
+            dtype,
         } => {
             let budgets = match budgets {
                 Some(b) => b
@@ -290,7 +295,7 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
                     m: hnsw_m.unwrap_or(0),
                     ef_construction: ef_construction.unwrap_or(0),
                 }),
-                dtype: String::new(),
+                dtype,
             };
             print_info(
                 &c.create_collection(req).await.map_err(status)?.into_inner(),

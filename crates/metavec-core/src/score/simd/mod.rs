@@ -1,13 +1,103 @@
 //! Per-arch MaxSim kernels. Each is checked against the scalar reference by a proptest in `score`.
 #![allow(unsafe_code)]
 
+/// One kernel per encoding and ISA, the same loop: `$load` decodes `$w` values at a pointer, `$dec` one value
+/// (for the tail), `$scale(j)` the factor of document row `j`.
+macro_rules! compact_update {
+    (
+        $inner:ident, $elem:ty, $features:literal, $load:ident, $dec:expr,
+        width = $w:literal, zero = $zero:ident, fmadd = $fmadd:ident, loadu = $loadu:ident,
+        hsum = $hsum:ident
+    ) => {
+        #[target_feature(enable = $features)]
+        fn $inner(
+            query: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[$elem],
+            scale: impl Fn(usize) -> f32,
+            maxes: &mut [f32],
+        ) {
+            let dec = $dec;
+            let n = doc.len() / dim;
+            for j in 0..n {
+                let d = &doc[j * dim..(j + 1) * dim];
+                let dp = d.as_ptr();
+                let s = scale(j);
+                let mut i = 0;
+                while i + 4 <= r_q {
+                    let q = &query[i * dim..(i + 4) * dim];
+                    let qp = q.as_ptr();
+                    let mut acc = [$zero(); 4];
+                    let mut c = 0;
+                    while c + $w <= dim {
+                        // SAFETY: c + $w <= dim: the `$w` values at dp + c lie in row `d`, and the
+                        // $w at qp + k * dim + c in query row k < 4 of `q`.
+                        unsafe {
+                            let x = $load(dp.add(c));
+                            for (k, a) in acc.iter_mut().enumerate() {
+                                *a = $fmadd($loadu(qp.add(k * dim + c)), x, *a);
+                            }
+                        }
+                        c += $w;
+                    }
+                    let mut out = [0.0f32; 4];
+                    for (o, a) in out.iter_mut().zip(acc) {
+                        *o = $hsum(a);
+                    }
+                    for cc in c..dim {
+                        let x = dec(d[cc]);
+                        for (k, o) in out.iter_mut().enumerate() {
+                            *o += q[k * dim + cc] * x;
+                        }
+                    }
+                    for k in 0..4 {
+                        let v = out[k] * s;
+                        if v > maxes[i + k] {
+                            maxes[i + k] = v;
+                        }
+                    }
+                    i += 4;
+                }
+                while i < r_q {
+                    let q = &query[i * dim..(i + 1) * dim];
+                    let qp = q.as_ptr();
+                    let mut acc = $zero();
+                    let mut c = 0;
+                    while c + $w <= dim {
+                        // SAFETY: c + $w <= dim, inside both rows.
+                        unsafe {
+                            acc = $fmadd($loadu(qp.add(c)), $load(dp.add(c)), acc);
+                        }
+                        c += $w;
+                    }
+                    let mut v = $hsum(acc);
+                    for cc in c..dim {
+                        v += q[cc] * dec(d[cc]);
+                    }
+                    let v = v * s;
+                    if v > maxes[i] {
+                        maxes[i] = v;
+                    }
+                    i += 1;
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_compact;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_compact;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 
+use super::compact::CompactKernel;
 use super::Kernel;
 
 /// The best kernel the running CPU supports, if any beats the scalar one. `METAVEC_KERNEL=avx2`
@@ -82,4 +172,44 @@ pub fn prefetch<T>(data: &[T]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = data;
+}
+
+/// The avx2+fma kernels (also used by tests and benches on CPUs with AVX-512).
+pub fn avx2_compact() -> Option<CompactKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return Some(avx2_compact::KERNEL);
+        }
+    }
+    None
+}
+
+/// The best compact-encoding kernels the running CPU supports, if any beat the scalar ones
+/// (`METAVEC_KERNEL` caps the choice as for [`best`]).
+pub fn best_compact() -> Option<CompactKernel> {
+    let cap = std::env::var("METAVEC_KERNEL").unwrap_or_default();
+    if cap == "scalar" {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cap != "avx2"
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
+            return Some(avx512_compact::KERNEL);
+        }
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return Some(avx2_compact::KERNEL);
+        }
+    }
+    None
 }

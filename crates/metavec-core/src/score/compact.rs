@@ -1,0 +1,188 @@
+//! Compact encodings of document vectors and their MaxSim update kernels.
+//!
+//! Query rows always stay f32; a document row is stored as bf16, f16 or int8 (symmetric, one f32
+//! scale per vector: `value = q * scale`, `scale = max|x| / 127`) and decoded in registers. Each
+//! encoding has a scalar reference here (written for auto-vectorisation: eight accumulators,
+//! no `.sum()` in the hot loop) and per-arch kernels in [`super::simd`], chosen once per process
+//! by [`compact_kernel`] and proptested against the reference.
+//!
+//! These kernels are not wired into the segment format yet: segments still store f32 only.
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+/// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` for document rows stored as 16-bit values
+/// (`doc.len() / dim` rows).
+pub type Update16Fn = fn(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]);
+
+/// As [`Update16Fn`] for int8 rows; row `j` is `doc[j * dim..][..dim] * scales[j]`.
+pub type UpdateI8Fn =
+    fn(query: &[f32], r_q: usize, dim: usize, doc: &[i8], scales: &[f32], maxes: &mut [f32]);
+
+/// The MaxSim update kernels for every compact encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactKernel {
+    pub name: &'static str,
+    pub bf16: Update16Fn,
+    pub f16: Update16Fn,
+    pub int8: UpdateI8Fn,
+}
+
+/// The scalar references, as a [`CompactKernel`].
+pub const SCALAR: CompactKernel = CompactKernel {
+    name: "scalar",
+    bf16: update_bf16_scalar,
+    f16: update_f16_scalar,
+    int8: update_int8_scalar,
+};
+
+/// The fastest compact kernels this CPU supports, chosen once.
+pub fn compact_kernel() -> CompactKernel {
+    static K: OnceLock<CompactKernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        let k = super::simd::best_compact().unwrap_or(SCALAR);
+        tracing::debug!(kernel = k.name, "compact MaxSim kernel selected");
+        k
+    })
+}
+
+/// f32 -> bf16 bits, round to nearest even (NaN stays NaN).
+pub fn encode_bf16(src: &[f32]) -> Vec<u16> {
+    src.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+}
+
+/// bf16 bits -> f32 (exact).
+pub fn decode_bf16(src: &[u16]) -> Vec<f32> {
+    src.iter().map(|&b| bf16_to_f32(b)).collect()
+}
+
+/// f32 -> IEEE half bits, round to nearest even; values past 65504 become infinity, so only unit
+/// (or similarly bounded) vectors belong in f16.
+pub fn encode_f16(src: &[f32]) -> Vec<u16> {
+    src.iter().map(|&x| f16::from_f32(x).to_bits()).collect()
+}
+
+/// IEEE half bits -> f32 (exact).
+pub fn decode_f16(src: &[u16]) -> Vec<f32> {
+    src.iter().map(|&b| f16::from_bits(b).to_f32()).collect()
+}
+
+/// Symmetric int8 with one scale per row of `dim` values: `scale = max|x| / 127` (0 for an
+/// all-zero row), `q = round(x / scale)` in -127..=127. Returns (values, scales).
+pub fn encode_int8(src: &[f32], dim: usize) -> (Vec<i8>, Vec<f32>) {
+    if dim == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let mut values = Vec::with_capacity(src.len());
+    let mut scales = Vec::with_capacity(src.len() / dim);
+    for row in src.chunks_exact(dim) {
+        let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 && max.is_finite() {
+            max / 127.0
+        } else {
+            0.0
+        };
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        values.extend(
+            row.iter()
+                .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8),
+        );
+        scales.push(scale);
+    }
+    (values, scales)
+}
+
+/// int8 rows back to f32 (`q * scale`).
+pub fn decode_int8(values: &[i8], scales: &[f32], dim: usize) -> Vec<f32> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    values
+        .chunks_exact(dim)
+        .zip(scales)
+        .flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s))
+        .collect()
+}
+
+#[inline(always)]
+fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Dot of an f32 row with an encoded row, eight accumulators (vectorises without fast-math).
+#[inline(always)]
+fn dot_decoded<T: Copy>(q: &[f32], d: &[T], dec: impl Fn(T) -> f32) -> f32 {
+    let n = q.len().min(d.len());
+    let (q, d) = (&q[..n], &d[..n]);
+    let mut acc = [0.0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let (x, y) = (&q[c * 8..c * 8 + 8], &d[c * 8..c * 8 + 8]);
+        for k in 0..8 {
+            acc[k] += x[k] * dec(y[k]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for k in chunks * 8..n {
+        tail += q[k] * dec(d[k]);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+#[inline(always)]
+fn update_decoded<T: Copy>(
+    query: &[f32],
+    r_q: usize,
+    dim: usize,
+    doc: &[T],
+    maxes: &mut [f32],
+    scale: impl Fn(usize) -> f32,
+    dec: impl Fn(T) -> f32 + Copy,
+) {
+    if dim == 0 {
+        return;
+    }
+    for (j, d) in doc.chunks_exact(dim).enumerate() {
+        let s = scale(j);
+        for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
+            let v = dot_decoded(&query[i * dim..(i + 1) * dim], d, dec) * s;
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+}
+
+/// Scalar reference of the bf16 update.
+pub fn update_bf16_scalar(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+    update_decoded(query, r_q, dim, doc, maxes, |_| 1.0, bf16_to_f32);
+}
+
+/// Scalar reference of the f16 update.
+pub fn update_f16_scalar(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+    update_decoded(
+        query,
+        r_q,
+        dim,
+        doc,
+        maxes,
+        |_| 1.0,
+        |b| f16::from_bits(b).to_f32(),
+    );
+}
+
+/// Scalar reference of the int8 update: the dot is taken on the raw values, then scaled.
+pub fn update_int8_scalar(
+    query: &[f32],
+    r_q: usize,
+    dim: usize,
+    doc: &[i8],
+    scales: &[f32],
+    maxes: &mut [f32],
+) {
+    update_decoded(query, r_q, dim, doc, maxes, |j| scales[j], |q| q as f32);
+}
+
+#[cfg(test)]
+mod tests;

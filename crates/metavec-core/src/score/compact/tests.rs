@@ -1,0 +1,118 @@
+use super::*;
+use crate::score::maxsim_update_scalar;
+use proptest::prelude::*;
+
+fn vecs(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> std::result::Result<(), TestCaseError> {
+    for (x, y) in a.iter().zip(b) {
+        prop_assert!((x - y).abs() <= tol * (1.0 + x.abs()), "{} vs {}", x, y);
+    }
+    Ok(())
+}
+
+#[test]
+fn encode_decode_bounds() {
+    let x = vecs(384 * 3, 5);
+    let b = decode_bf16(&encode_bf16(&x));
+    let h = decode_f16(&encode_f16(&x));
+    for (v, (p, q)) in x.iter().zip(b.iter().zip(&h)) {
+        // bf16 keeps 8 significant bits, f16 11: relative error <= 2^-9 and 2^-12.
+        assert!((v - p).abs() <= v.abs() / 256.0, "bf16 {v} -> {p}");
+        assert!((v - q).abs() <= v.abs() / 2048.0 + 1e-7, "f16 {v} -> {q}");
+    }
+    let (vals, scales) = encode_int8(&x, 384);
+    assert_eq!(vals.len(), x.len());
+    assert_eq!(scales.len(), 3);
+    let d = decode_int8(&vals, &scales, 384);
+    for (r, (row, dec)) in x.chunks(384).zip(d.chunks(384)).enumerate() {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(vals[r * 384..(r + 1) * 384].iter().any(|q| q.abs() == 127));
+        for (v, p) in row.iter().zip(dec) {
+            assert!((v - p).abs() <= max / 254.0 * 1.0001, "int8 {v} -> {p}");
+        }
+    }
+    // An all-zero row gets scale 0 and decodes to zeros, never NaN.
+    let (vals, scales) = encode_int8(&[0.0; 8], 8);
+    assert_eq!(scales, vec![0.0]);
+    assert_eq!(decode_int8(&vals, &scales, 8), vec![0.0; 8]);
+}
+
+#[test]
+fn this_cpu_dispatches_a_simd_kernel() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        assert_ne!(compact_kernel().name, "scalar");
+        let avx512 = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl");
+        assert_eq!(compact_kernel().name == "avx512", avx512);
+    }
+}
+
+proptest! {
+    #[test]
+    fn compact_kernels_match_scalar_references(
+        r_q in 1usize..11, n in 1usize..9, dim in 1usize..70, seed in 0u64..1000,
+    ) {
+        let q = vecs(r_q * dim, seed);
+        let d = vecs(n * dim, seed + 1);
+        // The dispatched kernels and, on an AVX-512 CPU, the AVX2 ones too.
+        let kernels = [Some(compact_kernel()), crate::score::simd::avx2_compact()];
+        for k in kernels.into_iter().flatten() {
+            check_kernel(k, &q, r_q, dim, &d)?;
+        }
+    }
+}
+
+fn check_kernel(
+    k: CompactKernel,
+    q: &[f32],
+    r_q: usize,
+    dim: usize,
+    d: &[f32],
+) -> std::result::Result<(), TestCaseError> {
+    let fresh = || vec![f32::NEG_INFINITY; r_q];
+
+    let bits = encode_bf16(d);
+    let (mut a, mut b) = (fresh(), fresh());
+    update_bf16_scalar(q, r_q, dim, &bits, &mut a);
+    (k.bf16)(q, r_q, dim, &bits, &mut b);
+    close(&a, &b, 1e-4)?;
+    // The reference equals f32 MaxSim over the decoded rows.
+    let mut c = fresh();
+    maxsim_update_scalar(q, r_q, dim, &decode_bf16(&bits), &mut c);
+    close(&a, &c, 1e-4)?;
+
+    let bits = encode_f16(d);
+    let (mut a, mut b) = (fresh(), fresh());
+    update_f16_scalar(q, r_q, dim, &bits, &mut a);
+    (k.f16)(q, r_q, dim, &bits, &mut b);
+    close(&a, &b, 1e-4)?;
+    let mut c = fresh();
+    maxsim_update_scalar(q, r_q, dim, &decode_f16(&bits), &mut c);
+    close(&a, &c, 1e-4)?;
+
+    let (vals, scales) = encode_int8(d, dim);
+    let (mut a, mut b) = (fresh(), fresh());
+    update_int8_scalar(q, r_q, dim, &vals, &scales, &mut a);
+    (k.int8)(q, r_q, dim, &vals, &scales, &mut b);
+    close(&a, &b, 1e-4)?;
+    let mut c = fresh();
+    maxsim_update_scalar(q, r_q, dim, &decode_int8(&vals, &scales, dim), &mut c);
+    close(&a, &c, 1e-4)?;
+
+    // Compact scores stay near the f32 ones (values in [-1, 1]): the dtype's error bound.
+    let mut exact = fresh();
+    maxsim_update_scalar(q, r_q, dim, d, &mut exact);
+    let tol = dim as f32 / 127.0;
+    close(&exact, &a, tol)?;
+    Ok(())
+}

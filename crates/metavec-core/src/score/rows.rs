@@ -1,0 +1,120 @@
+//! A run of stored document vectors in whatever encoding its layout group uses, and the one place
+//! that dispatches a MaxSim update, a decode or a prefetch on that encoding.
+
+use smallvec::SmallVec;
+
+use super::compact::{self, CompactKernel};
+use super::Kernel;
+
+/// Consecutive vectors of one document as they sit in a segment (or the memtable, always f32).
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+    F16(&'a [u16]),
+    /// `values` holds the rows back to back; `scales` one little-endian f32 per row (unaligned).
+    Int8 {
+        values: &'a [i8],
+        scales: &'a [u8],
+    },
+}
+
+impl Rows<'_> {
+    /// Bytes these rows occupy in storage.
+    pub fn bytes(&self) -> u64 {
+        (match self {
+            Rows::F32(v) => v.len() * 4,
+            Rows::Bf16(v) | Rows::F16(v) => v.len() * 2,
+            Rows::Int8 { values, scales } => values.len() + scales.len(),
+        }) as u64
+    }
+
+    /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` over these rows (see [`super::UpdateFn`]).
+    pub fn update(
+        &self,
+        kern: &Kernel,
+        ck: &CompactKernel,
+        query: &[f32],
+        r_q: usize,
+        dim: usize,
+        maxes: &mut [f32],
+    ) {
+        match *self {
+            Rows::F32(d) => (kern.update)(query, r_q, dim, d, maxes),
+            Rows::Bf16(d) => (ck.bf16)(query, r_q, dim, d, maxes),
+            Rows::F16(d) => (ck.f16)(query, r_q, dim, d, maxes),
+            Rows::Int8 { values, scales } => {
+                let s = scales_of(scales);
+                (ck.int8)(query, r_q, dim, values, &s, maxes)
+            }
+        }
+    }
+
+    /// Appends the rows decoded to f32.
+    pub fn decode_into(&self, dim: usize, out: &mut Vec<f32>) {
+        match *self {
+            Rows::F32(d) => out.extend_from_slice(d),
+            Rows::Bf16(d) => out.extend(compact::decode_bf16(d)),
+            Rows::F16(d) => out.extend(compact::decode_f16(d)),
+            Rows::Int8 { values, scales } => {
+                out.extend(compact::decode_int8(values, &scales_of(scales), dim))
+            }
+        }
+    }
+
+    /// Starts loading the rows into cache (a hint, see [`super::simd::prefetch`]).
+    pub fn prefetch(&self) {
+        match *self {
+            Rows::F32(d) => super::simd::prefetch(d),
+            Rows::Bf16(d) | Rows::F16(d) => super::simd::prefetch(d),
+            Rows::Int8 { values, scales } => {
+                super::simd::prefetch(values);
+                super::simd::prefetch(scales);
+            }
+        }
+    }
+
+    /// The storage byte ranges these rows cover, as (start address, length) pairs.
+    pub fn spans(&self) -> [(usize, usize); 2] {
+        fn span<T>(s: &[T]) -> (usize, usize) {
+            (s.as_ptr() as usize, std::mem::size_of_val(s))
+        }
+        match *self {
+            Rows::F32(d) => [span(d), (0, 0)],
+            Rows::Bf16(d) | Rows::F16(d) => [span(d), (0, 0)],
+            Rows::Int8 { values, scales } => [span(values), span(scales)],
+        }
+    }
+}
+
+/// int8 scales, copied out of their unaligned little-endian bytes.
+fn scales_of(bytes: &[u8]) -> SmallVec<[f32; 64]> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Encodes f32 rows of `dim` values as `dtype` stores them, appending to `out`. int8 writes the
+/// rows' values first, then their scales (see `segment` for the layout).
+pub fn encode_rows(dtype: crate::config::Dtype, rows: &[f32], dim: usize, out: &mut Vec<u8>) {
+    use crate::config::Dtype;
+    match dtype {
+        Dtype::F32 => out.extend_from_slice(bytemuck::cast_slice(rows)),
+        Dtype::Bf16 => out.extend(
+            compact::encode_bf16(rows)
+                .iter()
+                .flat_map(|b| b.to_le_bytes()),
+        ),
+        Dtype::F16 => out.extend(
+            compact::encode_f16(rows)
+                .iter()
+                .flat_map(|b| b.to_le_bytes()),
+        ),
+        Dtype::Int8 => {
+            let (values, scales) = compact::encode_int8(rows, dim);
+            out.extend(values.iter().map(|&v| v as u8));
+            out.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! AVX-512 (F + BW) MaxSim updates over compact document rows: the AVX2 loop at 16 lanes. Each
+//! 16-value chunk of a document row is decoded once in registers (bf16: widen and shift left 16;
+//! f16: `vcvtph2ps`; int8: sign-extend and convert) and feeds four query rows' FMAs. int8 rows are
+//! scaled once per dot, after the sum. (avx512_bf16's `vdpbf16ps` would need the query rounded to
+//! bf16 as well; not used.)
+
+use std::arch::x86_64::*;
+
+use super::super::compact::CompactKernel;
+
+/// Only handed out by `best_compact()` after runtime detection of avx512f, avx512bw and avx512vl.
+pub const KERNEL: CompactKernel = CompactKernel {
+    name: "avx512",
+    bf16: update_bf16,
+    f16: update_f16,
+    int8: update_int8,
+};
+
+#[inline(always)]
+fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_bf16(p: *const u16) -> __m512 {
+    // SAFETY: callers pass a pointer with 16 readable u16 (checked by their loop bounds).
+    unsafe {
+        let h = _mm256_loadu_si256(p as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn load_f16(p: *const u16) -> __m512 {
+    // SAFETY: callers pass a pointer with 16 readable u16 (checked by their loop bounds).
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn load_i8(p: *const i8) -> __m512 {
+    // SAFETY: callers pass a pointer with 16 readable i8 (checked by their loop bounds).
+    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn hsum(v: __m512) -> f32 {
+    _mm512_reduce_add_ps(v)
+}
+
+compact_update!(
+    inner_bf16,
+    u16,
+    "avx512f,avx512bw",
+    load_bf16,
+    bf16_to_f32,
+    width = 16,
+    zero = _mm512_setzero_ps,
+    fmadd = _mm512_fmadd_ps,
+    loadu = _mm512_loadu_ps,
+    hsum = hsum
+);
+compact_update!(
+    inner_f16,
+    u16,
+    "avx512f,avx512bw",
+    load_f16,
+    |b: u16| half::f16::from_bits(b).to_f32(),
+    width = 16,
+    zero = _mm512_setzero_ps,
+    fmadd = _mm512_fmadd_ps,
+    loadu = _mm512_loadu_ps,
+    hsum = hsum
+);
+compact_update!(
+    inner_i8,
+    i8,
+    "avx512f,avx512bw",
+    load_i8,
+    |q: i8| q as f32,
+    width = 16,
+    zero = _mm512_setzero_ps,
+    fmadd = _mm512_fmadd_ps,
+    loadu = _mm512_loadu_ps,
+    hsum = hsum
+);
+
+fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
+    assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
+}
+
+fn update_bf16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+    check(query, r_q, dim, maxes);
+    if dim == 0 {
+        return;
+    }
+    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
+    unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
+}
+
+fn update_f16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+    check(query, r_q, dim, maxes);
+    if dim == 0 {
+        return;
+    }
+    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
+    unsafe { inner_f16(query, r_q, dim, doc, |_| 1.0, maxes) }
+}
+
+fn update_int8(
+    query: &[f32],
+    r_q: usize,
+    dim: usize,
+    doc: &[i8],
+    scales: &[f32],
+    maxes: &mut [f32],
+) {
+    check(query, r_q, dim, maxes);
+    if dim == 0 {
+        return;
+    }
+    assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
+    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
+    unsafe { inner_i8(query, r_q, dim, doc, |j| scales[j], maxes) }
+}
