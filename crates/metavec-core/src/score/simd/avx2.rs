@@ -11,6 +11,13 @@ super::kernel::x86_kernel! {
     fma: _mm256_fmadd_ps,
     add: _mm256_add_ps,
     hsum: hsum,
+    fold: fold,
+}
+
+/// An 8-lane register is already 8 lanes.
+#[inline(always)]
+fn fold(v: __m256) -> __m256 {
+    v
 }
 
 #[target_feature(enable = "avx2,fma")]

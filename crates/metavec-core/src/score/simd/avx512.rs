@@ -12,4 +12,12 @@ super::kernel::x86_kernel! {
     fma: _mm512_fmadd_ps,
     add: _mm512_add_ps,
     hsum: _mm512_reduce_add_ps,
+    fold: fold,
+}
+
+/// 16 lanes to 8: lane i + lane i + 8.
+#[target_feature(enable = "avx512f")]
+fn fold(v: __m512) -> __m256 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    _mm256_add_ps(_mm512_castps512_ps256(v), hi)
 }

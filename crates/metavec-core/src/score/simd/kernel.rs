@@ -2,10 +2,14 @@
 //! register type (`__m256` with AVX2+FMA, `__m512` with AVX-512F) inside that width's module.
 //!
 //! The update scores 4 query rows x 2 document rows per step with eight accumulators, so each
-//! loaded document chunk feeds four FMAs and FMA latency is hidden. Every dot product, whether it
-//! runs in [`dot_4x2`]'s lanes or in `dot_1`, accumulates in one register-wide accumulator and
-//! then the scalar tail, so a score never depends on how a document's rows were paired or split
-//! into layout groups: a document scores bit-identically from the memtable and from a segment.
+//! loaded document chunk feeds four FMAs and FMA latency is hidden; a leftover document row is
+//! scored against 4 query rows at a time (four independent chains), leftover query rows against
+//! 2 document rows at a time. Every dot product accumulates its chunks in order in one
+//! register-wide accumulator, which is folded to 8 lanes and summed by one fixed tree
+//! ([`tree8`]'s: lanes `((0+1)+(2+3)) + ((4+5)+(6+7))`, then the scalar tail), whether it is
+//! reduced alone or jointly with seven others. So a score never depends on how a document's rows
+//! were paired or split into layout groups: a document scores bit-identically from the memtable
+//! and from a segment, and the joint reduction costs a fraction of eight separate ones.
 
 /// Expands `dot` and `maxsim_update` (safe entry points, installed by `best()` only after the
 /// runtime check of `$feature`) for a register of `$lanes` f32 lanes.
@@ -18,7 +22,8 @@ macro_rules! x86_kernel {
         load: $load:path,
         fma: $fma:path,
         add: $add:path,
-        hsum: $hsum:path $(,)?
+        hsum: $hsum:path,
+        fold: $fold:path $(,)?
     ) => {
         /// Dot product; only installed by `best()` after runtime detection of the feature.
         pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -99,7 +104,8 @@ macro_rules! x86_kernel {
                 while i < r_q {
                     let q = &query[i * dim..(i + 1) * dim];
                     // SAFETY: the feature is on; the slices are equal-length rows.
-                    let m = unsafe { dot_1(q, d0).max(dot_1(q, d1)) };
+                    let r = unsafe { dot_1x2(q, d0, d1) };
+                    let m = r[0].max(r[1]);
                     if m > maxes[i] {
                         maxes[i] = m;
                     }
@@ -109,14 +115,56 @@ macro_rules! x86_kernel {
             }
             if j < n {
                 let d = &doc[j * dim..(j + 1) * dim];
-                for (i, m) in maxes.iter_mut().enumerate().take(r_q) {
+                let mut i = 0;
+                while i + 4 <= r_q {
+                    // SAFETY: as above; 4 query rows of `dim`.
+                    let r = unsafe { dot_4x1(&query[i * dim..(i + 4) * dim], d, dim) };
+                    for k in 0..4 {
+                        if r[k] > maxes[i + k] {
+                            maxes[i + k] = r[k];
+                        }
+                    }
+                    i += 4;
+                }
+                while i < r_q {
                     // SAFETY: as above.
                     let s = unsafe { dot_1(&query[i * dim..(i + 1) * dim], d) };
-                    if s > *m {
-                        *m = s;
+                    if s > maxes[i] {
+                        maxes[i] = s;
                     }
+                    i += 1;
                 }
             }
+        }
+
+        /// The fixed reduction tree of eight accumulators at once: [sum(a0), ..., sum(a7)].
+        #[target_feature(enable = $feature)]
+        fn tree8(a: [$reg; 8]) -> [f32; 8] {
+            let f = a.map(|r| $fold(r));
+            let t0 = _mm256_hadd_ps(f[0], f[1]);
+            let t1 = _mm256_hadd_ps(f[2], f[3]);
+            let t2 = _mm256_hadd_ps(f[4], f[5]);
+            let t3 = _mm256_hadd_ps(f[6], f[7]);
+            let u0 = _mm256_hadd_ps(t0, t1);
+            let u1 = _mm256_hadd_ps(t2, t3);
+            let lo = _mm256_permute2f128_ps(u0, u1, 0x20);
+            let hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+            let mut out = [0.0f32; 8];
+            // SAFETY: `out` has room for 8 f32.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
+            out
+        }
+
+        /// [`tree8`]'s sum of one accumulator (the same additions in the same order).
+        #[target_feature(enable = $feature)]
+        fn tree1(a: $reg) -> f32 {
+            let f = $fold(a);
+            let h = _mm256_hadd_ps(f, f);
+            let h = _mm256_hadd_ps(h, h);
+            _mm_cvtss_f32(_mm_add_ss(
+                _mm256_castps256_ps128(h),
+                _mm256_extractf128_ps(h, 1),
+            ))
         }
 
         /// One dot product accumulated exactly as each lane of [`dot_4x2`] is.
@@ -132,12 +180,69 @@ macro_rules! x86_kernel {
                 unsafe { acc = $fma($load(pq.add(c)), $load(pd.add(c)), acc) };
                 c += L;
             }
-            let mut s = $hsum(acc);
+            let mut s = tree1(acc);
             while c < dim {
                 s += q[c] * d[c];
                 c += 1;
             }
             s
+        }
+
+        /// Dots of one query row with 2 document rows (two independent chains).
+        #[target_feature(enable = $feature)]
+        unsafe fn dot_1x2(q: &[f32], d0: &[f32], d1: &[f32]) -> [f32; 2] {
+            const L: usize = $lanes;
+            let dim = q.len().min(d0.len()).min(d1.len());
+            let (pq, p0, p1) = (q.as_ptr(), d0.as_ptr(), d1.as_ptr());
+            let (mut a0, mut a1): ($reg, $reg) = ($zero(), $zero());
+            let mut c = 0;
+            while c + L <= dim {
+                // SAFETY: c + L <= dim, inside all three rows.
+                unsafe {
+                    let y = $load(pq.add(c));
+                    a0 = $fma(y, $load(p0.add(c)), a0);
+                    a1 = $fma(y, $load(p1.add(c)), a1);
+                }
+                c += L;
+            }
+            let (mut s0, mut s1) = (tree1(a0), tree1(a1));
+            while c < dim {
+                s0 += q[c] * d0[c];
+                s1 += q[c] * d1[c];
+                c += 1;
+            }
+            [s0, s1]
+        }
+
+        /// Dots of 4 query rows (contiguous in `q`) with one document row: [q0d, q1d, q2d, q3d].
+        #[target_feature(enable = $feature)]
+        unsafe fn dot_4x1(q: &[f32], d: &[f32], dim: usize) -> [f32; 4] {
+            const L: usize = $lanes;
+            debug_assert!(q.len() >= 4 * dim && d.len() >= dim);
+            let (qp, pd) = (q.as_ptr(), d.as_ptr());
+            let mut acc: [$reg; 4] = [$zero(); 4];
+            let mut c = 0;
+            while c + L <= dim {
+                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
+                unsafe {
+                    let x = $load(pd.add(c));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a = $fma($load(qp.add(k * dim + c)), x, *a);
+                    }
+                }
+                c += L;
+            }
+            let t = tree8([
+                acc[0], acc[1], acc[2], acc[3], acc[0], acc[1], acc[2], acc[3],
+            ]);
+            let mut out = [t[0], t[1], t[2], t[3]];
+            while c < dim {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o += q[k * dim + c] * d[c];
+                }
+                c += 1;
+            }
+            out
         }
 
         /// Dots of 4 query rows (contiguous in `q`) with 2 document rows:
@@ -163,10 +268,7 @@ macro_rules! x86_kernel {
                 }
                 c += L;
             }
-            let mut out = [0.0f32; 8];
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = $hsum(a);
-            }
+            let mut out = tree8(acc);
             while c < dim {
                 for k in 0..4 {
                     let y = q[k * dim + c];
