@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # metavec bench and the reference pipeline (faiss HNSW on vector 0 + numpy MaxSim) on the same
-# synthetic data, same machine, one after the other. Usage: benches/run-vs-reference.sh [OUT_DIR]
+# synthetic data, same machine, one after the other; then metavec again on the same files with
+# each compact dtype (quality against f32 included).
+# Usage: benches/run-vs-reference.sh [OUT_DIR]   (DTYPES="bf16 int8" by default; "" skips them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/metavec-bench}
+dtypes=${DTYPES-"bf16 int8"}
 mkdir -p "$out"
 cargo build --release -p metavec
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -12,3 +15,7 @@ cargo build --release -p metavec
   --write-npy "$out" --plot "$out/curve.svg" | tee "$out/metavec.txt"
 ( cd ../shared/bench && "$OLDPWD/.venv/bin/python" reference_pipeline.py "$out" --budgets 1x1,4x8,16x64 \
   --cands 320 --queries 100 ) | tee "$out/reference.txt"
+for d in $dtypes; do
+  ./target/release/metavec bench --npy-dir "$out" --dtype "$d" --budgets 1x1,4x8,16x64 --queries 100 \
+    --candidates 320 --no-baseline | tee "$out/metavec-$d.txt"
+done

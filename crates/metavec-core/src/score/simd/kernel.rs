@@ -89,10 +89,14 @@ macro_rules! x86_kernel {
                 let d0 = &doc[j * dim..(j + 1) * dim];
                 let d1 = &doc[(j + 1) * dim..(j + 2) * dim];
                 let mut i = 0;
+                // The first block of query rows also prefetches the next pair of document rows,
+                // so streaming a deep prefix from memory overlaps with the arithmetic.
+                let next = doc.as_ptr().wrapping_add((j + 2) * dim);
                 while i + 4 <= r_q {
                     let q = &query[i * dim..(i + 4) * dim];
+                    let pf = if i == 0 { next } else { std::ptr::null() };
                     // SAFETY: q holds 4 rows of `dim`, d0/d1 one row each; the feature is on.
-                    let r = unsafe { dot_4x2(q, d0, d1, dim) };
+                    let r = unsafe { dot_4x2(q, d0, d1, dim, pf) };
                     for k in 0..4 {
                         let m = r[2 * k].max(r[2 * k + 1]);
                         if m > maxes[i + k] {
@@ -246,9 +250,16 @@ macro_rules! x86_kernel {
         }
 
         /// Dots of 4 query rows (contiguous in `q`) with 2 document rows:
-        /// [q0d0, q0d1, q1d0, ..., q3d1].
+        /// [q0d0, q0d1, q1d0, ..., q3d1]. Unless `prefetch` is null, also asks for the cache
+        /// lines of the two rows that start there (a hint: the address may lie past the data).
         #[target_feature(enable = $feature)]
-        unsafe fn dot_4x2(q: &[f32], d0: &[f32], d1: &[f32], dim: usize) -> [f32; 8] {
+        unsafe fn dot_4x2(
+            q: &[f32],
+            d0: &[f32],
+            d1: &[f32],
+            dim: usize,
+            prefetch: *const f32,
+        ) -> [f32; 8] {
             const L: usize = $lanes;
             debug_assert!(q.len() >= 4 * dim && d0.len() >= dim && d1.len() >= dim);
             let qp = q.as_ptr();
@@ -256,6 +267,11 @@ macro_rules! x86_kernel {
             let mut acc: [$reg; 8] = [$zero(); 8];
             let mut c = 0;
             while c + L <= dim {
+                if !prefetch.is_null() {
+                    // A prefetch never faults and reads nothing architecturally.
+                    _mm_prefetch::<_MM_HINT_T0>(prefetch.wrapping_add(c).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(prefetch.wrapping_add(dim + c).cast());
+                }
                 // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
                 unsafe {
                     let x0 = $load(p0.add(c));
