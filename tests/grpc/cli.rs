@@ -433,6 +433,90 @@ fn bench_subcommand_measures_every_budget() {
     assert_eq!(d.len(), 600 * 8 * 16);
 }
 
+#[test]
+fn bench_compact_dtype_quality_and_a_reused_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (npy, db) = (tmp.path().join("npy"), tmp.path().join("db"));
+    // Every query's first two documents are judged relevant (grades 2 and 1).
+    let qrels = tmp.path().join("qrels.tsv");
+    std::fs::write(
+        &qrels,
+        (0..8)
+            .map(|q| format!("{q}\t{}\t2\n{q}\t{}\t1\n", q, q + 1))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let bench = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_metavec"))
+            .args(["bench", "--json", "--queries", "8", "--budgets", "1x1,4x8"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let lines: Vec<serde_json::Value> = ok(out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+    };
+    let first = bench(&[
+        "--docs",
+        "400",
+        "--dim",
+        "32",
+        "--doc-vectors",
+        "8",
+        "--query-vectors",
+        "4",
+        "--dtype",
+        "int8",
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--write-npy",
+        npy.to_str().unwrap(),
+        "--data-dir",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        first.len(),
+        3,
+        "header and two budgets, no baseline with --data-dir"
+    );
+    for row in &first[1..] {
+        assert_eq!(row["dtype"], "int8");
+        let r = row["exact_recall_vs_f32"].as_f64().unwrap();
+        assert!((0.8..=1.0).contains(&r), "{row}");
+        for k in ["ndcg_at_10", "ndcg_at_10_f32"] {
+            let n = row[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&n), "{k}: {row}");
+        }
+    }
+    // Vector 0 stays f32: at (1,1) int8 ranks exactly as f32 does.
+    assert_eq!(first[1]["exact_recall_vs_f32"], 1.0);
+    assert_eq!(first[1]["ndcg_at_10"], first[1]["ndcg_at_10_f32"]);
+    // 4x8 reads one f32 row and 7 int8 rows (32 + 4 bytes) per scored document.
+    let docs = first[2]["dot_products_per_query"].as_u64().unwrap() / 32;
+    assert_eq!(
+        first[2]["vector_bytes_per_query"].as_u64().unwrap(),
+        docs * (128 + 7 * 36)
+    );
+
+    // The same directory again: nothing ingested, the stored collection measured.
+    let again = bench(&[
+        "--npy-dir",
+        npy.to_str().unwrap(),
+        "--data-dir",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(again[0]["docs"], 400);
+    assert!(again[0]["ingest_docs_per_s"].is_null(), "{}", again[0]);
+    assert_eq!(again[1]["dtype"], "int8");
+    assert_eq!(
+        again[2]["vector_bytes_per_query"],
+        first[2]["vector_bytes_per_query"]
+    );
+    assert!(again[2]["recall_at_10"].as_f64().unwrap() > 0.5);
+}
+
 /// Reads back the .npy the bench wrote: f32 values and the shape.
 fn read_f32_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
     let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(p).unwrap())).unwrap();

@@ -65,6 +65,12 @@ pub struct BenchArgs {
     /// adds nDCG@10 of the exact ranking, and of the exact f32 ranking with a compact dtype.
     #[arg(long)]
     pub qrels: Option<PathBuf>,
+    /// Keep the engine in DIR instead of a temporary directory. When DIR already holds the
+    /// bench's collection, nothing is ingested: only `queries.npy` of --npy-dir is read and the
+    /// stored collection is measured (how `benches/wide.sh` measures a collection larger than
+    /// the memory it is given). Implies --no-baseline.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -117,14 +123,51 @@ fn write_npy(path: &std::path::Path, shape: &[u64], data: &[f32]) -> Result<(), 
     w.finish().map_err(|e| e.to_string())
 }
 
-pub fn run(a: BenchArgs) -> Result<(), String> {
+pub fn run(mut a: BenchArgs) -> Result<(), String> {
     let say = |s: String| {
         if !a.json {
             eprintln!("{s}");
         }
     };
-    let (docs, queries, n, mc, mq, dim) = match &a.npy_dir {
-        Some(dir) => {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let opts = CollectionOptions {
+        memtable_max_bytes: usize::MAX,
+        compact_max_segments: usize::MAX,
+        ..Default::default()
+    };
+    let root = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let engine =
+        Engine::open(&root, EngineOptions { collection: opts }).map_err(|e| e.to_string())?;
+    if a.data_dir.is_some() {
+        a.no_baseline = true;
+    }
+    let stored = engine.collection("bench").ok();
+    let (docs, queries, n, mc, mq, dim) = match (&a.npy_dir, &stored) {
+        (Some(dir), Some(coll)) => {
+            let cfg = coll.config();
+            let (q, qs) = crate::cli::npy::read(&dir.join("queries.npy"))?;
+            if qs.len() != 3 || qs[2] != cfg.dim as usize {
+                return Err(format!("queries.npy must be [Q, M_q, {}]", cfg.dim));
+            }
+            say(format!(
+                "reusing the stored collection in {} ({} docs, dtype {})",
+                root.display(),
+                coll.len(),
+                cfg.dtype
+            ));
+            let (mc, mq, dim) = (cfg.doc_vectors as usize, qs[1], cfg.dim as usize);
+            (Vec::new(), q, coll.len(), mc, mq, dim)
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{} already holds a bench collection: pass --npy-dir with its queries.npy",
+                root.display()
+            ))
+        }
+        (Some(dir), None) => {
             let (d, ds) = crate::cli::npy::read(&dir.join("docs.npy"))?;
             let (q, qs) = crate::cli::npy::read(&dir.join("queries.npy"))?;
             let (&[n, mc, dim], &[_, mq, qd]) = (&ds[..], &qs[..]) else {
@@ -135,7 +178,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
             }
             (d, q, n, mc, mq, dim)
         }
-        None => {
+        (None, None) => {
             let cfg =
                 CollectionConfig::new(a.dim as u32, a.doc_vectors as u32, a.query_vectors as u32);
             let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
@@ -159,7 +202,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         }
     };
     let nq = (queries.len() / (mq * dim)).min(a.queries);
-    if let Some(dir) = &a.write_npy {
+    if let Some(dir) = a.write_npy.as_ref().filter(|_| stored.is_none()) {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         write_npy(
             &dir.join("docs.npy"),
@@ -182,14 +225,6 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         None => cfg.budgets.clone(),
     };
 
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let opts = CollectionOptions {
-        memtable_max_bytes: usize::MAX,
-        compact_max_segments: usize::MAX,
-        ..Default::default()
-    };
-    let engine =
-        Engine::open(tmp.path(), EngineOptions { collection: opts }).map_err(|e| e.to_string())?;
     let qrels = match &a.qrels {
         Some(p) => Some(read_qrels(p)?),
         None => None,
@@ -203,15 +238,18 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         nq,
         per: mc * dim,
         qrels: qrels.as_ref(),
-        truth_f32: cfg.dtype != metavec_core::Dtype::F32 || qrels.is_some(),
+        truth_f32: stored.is_none() && (cfg.dtype != metavec_core::Dtype::F32 || qrels.is_some()),
     };
-    let (coll, ingest, build) = load(&engine, "bench", cfg.clone(), &data, a.json)?;
+    let (coll, ingest, build) = match stored {
+        Some(coll) => (coll, Duration::ZERO, Duration::ZERO),
+        None => load(&engine, "bench", cfg.clone(), &data, a.json)?,
+    };
     let info = coll.info();
     let seg_bytes: u64 = info.segments.iter().map(|s| s.file_bytes).sum();
     let index_bytes: u64 = info.segments.iter().map(|s| s.index_bytes).sum();
     let head = serde_json::json!({
         "docs": n, "dim": dim, "doc_vectors": mc, "query_vectors": mq, "queries": nq,
-        "ingest_docs_per_s": (n as f64 / ingest.as_secs_f64()).round(),
+        "ingest_docs_per_s": (!ingest.is_zero()).then(|| (n as f64 / ingest.as_secs_f64()).round()),
         "build_s": (build.as_secs_f64() * 100.0).round() / 100.0,
         "segment_bytes": seg_bytes, "index_bytes": index_bytes, "threads": rayon::current_num_threads(),
     });
@@ -219,9 +257,17 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         println!("{head}");
     } else {
         println!(
-            "{n} docs x {mc} x {dim}: ingest {:.0} docs/s, build (segment + HNSW) {:.1} s, segment {} MB, HNSW {} MB, {} threads",
-            n as f64 / ingest.as_secs_f64(),
-            build.as_secs_f64(),
+            "{n} docs x {mc} x {dim} ({}): {}, segment {} MB, HNSW {} MB, {} threads",
+            coll.config().dtype,
+            if ingest.is_zero() {
+                "stored collection reused".to_string()
+            } else {
+                format!(
+                    "ingest {:.0} docs/s, build (segment + HNSW) {:.1} s",
+                    n as f64 / ingest.as_secs_f64(),
+                    build.as_secs_f64()
+                )
+            },
             seg_bytes / 1_000_000,
             index_bytes / 1_000_000,
             rayon::current_num_threads()
