@@ -8,7 +8,7 @@ secs="${1:-600}"
 cd "$(dirname "$0")/.."
 cargo build --release -p metavec-core --test fuzz -q
 cargo build --release -p metavec-api --test fuzz -q
-for t in fuzz_wal_record_decoder fuzz_wal_file_scan fuzz_manifest_decoder fuzz_segment_open; do
+for t in fuzz_wal_record_decoder fuzz_wal_file_scan fuzz_manifest_decoder fuzz_segment_open fuzz_segment_open_int8; do
   METAVEC_FUZZ_SECS="$secs" cargo test --release -q -p metavec-core --test fuzz "$t" -- --exact --nocapture 2>&1 | grep -E "fuzz target|panicked|FAILED|failed" || true
 done
 for t in fuzz_proto_conversion; do

@@ -90,6 +90,35 @@ async fn compact_dtypes_over_grpc_and_the_cli() {
     assert!(stdout.contains(r#""dtype":"int8""#), "{stdout}");
 
     let f32_bytes = load(&mut c, "f", &data).await;
+
+    // Raw bf16 on the wire (half the bytes of f32): stored as the exactly widened values.
+    let bits: Vec<u16> = data
+        .doc(0)
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect();
+    let doc = pb::Document {
+        id: "raw".into(),
+        vectors: Some(pb::Vectors {
+            count: MC,
+            dim: DIM,
+            bf16: bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
+            ..Default::default()
+        }),
+        payload: String::new(),
+    };
+    let batch = pb::UpsertRequest {
+        collection: "f".into(),
+        documents: vec![doc],
+    };
+    upsert(&mut c, vec![batch]).await.unwrap();
+    let mut widened: Vec<f32> = bits
+        .iter()
+        .map(|&b| half::bf16::from_bits(b).to_f32())
+        .collect();
+    metavec_core::document::normalize_rows(&mut widened, DIM as usize, "x").unwrap();
+    let got = stored(&mut c, "f", vec!["raw".into()]).await;
+    assert_eq!(got["raw"].0, widened);
     for (name, tol) in [("b", 4e-3f32), ("i", 8e-3)] {
         let bytes = load(&mut c, name, &data).await;
         assert!(

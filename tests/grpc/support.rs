@@ -113,7 +113,12 @@ pub struct Clients {
 }
 
 pub fn vectors(count: u32, dim: u32, values: Vec<f32>) -> pb::Vectors {
-    pb::Vectors { count, dim, values }
+    pb::Vectors {
+        count,
+        dim,
+        values,
+        ..Default::default()
+    }
 }
 
 pub fn synth_doc(data: &SynthData, i: usize) -> pb::Document {

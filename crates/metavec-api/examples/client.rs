@@ -67,6 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         count: DOC_VECTORS,
                         dim: DIM,
                         values: rows(i, DOC_VECTORS),
+                        ..Default::default()
                     }),
                     payload: format!(r#"{{"n": {i}}}"#),
                 })
@@ -91,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     count: 4,
                     dim: DIM,
                     values: rows(42, 4),
+                    ..Default::default()
                 }),
                 budget: Some(pb::Budget { r_q, r_c }),
                 k: 3,

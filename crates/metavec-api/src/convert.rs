@@ -36,15 +36,47 @@ pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32
         )));
     }
     let want = v.count as u64 * v.dim as u64;
-    if v.values.len() as u64 != want {
+    let set = [!v.values.is_empty(), !v.bf16.is_empty(), !v.f16.is_empty()];
+    if set.iter().filter(|&&s| s).count() > 1 {
         return Err(invalid(format!(
-            "{field} has {} values, count {} x dim {} = {want}",
-            v.values.len(),
-            v.count,
-            v.dim
+            "{field}: set exactly one of values, bf16 and f16"
         )));
     }
-    Ok(v.values.clone())
+    let (name, len, raw) = if set[1] {
+        ("bf16", v.bf16.len() as u64, Some(&v.bf16))
+    } else if set[2] {
+        ("f16", v.f16.len() as u64, Some(&v.f16))
+    } else {
+        ("values", v.values.len() as u64 * 2, None)
+    };
+    if len != want * 2 {
+        return Err(invalid(match raw {
+            None => format!(
+                "{field} has {} values, count {} x dim {} = {want}",
+                v.values.len(),
+                v.count,
+                v.dim
+            ),
+            Some(_) => format!(
+                "{field}.{name} has {len} bytes, count {} x dim {} x 2 = {}",
+                v.count,
+                v.dim,
+                want * 2
+            ),
+        }));
+    }
+    fn halves(b: &[u8]) -> impl Iterator<Item = u16> + '_ {
+        b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))
+    }
+    Ok(match name {
+        "bf16" => halves(&v.bf16)
+            .map(|h| half::bf16::from_bits(h).to_f32())
+            .collect(),
+        "f16" => halves(&v.f16)
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect(),
+        _ => v.values.clone(),
+    })
 }
 
 pub fn budget(b: Option<&pb::Budget>) -> Result<Budget, Error> {
@@ -199,6 +231,7 @@ pub fn document_pb(d: core::Document, cfg: &CollectionConfig) -> pb::Document {
             count: cfg.doc_vectors,
             dim: cfg.dim,
             values: d.vectors,
+            ..Default::default()
         }),
         payload: d.payload.unwrap_or_default(),
     }
@@ -385,6 +418,7 @@ mod tests {
                 count: 2,
                 dim: 3,
                 values: vec![0.0; 6],
+                ..Default::default()
             }),
             payload: String::new(),
         };
@@ -398,6 +432,7 @@ mod tests {
                 count: 2,
                 dim: 4,
                 values: vec![0.0; 7],
+                ..Default::default()
             }),
             "query",
             4,
@@ -405,5 +440,53 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("query has 7 values"), "{e}");
+    }
+
+    #[test]
+    fn raw_half_float_vectors_widen_exactly_and_bad_ones_name_the_field() {
+        let vals = [0.5f32, -0.25, 1.0, 0.0, 0.125, -1.0];
+        let le = |bits: Vec<u16>| {
+            bits.iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let bf = le(vals
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect());
+        let hf = le(vals
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect());
+        let v = |values: Vec<f32>, bf16: Vec<u8>, f16: Vec<u8>| pb::Vectors {
+            count: 2,
+            dim: 3,
+            values,
+            bf16,
+            f16,
+        };
+        // These values are exact in both encodings, so they come back unchanged.
+        assert_eq!(
+            vectors(Some(&v(vec![], bf.clone(), vec![])), "q", 3).unwrap(),
+            vals
+        );
+        assert_eq!(
+            vectors(Some(&v(vec![], vec![], hf.clone())), "q", 3).unwrap(),
+            vals
+        );
+        let e = vectors(Some(&v(vals.to_vec(), bf.clone(), vec![])), "q", 3).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("q: set exactly one of values, bf16 and f16"),
+            "{e}"
+        );
+        let e = vectors(Some(&v(vec![], bf[..11].to_vec(), vec![])), "q", 3).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("q.bf16 has 11 bytes, count 2 x dim 3 x 2 = 12"),
+            "{e}"
+        );
+        let e = vectors(Some(&v(vec![], vec![], hf[..10].to_vec())), "q", 3).unwrap_err();
+        assert!(e.to_string().contains("q.f16 has 10 bytes"), "{e}");
     }
 }

@@ -102,6 +102,7 @@ async fn main() {
                         count: mc as u32,
                         dim: dim as u32,
                         values: data.doc(i).to_vec(),
+                        ..Default::default()
                     }),
                     payload: String::new(),
                 })
@@ -137,6 +138,7 @@ async fn main() {
                     count: r_q,
                     dim: dim as u32,
                     values: data.query(qi)[..r_q as usize * dim].to_vec(),
+                    ..Default::default()
                 }),
                 budget: Some(pb::Budget { r_q, r_c }),
                 k: 10,

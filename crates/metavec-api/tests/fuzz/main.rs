@@ -25,6 +25,7 @@ fn vectors(count: u32, dim: u32) -> pb::Vectors {
         count,
         dim,
         values: (0..count * dim).map(|i| i as f32 * 0.25 - 1.0).collect(),
+        ..Default::default()
     }
 }
 
@@ -204,8 +205,14 @@ fn fuzz_proto_conversion() {
     let num = || prop_oneof![0u32..20, Just(u32::MAX), Just(1 << 16), any::<u32>()];
     let budget = move || (num(), num()).prop_map(|(r_q, r_c)| pb::Budget { r_q, r_c });
     let vecs = move || {
-        (num(), num(), proptest::collection::vec(any::<f32>(), 0..40))
-            .prop_map(|(count, dim, values)| pb::Vectors { count, dim, values })
+        (num(), num(), proptest::collection::vec(any::<f32>(), 0..40)).prop_map(
+            |(count, dim, values)| pb::Vectors {
+                count,
+                dim,
+                values,
+                ..Default::default()
+            },
+        )
     };
     let text = || {
         prop_oneof![

@@ -252,6 +252,8 @@ fn open_and_touch(dir: &Path, cfg: &CollectionConfig) -> metavec_core::Result<Ve
         let _ = &seg.ids()[ord];
         for b in &cfg.budgets {
             seg.prefix(ord, (b.r_c as usize).min(DOC_VECTORS), &mut parts)?;
+            let mut decoded = Vec::new();
+            parts.iter().for_each(|p| p.decode_into(DIM, &mut decoded));
         }
         out.push(seg.vectors(ord)?);
     }
@@ -261,13 +263,31 @@ fn open_and_touch(dir: &Path, cfg: &CollectionConfig) -> metavec_core::Result<Ve
 
 #[test]
 fn fuzz_segment_open() {
-    let cfg = cfg();
+    fuzz_segment(cfg(), "segment_open");
+}
+
+/// The same with an int8 segment (f32 vector 0, then int8 rows with their scales after them).
+#[test]
+fn fuzz_segment_open_int8() {
+    let mut cfg = cfg();
+    cfg.dtype = metavec_core::Dtype::Int8;
+    fuzz_segment(cfg, "segment_open_int8");
+}
+
+fn fuzz_segment(cfg: CollectionConfig, name: &str) {
     let src = tempfile::tempdir().unwrap();
     let d = docs(40);
     build_segment(src.path(), 1, &cfg, &Docs(d.clone())).unwrap();
     let vectors = open_and_touch(src.path(), &cfg).unwrap();
-    let want: Vec<Vec<f32>> = d.iter().map(|d| d.vectors.clone()).collect();
-    assert_eq!(vectors, want, "the seed round-trips");
+    for (got, doc) in vectors.iter().zip(&d) {
+        assert_eq!(got.len(), doc.vectors.len());
+        for (g, w) in got.iter().zip(&doc.vectors) {
+            assert!((g - w).abs() <= 5e-3, "the seed round-trips: {g} vs {w}");
+        }
+        if cfg.dtype == metavec_core::Dtype::F32 {
+            assert_eq!(got, &doc.vectors, "f32 round-trips exactly");
+        }
+    }
 
     // A working copy: the HNSW files stay intact, the segment file is mutated.
     let work = tempfile::tempdir().unwrap();
@@ -278,19 +298,15 @@ fn fuzz_segment_open() {
     }
     let seed = std::fs::read(src.path().join(&seg_name)).unwrap();
     let target = work.path().join(&seg_name);
-    fuzz(
-        "segment_open",
-        (mutations(4), any::<bool>()),
-        |(muts, fix)| {
-            let mut bytes = apply(&seed, &muts);
-            if fix {
-                fix_preamble_crc(&mut bytes);
-            }
-            std::fs::write(&target, bytes).unwrap();
-            if let Err(e) = open_and_touch(work.path(), &cfg) {
-                expect_corruption(&e, work.path())?;
-            }
-            Ok(())
-        },
-    );
+    fuzz(name, (mutations(4), any::<bool>()), |(muts, fix)| {
+        let mut bytes = apply(&seed, &muts);
+        if fix {
+            fix_preamble_crc(&mut bytes);
+        }
+        std::fs::write(&target, bytes).unwrap();
+        if let Err(e) = open_and_touch(work.path(), &cfg) {
+            expect_corruption(&e, work.path())?;
+        }
+        Ok(())
+    });
 }

@@ -400,6 +400,7 @@ pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
                         count: mc as u32,
                         dim: dim as u32,
                         values: values[i * mc * dim..(i + 1) * mc * dim].to_vec(),
+                        ..Default::default()
                     }),
                     payload: payloads.as_ref().map(|p| p[i].clone()).unwrap_or_default(),
                 })
@@ -486,6 +487,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
                 count: mq as u32,
                 dim: dim as u32,
                 values: values[i * mq * dim..(i + 1) * mq * dim].to_vec(),
+                ..Default::default()
             }),
             budget: Some(budget),
             k: a.k,
