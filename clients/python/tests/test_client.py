@@ -93,6 +93,25 @@ def test_get_delete_flush_compact_snapshot(client, data):
     assert stats["py-restored"]["live_docs"] == len(docs) - 1
 
 
+def test_compact_dtype_and_half_floats_on_the_wire(client, data):
+    docs, queries = data
+    info = client.create_collection("py-bf16", DIM, MC, MQ, dtype="bf16")
+    assert info["dtype"] == "bf16"
+    half = docs[:50].astype(np.float16)  # sent as raw f16 bytes
+    ids = [f"h-{i}" for i in range(50)]
+    assert client.upsert("py-bf16", ids, half) == 50
+    assert client.flush("py-bf16") == ["py-bf16"]
+    got = client.get("py-bf16", ["h-7"])["h-7"][0]
+    want = unit(half[7].astype(np.float32))
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)  # vector 0 stays f32
+    np.testing.assert_allclose(got, want, atol=4e-3)  # the rest is bf16
+    assert np.abs(got - want).max() > 0
+    r = client.search("py-bf16", queries[0][:4], budget=(4, 8), k=3, exact=True)
+    stored = {i: client.get("py-bf16", [i])[i][0] for i in ids}
+    best = sorted(stored, key=lambda i: -maxsim(unit(queries[0]), stored[i], 4, 8))[:3]
+    assert [h.id for h in r.hits] == best
+
+
 def test_errors_are_typed_and_name_the_field(client, data):
     docs, queries = data
     with pytest.raises(metavec.NotFound):
