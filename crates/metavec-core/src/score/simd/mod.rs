@@ -25,12 +25,20 @@ macro_rules! compact_update {
                 let dp = d.as_ptr();
                 let s = scale(j);
                 let mut i = 0;
+                // The first block of query rows prefetches the next document row.
+                let next = dp.wrapping_add(dim);
                 while i + 4 <= r_q {
                     let q = &query[i * dim..(i + 4) * dim];
                     let qp = q.as_ptr();
                     let mut acc = [$zero(); 4];
                     let mut c = 0;
                     while c + $w <= dim {
+                        if i == 0 && j + 1 < n {
+                            // A hint only: never faults, reads nothing architecturally.
+                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                                next.wrapping_add(c).cast(),
+                            );
+                        }
                         // SAFETY: c + $w <= dim: the `$w` values at dp + c lie in row `d`, and the
                         // $w at qp + k * dim + c in query row k < 4 of `q`.
                         unsafe {
