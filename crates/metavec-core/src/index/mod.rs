@@ -313,7 +313,8 @@ impl VectorIndex {
         })
     }
 
-    /// Top-`k` ids by dot product with `query`, best first, as (id, dot). Only ids with
+    /// Top-`k` ids by (approximate: the walk scores an int8 copy) dot product with `query`, best
+    /// first, as (id, dot). Only ids with
     /// `allow(id)` are returned; the walk still passes through the others, so a filter never
     /// cuts the graph. `ef` (the beam) is raised to at least `k`.
     pub fn search(

@@ -10,6 +10,11 @@
 //! The walk is the textbook HNSW search (Malkov & Yashunin, algorithms 2 and 5) on dot products,
 //! with a bitset of visited nodes; a filter only decides what may enter the results, never which
 //! nodes are walked through, so tombstones and payload filters do not cut the graph.
+//!
+//! The walk's copy of vector 0 is int8 with one scale per vector (`D + 4` bytes instead of `4D`):
+//! the walk is bound by memory traffic (thousands of vectors per search), and it only chooses
+//! candidates, which the rerank then scores exactly from the segment's f32 vector 0. The scores
+//! it returns are therefore approximate (within the int8 rounding, ~1/254 of each vector's range).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -35,7 +40,9 @@ impl Csr {
 #[derive(Debug, Default)]
 pub(super) struct Frozen {
     dim: usize,
-    vectors: Vec<f32>,
+    /// Vector 0 of every node as int8, `dim` values per node, and each node's scale.
+    codes: Vec<i8>,
+    scales: Vec<f32>,
     /// `layers[0]` is the bottom layer, holding every node.
     layers: Vec<Csr>,
     entry: u32,
@@ -101,21 +108,33 @@ impl Frozen {
             .iter()
             .position(|nb| nb.len() == top)
             .unwrap_or(0) as u32;
+        let (codes, scales) = crate::score::compact::encode_int8(&vectors, dim);
         Ok(Frozen {
             dim,
-            vectors,
+            codes,
+            scales,
             layers,
             entry,
         })
     }
 
     fn len(&self) -> usize {
-        self.vectors.len().checked_div(self.dim).unwrap_or(0)
+        self.scales.len()
     }
 
-    fn dot(&self, q: &[f32], node: u32) -> f32 {
-        let i = node as usize * self.dim;
-        crate::score::dot(q, &self.vectors[i..i + self.dim])
+    /// The (approximate) dot product of `q` with node `node`'s vector.
+    fn dot(&self, q: &[f32], node: u32, int8: crate::score::compact::UpdateI8Fn) -> f32 {
+        let (i, d) = (node as usize, self.dim);
+        let mut m = [f32::NEG_INFINITY];
+        int8(
+            q,
+            1,
+            d,
+            &self.codes[i * d..(i + 1) * d],
+            &self.scales[i..i + 1],
+            &mut m,
+        );
+        m[0]
     }
 
     /// The `k` best allowed nodes by dot product with `q` (unit vectors), best first, walking
@@ -131,16 +150,17 @@ impl Frozen {
         if n == 0 || k == 0 || q.len() != self.dim || self.layers.is_empty() {
             return Vec::new();
         }
+        let int8 = crate::score::compact::compact_kernel().int8;
         let ef = ef.max(k);
         let ok = |node: u32| allow.is_none_or(|f| f(node as usize));
 
         // Greedy descent through the upper layers to the node nearest to q.
-        let mut cur = Scored(self.dot(q, self.entry), self.entry);
+        let mut cur = Scored(self.dot(q, self.entry, int8), self.entry);
         for layer in self.layers[1..].iter().rev() {
             loop {
                 let mut moved = false;
                 for &nb in layer.of(cur.1) {
-                    let s = Scored(self.dot(q, nb), nb);
+                    let s = Scored(self.dot(q, nb, int8), nb);
                     if s > cur {
                         cur = s;
                         moved = true;
@@ -180,10 +200,10 @@ impl Frozen {
             fresh.extend(layer0.of(c.1).iter().copied().filter(|&nb| !seen(nb)));
             for &nb in &fresh {
                 let i = nb as usize * self.dim;
-                crate::score::simd::prefetch(&self.vectors[i..i + self.dim]);
+                crate::score::simd::prefetch(&self.codes[i..i + self.dim]);
             }
             for &nb in &fresh {
-                let s = Scored(self.dot(q, nb), nb);
+                let s = Scored(self.dot(q, nb, int8), nb);
                 let full = best.len() >= ef;
                 if full && best.peek().is_some_and(|w| s < w.0) {
                     continue;
