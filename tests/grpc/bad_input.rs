@@ -142,6 +142,24 @@ async fn bad_requests_get_the_right_status_and_change_nothing() {
         Code::InvalidArgument,
         "has 15 values",
     );
+    let mut both = doc("a", 4, 4, 1.0);
+    both.vectors.as_mut().unwrap().bf16 = vec![0; 32];
+    expect(
+        "values and raw bf16 both set",
+        upsert(&mut c, batch(vec![both])).await,
+        Code::InvalidArgument,
+        "documents[0].vectors: set exactly one of values, bf16 and f16",
+    );
+    let mut raw = doc("a", 4, 4, 1.0);
+    let v = raw.vectors.as_mut().unwrap();
+    v.values.clear();
+    v.f16 = vec![0x3c; 31];
+    expect(
+        "raw f16 of the wrong length",
+        upsert(&mut c, batch(vec![raw])).await,
+        Code::InvalidArgument,
+        "documents[0].vectors.f16 has 31 bytes",
+    );
     expect(
         "missing vectors",
         upsert(
