@@ -20,8 +20,9 @@ fn fold(v: __m256) -> __m256 {
     v
 }
 
+/// Sum of the 8 lanes (also the compact AVX2 kernels' reduction).
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

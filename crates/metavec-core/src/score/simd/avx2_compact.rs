@@ -6,14 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::super::compact::CompactKernel;
-
-/// Only handed out by `best_compact()` after runtime detection of avx2, fma and f16c.
-pub const KERNEL: CompactKernel = CompactKernel {
-    name: "avx2-fma",
-    bf16: update_bf16,
-    f16: update_f16,
-    int8: update_int8,
-};
+use super::avx2::hsum;
 
 #[inline(always)]
 fn bf16_to_f32(b: u16) -> f32 {
@@ -39,16 +32,6 @@ fn load_f16(p: *const u16) -> __m256 {
 fn load_i8(p: *const i8) -> __m256 {
     // SAFETY: callers pass a pointer with 8 readable i8 (checked by their loop bounds).
     unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
-    let lo = _mm256_castps256_ps128(v);
-    let hi = _mm256_extractf128_ps(v, 1);
-    let s = _mm_add_ps(lo, hi);
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
 }
 
 compact_update!(
@@ -88,41 +71,4 @@ compact_update!(
     hsum = hsum
 );
 
-fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
-    assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
-}
-
-fn update_bf16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    // SAFETY: KERNEL is installed only after avx2 and fma were detected at runtime.
-    unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
-}
-
-fn update_f16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    // SAFETY: KERNEL is installed only after avx2, fma and f16c were detected at runtime.
-    unsafe { inner_f16(query, r_q, dim, doc, |_| 1.0, maxes) }
-}
-
-fn update_int8(
-    query: &[f32],
-    r_q: usize,
-    dim: usize,
-    doc: &[i8],
-    scales: &[f32],
-    maxes: &mut [f32],
-) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
-    // SAFETY: KERNEL is installed only after avx2 and fma were detected at runtime.
-    unsafe { inner_i8(query, r_q, dim, doc, |j| scales[j], maxes) }
-}
+compact_entry_points!(name: "avx2-fma", detected: "avx2, fma and f16c");

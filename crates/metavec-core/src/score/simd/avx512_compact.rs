@@ -8,14 +8,6 @@ use std::arch::x86_64::*;
 
 use super::super::compact::CompactKernel;
 
-/// Only handed out by `best_compact()` after runtime detection of avx512f, avx512bw and avx512vl.
-pub const KERNEL: CompactKernel = CompactKernel {
-    name: "avx512",
-    bf16: update_bf16,
-    f16: update_f16,
-    int8: update_int8,
-};
-
 #[inline(always)]
 fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
@@ -84,41 +76,4 @@ compact_update!(
     hsum = hsum
 );
 
-fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
-    assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
-}
-
-fn update_bf16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
-    unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
-}
-
-fn update_f16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
-    unsafe { inner_f16(query, r_q, dim, doc, |_| 1.0, maxes) }
-}
-
-fn update_int8(
-    query: &[f32],
-    r_q: usize,
-    dim: usize,
-    doc: &[i8],
-    scales: &[f32],
-    maxes: &mut [f32],
-) {
-    check(query, r_q, dim, maxes);
-    if dim == 0 {
-        return;
-    }
-    assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
-    // SAFETY: KERNEL is installed only after avx512f/bw/vl were detected at runtime.
-    unsafe { inner_i8(query, r_q, dim, doc, |j| scales[j], maxes) }
-}
+compact_entry_points!(name: "avx512", detected: "avx512f, avx512bw and avx512vl");

@@ -94,6 +94,60 @@ macro_rules! compact_update {
     };
 }
 
+/// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
+/// [`compact_update!`]) and their [`CompactKernel`], which `best_compact()` hands out only after
+/// the runtime check of `$detected`.
+macro_rules! compact_entry_points {
+    (name: $name:literal, detected: $detected:literal $(,)?) => {
+        #[doc = concat!("Only handed out by `best_compact()` after runtime detection of ", $detected, ".")]
+        pub const KERNEL: CompactKernel = CompactKernel {
+            name: $name,
+            bf16: update_bf16,
+            f16: update_f16,
+            int8: update_int8,
+        };
+
+        fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
+            assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
+        }
+
+        fn update_bf16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+            check(query, r_q, dim, maxes);
+            if dim == 0 {
+                return;
+            }
+            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
+        }
+
+        fn update_f16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+            check(query, r_q, dim, maxes);
+            if dim == 0 {
+                return;
+            }
+            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            unsafe { inner_f16(query, r_q, dim, doc, |_| 1.0, maxes) }
+        }
+
+        fn update_int8(
+            query: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[i8],
+            scales: &[f32],
+            maxes: &mut [f32],
+        ) {
+            check(query, r_q, dim, maxes);
+            if dim == 0 {
+                return;
+            }
+            assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
+            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            unsafe { inner_i8(query, r_q, dim, doc, |j| scales[j], maxes) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
