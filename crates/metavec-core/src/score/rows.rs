@@ -87,6 +87,35 @@ impl Rows<'_> {
     }
 }
 
+impl<'a> Rows<'a> {
+    /// Rows `a..b` of one document's encoded slot in a layout group of `width` rows (the layout
+    /// [`encode_rows`] writes: the rows back to back; for int8 their values, then their scales).
+    pub fn of_slot(
+        dtype: crate::config::Dtype,
+        slot: &'a [u8],
+        dim: usize,
+        width: usize,
+        a: usize,
+        b: usize,
+    ) -> Rows<'a> {
+        use crate::config::Dtype;
+        let row = dtype.row_bytes(dim);
+        let rows = || &slot[a * row..b * row];
+        match dtype {
+            Dtype::F32 => Rows::F32(bytemuck::cast_slice(rows())),
+            Dtype::Bf16 => Rows::Bf16(bytemuck::cast_slice(rows())),
+            Dtype::F16 => Rows::F16(bytemuck::cast_slice(rows())),
+            Dtype::Int8 => {
+                let scales_at = width * dim;
+                Rows::Int8 {
+                    values: bytemuck::cast_slice(&slot[a * dim..b * dim]),
+                    scales: &slot[scales_at + a * 4..scales_at + b * 4],
+                }
+            }
+        }
+    }
+}
+
 /// int8 scales, copied out of their unaligned little-endian bytes.
 fn scales_of(bytes: &[u8]) -> SmallVec<[f32; 64]> {
     bytes

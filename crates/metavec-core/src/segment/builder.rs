@@ -151,7 +151,7 @@ fn write_segment_file(
                 &v
             } else {
                 stored.clear();
-                let rows = stored_rows(dtype, &enc, dim);
+                let rows = crate::score::Rows::of_slot(dtype, &enc, dim, width, 0, width);
                 rows.decode_into(dim, &mut stored);
                 &stored
             };
@@ -225,24 +225,6 @@ fn write_segment_file(
     let dir = path.parent().unwrap_or(Path::new("."));
     storage.sync_dir(dir).at(dir)?;
     Ok(pos)
-}
-
-/// The rows of one document's encoded group slot (see [`crate::score::encode_rows`]).
-fn stored_rows(dtype: crate::config::Dtype, enc: &[u8], dim: usize) -> crate::score::Rows<'_> {
-    use crate::config::Dtype;
-    use crate::score::Rows;
-    match dtype {
-        Dtype::F32 => Rows::F32(bytemuck::cast_slice(enc)),
-        Dtype::Bf16 => Rows::Bf16(bytemuck::cast_slice(enc)),
-        Dtype::F16 => Rows::F16(bytemuck::cast_slice(enc)),
-        Dtype::Int8 => {
-            let n = enc.len() / (dim + 4);
-            Rows::Int8 {
-                values: bytemuck::cast_slice(&enc[..n * dim]),
-                scales: &enc[n * dim..],
-            }
-        }
-    }
 }
 
 fn pad_to(w: &mut impl Write, pos: &mut u64, path: &Path) -> Result<()> {

@@ -147,19 +147,14 @@ impl Segment {
         let block = self.block_slice(g, ord)?;
         let per = group.docs_per_block as usize;
         let slot = (ord - (ord / per) * per) * width * row;
-        Ok(match dtype {
-            Dtype::F32 => Rows::F32(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
-            Dtype::Bf16 => Rows::Bf16(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
-            Dtype::F16 => Rows::F16(bytemuck::cast_slice(&block[slot + a * row..slot + b * row])),
-            Dtype::Int8 => {
-                // A document's slot: its rows' values, then their scales.
-                let scales_at = slot + width * self.dim;
-                Rows::Int8 {
-                    values: bytemuck::cast_slice(&block[slot + a * self.dim..slot + b * self.dim]),
-                    scales: &block[scales_at + a * 4..scales_at + b * 4],
-                }
-            }
-        })
+        Ok(Rows::of_slot(
+            dtype,
+            &block[slot..slot + width * row],
+            self.dim,
+            width,
+            a,
+            b,
+        ))
     }
 
     /// The largest distance from vector 0 of document `ord` to any of its vectors `from..to`.
