@@ -327,6 +327,12 @@ impl VectorIndex {
         self.frozen.search(query, k.min(self.len), ef, Some(allow))
     }
 
+    /// A bound on how far [`search`](Self::search)'s score of `id` may be from the exact f32
+    /// dot product with a unit query whose L1 norm is `query_l1` (the walk scores an int8 copy).
+    pub fn slack(&self, query_l1: f32, id: usize) -> f32 {
+        self.frozen.slack(query_l1, id)
+    }
+
     /// Top-`k` ids by dot product with `query`, best first, as (id, dot), over every id.
     pub fn search_all(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
         self.frozen.search(query, k.min(self.len), ef, None)

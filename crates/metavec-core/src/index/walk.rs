@@ -122,6 +122,17 @@ impl Frozen {
         self.scales.len()
     }
 
+    /// How far the walk's score of `node` may be from the f32 dot product, for a query whose
+    /// L1 norm is `query_l1`: each stored value is within half a step (`scale / 2`) of the true
+    /// one, so the dot moves by at most `||q||_1 * scale / 2`; the margin covers f32 rounding
+    /// of both sums (384 terms: ~1e-5). Used to skip exact rescoring that cannot change a
+    /// result.
+    pub(super) fn slack(&self, query_l1: f32, node: usize) -> f32 {
+        self.scales
+            .get(node)
+            .map_or(f32::INFINITY, |s| query_l1 * s * 0.5 * 1.001 + 1e-4)
+    }
+
     /// The (approximate) dot product of `q` with node `node`'s vector.
     fn dot(&self, q: &[f32], node: u32, int8: crate::score::compact::UpdateI8Fn) -> f32 {
         let (i, d) = (node as usize, self.dim);

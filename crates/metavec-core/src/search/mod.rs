@@ -46,8 +46,10 @@ pub struct SearchRequest {
     /// prefixes, so a stage extends the running per-query-vector maxima of the one before and
     /// computes only the new (query vector, document vector) pairs. Empty = one stage.
     pub stages: Vec<Stage>,
-    /// Before the final stage, drop candidates whose score upper bound cannot reach the current
-    /// k-th lower bound (results are identical either way; stats count what was pruned).
+    /// Skip candidates that provably cannot be kept (results are identical either way; stats
+    /// count what was pruned): at a first stage of (1,1), those whose graph-walk score plus its
+    /// int8 slack stays below the k-th (or keep-th) exact score; before the final stage of a
+    /// cascade, those whose score upper bound cannot reach the current k-th lower bound.
     pub prune: bool,
     /// Only documents whose payload matches are returned (see [`Filter`]).
     pub filter: Option<Filter>,
@@ -122,6 +124,7 @@ pub struct StageStats {
 pub struct SearchStats {
     /// Documents proposed for rerank (HNSW candidates + memtable documents, or all in exact mode).
     pub candidates: u64,
+    /// Documents the first stage scored: the candidates, less those pruned at (1,1).
     pub docs_scored: u64,
     /// Bytes of vectors the rerank read: sum over scored docs of r_c * D * bytes per value.
     pub vector_bytes_read: u64,
@@ -270,6 +273,9 @@ struct Cand {
     /// Inline up to 16 query vectors (MetaEmbed's M_q): no allocation per candidate.
     maxes: SmallVec<[f32; 16]>,
     score: f32,
+    /// An upper bound of the vector-0 dot product (the graph walk's int8 score plus its slack;
+    /// infinite where unknown): what lets a (1,1) stage skip candidates that cannot be kept.
+    upper: f32,
 }
 
 type View = Vec<(Arc<Segment>, Arc<Bitset>)>;
@@ -501,23 +507,24 @@ impl Collection {
         let allowed = |seg: &Segment, dead: &Bitset, o: usize| {
             !dead.get(o) && filter.is_none_or(|f| f.matches_text(seg.payload(o)))
         };
-        let seg_cands: Vec<Vec<u32>> = segs
+        let q0_l1: f32 = q0.iter().map(|x| x.abs()).sum();
+        let seg_cands: Vec<Vec<(u32, f32)>> = segs
             .par_iter()
             .map(|(seg, dead)| {
                 let scan = || {
                     (0..seg.len())
                         .filter(|&o| allowed(seg, dead, o))
-                        .map(|o| o as u32)
+                        .map(|o| (o as u32, f32::INFINITY))
                         .collect()
                 };
                 if req.exact {
                     return scan();
                 }
-                let found: Vec<u32> = seg
-                    .index()
+                let index = seg.index();
+                let found: Vec<(u32, f32)> = index
                     .search(q0, c, ef, &|o| allowed(seg, dead, o))
                     .into_iter()
-                    .map(|(o, _)| o as u32)
+                    .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
                     .collect();
                 // A selective filter can starve the graph walk (hnsw_rs may then miss allowed
                 // documents): with fewer than `c` found, score every allowed document instead.
@@ -528,14 +535,18 @@ impl Collection {
                 }
             })
             .collect();
-        let fresh = |doc| Cand {
+        let fresh = |doc, upper| Cand {
             doc,
             maxes: smallvec![f32::NEG_INFINITY; final_rq],
             score: 0.0,
+            upper,
         };
-        let mut cands: Vec<Cand> = mem.into_iter().map(|d| fresh(DocRef::Mem(d))).collect();
+        let mut cands: Vec<Cand> = mem
+            .into_iter()
+            .map(|d| fresh(DocRef::Mem(d), f32::INFINITY))
+            .collect();
         for (si, ords) in seg_cands.iter().enumerate() {
-            cands.extend(ords.iter().map(|&o| fresh(DocRef::Seg(si, o))));
+            cands.extend(ords.iter().map(|&(o, u)| fresh(DocRef::Seg(si, o), u)));
         }
         stats.candidates = cands.len() as u64;
         stats.docs_scored = cands.len() as u64;
@@ -594,7 +605,31 @@ impl Collection {
                 bytes += b;
                 pages.extend(p);
             };
-            if i > 0 && i + 1 == plan.len() && req.prune && cands.len() > k {
+            let keep = stage.keep as usize;
+            if i == 0 && b == Budget::new(1, 1) && req.prune && cands.len() > keep {
+                // At (1,1) a score is the vector-0 dot, which the walk's score bounds. Scored
+                // first: every candidate without a bound (memtable documents, scans) and the
+                // `keep` best bounds; the keep-th best exact score among them is a threshold, and
+                // of the rest only those whose bound reaches it are scored (identical results).
+                cands.sort_by(|a, b| b.upper.total_cmp(&a.upper));
+                let unbounded = cands
+                    .iter()
+                    .take_while(|c| c.upper == f32::INFINITY)
+                    .count();
+                let mut rest = cands.split_off((unbounded + keep).min(cands.len()));
+                add(run(&mut cands)?);
+                let mut scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
+                let threshold = match scores.len().checked_sub(keep) {
+                    Some(nth) => *scores.select_nth_unstable_by(nth, f32::total_cmp).1,
+                    None => f32::NEG_INFINITY,
+                };
+                let before = rest.len();
+                rest.retain(|c| c.upper >= threshold);
+                ss.pruned = (before - rest.len()) as u64;
+                stats.pruned += ss.pruned;
+                add(run(&mut rest)?);
+                cands.append(&mut rest);
+            } else if i > 0 && i + 1 == plan.len() && req.prune && cands.len() > k {
                 // Early termination: the k best so far are scored in full first; their k-th score
                 // is a threshold no pruned candidate's upper bound reaches.
                 let all = cands.len();
@@ -613,6 +648,9 @@ impl Collection {
                 add(run(&mut cands)?);
             }
             ss.scored = cands.len() as u64;
+            if i == 0 {
+                stats.docs_scored = ss.scored;
+            }
             ss.dot_products =
                 ss.scored * (b.r_q as u64 * b.r_c as u64 - prev.r_q as u64 * prev.r_c as u64);
             ss.vector_bytes_read = bytes;

@@ -20,6 +20,8 @@ fn cascade_computes_only_new_pairs_and_scores_like_a_single_stage() {
         let q = data.query(qi).to_vec();
         let mut req = SearchRequest::new(q.clone(), Budget::new(16, 64), 10);
         req.candidates = Some(400);
+        // Unpruned, so every stage scores all it is given (pruning is checked below).
+        req.prune = false;
         req.stages = vec![
             Stage {
                 budget: Budget::new(1, 1),
@@ -70,9 +72,9 @@ fn cascade_computes_only_new_pairs_and_scores_like_a_single_stage() {
             coll.search(&plain).unwrap().hits
         );
         // Pruning never changes results.
-        let mut unpruned = req.clone();
-        unpruned.prune = false;
-        assert_eq!(coll.search(&unpruned).unwrap().hits, res.hits);
+        let mut pruned = req.clone();
+        pruned.prune = true;
+        assert_eq!(coll.search(&pruned).unwrap().hits, res.hits);
     }
 }
 
@@ -196,4 +198,58 @@ fn auto_budget_picks_the_largest_budget_that_fits_and_reports_it() {
         .search(&SearchRequest::new(q.clone(), picked.budget, 10))
         .unwrap();
     assert_eq!(picked.hits, explicit.hits);
+}
+
+/// At (1,1) a score is the vector-0 dot product, and the graph walk's int8 score bounds it: the
+/// rerank scores only candidates whose bound reaches the k-th exact score. Same hits, same
+/// scores, fewer dot products; memtable documents (no bound) are always scored.
+#[test]
+fn a_first_stage_at_1x1_skips_candidates_the_walk_rules_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), 1 << 30);
+    let cfg = CollectionConfig::new(32, 16, 8);
+    let coll = engine.create_collection("v0", cfg.clone()).unwrap();
+    let data = synth(&cfg, 3_000, 12, 29);
+    load(&coll, &data, 0..1_500, 500);
+    coll.flush().unwrap();
+    load(&coll, &data, 1_500..2_800, 500);
+    coll.flush().unwrap();
+    load(&coll, &data, 2_800..3_000, 100); // stays in the memtable
+    let mut pruned = 0;
+    for qi in 0..12 {
+        let plain = SearchRequest::new(data.query(qi).to_vec(), Budget::new(1, 1), 10);
+        let cascade = {
+            let mut r = SearchRequest::new(data.query(qi).to_vec(), Budget::new(4, 8), 10);
+            r.stages = vec![Stage {
+                budget: Budget::new(1, 1),
+                keep: 50,
+            }];
+            r
+        };
+        for mut req in [plain, cascade] {
+            req.candidates = Some(200);
+            let with = coll.search(&req).unwrap();
+            req.prune = false;
+            let without = coll.search(&req).unwrap();
+            assert_eq!(with.hits, without.hits, "pruning changed results");
+            let (w, wo) = (&with.stats, &without.stats);
+            assert_eq!(wo.pruned, 0);
+            assert_eq!(w.stages[0].scored + w.stages[0].pruned, wo.stages[0].scored);
+            assert_eq!(w.docs_scored, w.stages[0].scored);
+            assert_eq!(w.stages[0].dot_products, w.stages[0].scored);
+            assert!(
+                w.stages[0].scored >= 200,
+                "memtable docs and k are always scored"
+            );
+            pruned += w.stages[0].pruned;
+        }
+        // The exact scan is never pruned.
+        let exact = coll
+            .search(&SearchRequest::new(data.query(qi).to_vec(), Budget::new(1, 1), 10).exact())
+            .unwrap();
+        assert_eq!(exact.stats.pruned, 0);
+        assert_eq!(exact.stats.docs_scored, 3_000);
+    }
+    eprintln!("pruned {pruned} candidates at (1,1) over 24 searches");
+    assert!(pruned > 0, "the walk's bound never ruled anything out");
 }
