@@ -381,6 +381,8 @@ fn bench_subcommand_measures_every_budget() {
             "--queries",
             "10",
             "--json",
+            "--cascade",
+            "100",
             "--plot",
         ])
         .arg(&svg)
@@ -394,39 +396,63 @@ fn bench_subcommand_measures_every_budget() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["docs"], 600);
-    let rows: Vec<(&str, &str)> = lines[1..]
+    let rows: Vec<(&str, &str, Option<&str>)> = lines[1..]
         .iter()
-        .map(|l| (l["layout"].as_str().unwrap(), l["budget"].as_str().unwrap()))
+        .map(|l| {
+            (
+                l["layout"].as_str().unwrap(),
+                l["budget"].as_str().unwrap(),
+                l["stage"].as_str(),
+            )
+        })
         .collect();
-    // Every budget on metavec's grouped layout, then on the per-document contiguous baseline.
+    // Every budget on metavec's grouped layout, then as a cascade after the trained budget below
+    // it, then on the per-document contiguous baseline.
     assert_eq!(
         rows,
         [
-            ("grouped", "1x1"),
-            ("grouped", "2x4"),
-            ("grouped", "4x8"),
-            ("contiguous", "1x1"),
-            ("contiguous", "2x4"),
-            ("contiguous", "4x8")
+            ("grouped", "1x1", None),
+            ("grouped", "2x4", None),
+            ("grouped", "4x8", None),
+            ("grouped", "2x4", Some("1x1:100")),
+            ("grouped", "4x8", Some("2x4:100")),
+            ("contiguous", "1x1", None),
+            ("contiguous", "2x4", None),
+            ("contiguous", "4x8", None)
         ]
+    );
+    // The cascade to 4x8 scores every candidate at 2x4, then at most its 100 survivors' new
+    // pairs (32 - 8 each; the bound may prune some, never the top 10).
+    let plain_dots = lines[3]["dot_products_per_query"].as_u64().unwrap();
+    let cascade_dots = lines[5]["dot_products_per_query"].as_u64().unwrap();
+    let first = plain_dots / 32 * 8;
+    assert!(
+        (first + 10 * 24..=first + 100 * 24).contains(&cascade_dots),
+        "{cascade_dots} dots after {first}"
     );
     for l in &lines[1..] {
         assert!(l["recall_at_10"].as_f64().unwrap() > 0.5);
         assert!(l["qps_1_thread"].as_f64().unwrap() > 0.0);
         assert!(l["vector_pages_per_query"].as_u64().unwrap() > 0);
     }
-    // Bytes read per query grow with r_c (same candidates): 1 : 4 : 8.
-    let bytes: Vec<u64> = lines[1..4]
-        .iter()
-        .map(|l| l["vector_bytes_per_query"].as_u64().unwrap())
-        .collect();
-    assert_eq!((bytes[1] / bytes[0], bytes[2] / bytes[0]), (4, 8));
+    // Bytes read per scored document grow with r_c: r_c rows of 16 f32. (At 1x1 the walk's
+    // bound skips candidates, so fewer documents are scored there.)
+    for (l, (r_q, r_c)) in lines[1..4].iter().zip([(1, 1), (2, 4), (4, 8)]) {
+        let bytes = l["vector_bytes_per_query"].as_u64().unwrap();
+        let docs = l["dot_products_per_query"].as_u64().unwrap() / (r_q * r_c);
+        assert!(bytes.abs_diff(docs * r_c * 64) <= 64, "{l}");
+    }
+    assert_eq!(
+        lines[3]["vector_bytes_per_query"].as_u64().unwrap(),
+        2 * lines[2]["vector_bytes_per_query"].as_u64().unwrap(),
+        "the same candidates at 2x4 and 4x8"
+    );
     // An exact scan at r_c = 1 reads group 0 only: 600 rows x 64 B, about 10 pages. The
     // contiguous layout keeps 8 rows x 64 B = 512 B per document, 8 documents per page, and the
     // scan touches every page: 600 / 8 = 75.
     let exact_pages = |i: usize| lines[i]["exact_pages_per_query"].as_u64().unwrap();
     assert!(exact_pages(1) <= 11, "grouped: {}", exact_pages(1));
-    assert!(exact_pages(4) >= 75, "contiguous: {}", exact_pages(4));
+    assert!(exact_pages(6) >= 75, "contiguous: {}", exact_pages(6));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let (d, shape) = read_f32_npy(&tmp.path().join("docs.npy"));
     assert_eq!(shape, vec![600, 8, 16]);

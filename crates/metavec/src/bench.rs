@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// the memory it is given). Implies --no-baseline.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Also measure each budget as a two-stage cascade: first the largest trained budget below
+    /// it, keeping this many candidates, then the budget itself (recall still against the exact
+    /// scan at the budget). Budgets with no trained budget below them are skipped.
+    #[arg(long)]
+    pub cascade: Option<u32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,6 +83,9 @@ struct Row {
     /// "grouped" (metavec's layout) or "contiguous" (the per-document baseline).
     layout: &'static str,
     budget: String,
+    /// The cascade's first stage, as "r_qxr_c:keep" (absent for a plain search).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stage: Option<String>,
     qps_1_thread: f64,
     qps_all_threads: f64,
     p50_ms: f64,
@@ -280,9 +288,34 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for &b in &budgets {
-        let row = measure(&coll, &data, b, &a, &one, "grouped")?;
+        let row = measure(&coll, &data, b, &a, &one, "grouped", &[])?;
         print_row(&row, rows.is_empty(), a.json)?;
         rows.push(row);
+    }
+    if let Some(keep) = a.cascade {
+        if !a.json {
+            println!(
+                "cascade: each budget after the largest trained budget below it, keeping {keep}"
+            );
+        }
+        let trained = coll.config().budgets.clone();
+        let mut header = true;
+        for &b in &budgets {
+            let Some(&below) = trained
+                .iter()
+                .filter(|p| p.r_q <= b.r_q && p.r_c <= b.r_c && **p != b)
+                .max_by_key(|p| (p.r_c, p.r_q))
+            else {
+                continue;
+            };
+            let stages = [metavec_core::search::Stage {
+                budget: below,
+                keep: keep.max(a.k),
+            }];
+            let row = measure(&coll, &data, b, &a, &one, "grouped", &stages)?;
+            print_row(&row, header, a.json)?;
+            header = false;
+        }
     }
     if let Some(path) = &a.plot {
         plot(path, &rows)?;
@@ -304,7 +337,7 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
         println!("baseline: the same engine with a per-document contiguous layout");
     }
     for (i, &b) in budgets.iter().enumerate() {
-        let row = measure(&coll, &data, b, &a, &one, "contiguous")?;
+        let row = measure(&coll, &data, b, &a, &one, "contiguous", &[])?;
         print_row(&row, i == 0, a.json)?;
     }
     Ok(())
@@ -455,6 +488,7 @@ fn measure(
     a: &BenchArgs,
     one: &rayon::ThreadPool,
     layout: &'static str,
+    stages: &[metavec_core::search::Stage],
 ) -> Result<Row, String> {
     let (mq, dim) = (d.mq, d.dim);
     let reqs: Vec<SearchRequest> = (0..d.nq)
@@ -466,15 +500,22 @@ fn measure(
             );
             r.candidates = a.candidates;
             r.allow_untrained_budget = true;
+            r.stages = stages.to_vec();
             r
         })
         .collect();
     let search = |r: &SearchRequest| coll.search(r).map_err(|e| e.to_string());
+    // The truth: every live document scored at the budget, in one stage.
+    let exact = |r: &SearchRequest| {
+        let mut e = r.clone().exact();
+        e.stages.clear();
+        e
+    };
     // Warm up, then time on one thread. One exact search touches every vector block this
     // budget reads (first touches map the pages and check the block crcs), so the timings
     // below are the steady state of a serving process, as for the in-RAM reference pipeline.
     if let Some(r) = reqs.first() {
-        one.install(|| search(&r.clone().exact()))?;
+        one.install(|| search(&exact(r)))?;
     }
     for r in reqs.iter().take(5) {
         one.install(|| search(r))?;
@@ -502,7 +543,7 @@ fn measure(
     // The exact scan reads the same pages for every query: count them once, untimed.
     let exact_pages = match reqs.first() {
         Some(r) => {
-            let mut counted = r.clone().exact();
+            let mut counted = exact(r);
             counted.count_pages = true;
             one.install(|| search(&counted))?.stats.vector_pages * nq as u64
         }
@@ -512,7 +553,7 @@ fn measure(
     let mut recall = 0.0;
     let mut exact_tops = Vec::with_capacity(nq);
     for (r, got) in reqs.iter().zip(&results) {
-        let truth = one.install(|| search(&r.clone().exact()))?;
+        let truth = one.install(|| search(&exact(r)))?;
         recall += truth
             .hits
             .iter()
@@ -560,6 +601,9 @@ fn measure(
     Ok(Row {
         layout,
         budget: format!("{}x{}", b.r_q, b.r_c),
+        stage: stages
+            .first()
+            .map(|s| format!("{}x{}:{}", s.budget.r_q, s.budget.r_c, s.keep)),
         qps_1_thread: qps1.round(),
         qps_all_threads: qps_all.round(),
         p50_ms: ms(pct(&mut lat, 0.5)),
@@ -622,6 +666,10 @@ fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
         row.speedup_vs_exact
     );
     let mut quality = Vec::new();
+    if let Some(st) = &row.stage {
+        let (b, keep) = st.split_once(':').unwrap_or((st, ""));
+        quality.push(format!("cascade: {b} keeping {keep}, then {}", row.budget));
+    }
     if let Some(r) = row.exact_recall_vs_f32 {
         quality.push(format!("{} exact recall@10 vs f32 exact {r:.4}", row.dtype));
     }

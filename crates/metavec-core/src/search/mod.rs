@@ -306,10 +306,7 @@ struct Scorer<'a> {
     segs: &'a View,
 }
 
-/// Extends one candidate from budget `from` to `to`: query rows below `from.r_q` see document
-/// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
-/// bytes read. Only new pairs are computed: `to.r_q * to.r_c - from.r_q * from.r_c` dots.
-/// Appends the numbers of the 4 KiB pages `slice` spans.
+/// Appends the numbers of the 4 KiB pages the span `start..start + len` covers.
 fn push_pages(start: usize, len: usize, pages: &mut Vec<usize>) {
     if len > 0 {
         pages.extend(start / 4096..=(start + len - 1) / 4096);
@@ -323,6 +320,10 @@ fn distinct(mut pages: Vec<usize>) -> u64 {
     pages.len() as u64
 }
 
+/// Extends one candidate from budget `from` to `to`: query rows below `from.r_q` see document
+/// rows `from.r_c..to.r_c`; new query rows `from.r_q..to.r_q` see rows `0..to.r_c`. Returns the
+/// bytes read: each of rows `0..to.r_c` that is needed, once. Only new pairs are computed:
+/// `to.r_q * to.r_c - from.r_q * from.r_c` dots.
 fn extend<'a>(
     s: &Scorer<'a>,
     c: &mut Cand,
@@ -341,8 +342,9 @@ fn extend<'a>(
     );
     let mem_row_bytes = (dim * 4) as u64;
     let mut bytes = 0u64;
-    // Existing query rows x new document rows, then new query rows x all rows of the new budget.
-    for (qa, qb, ra, rb) in [(0, fq, fc, tc), (fq, tq, 0, tc)] {
+    // New query rows x the document rows already seen, then every query row x the new document
+    // rows: each row is read once, and the new rows meet all query rows in one fused call.
+    for (qa, qb, ra, rb) in [(fq, tq, 0, fc), (0, tq, fc, tc)] {
         if qb <= qa || rb <= ra {
             continue;
         }
