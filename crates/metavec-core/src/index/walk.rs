@@ -161,7 +161,8 @@ impl Frozen {
         if n == 0 || k == 0 || q.len() != self.dim || self.layers.is_empty() {
             return Vec::new();
         }
-        let int8 = crate::score::compact::compact_kernel().int8;
+        let kernel = crate::score::compact::compact_kernel();
+        let int8 = kernel.int8;
         let ef = ef.max(k);
         let ok = |node: u32| allow.is_none_or(|f| f(node as usize));
 
@@ -201,6 +202,7 @@ impl Frozen {
         }
         let layer0 = &self.layers[0];
         let mut fresh = Vec::with_capacity(64);
+        let mut scores = Vec::with_capacity(64);
         while let Some(c) = frontier.pop() {
             if best.len() >= ef && best.peek().is_some_and(|w| c < w.0) {
                 break;
@@ -213,8 +215,15 @@ impl Frozen {
                 let i = nb as usize * self.dim;
                 crate::score::simd::prefetch(&self.codes[i..i + self.dim]);
             }
-            for &nb in &fresh {
-                let s = Scored(self.dot(q, nb, int8), nb);
+            // The neighbour list of the node likely expanded next, while these are scored.
+            if let Some(next) = frontier.peek() {
+                crate::score::simd::prefetch(layer0.of(next.1));
+            }
+            // Scored several at a time: independent dot products overlap in the FMA pipeline.
+            scores.resize(fresh.len(), 0.0);
+            (kernel.int8_dots)(q, self.dim, &self.codes, &self.scales, &fresh, &mut scores);
+            for (&nb, &score) in fresh.iter().zip(&scores) {
+                let s = Scored(score, nb);
                 let full = best.len() >= ef;
                 if full && best.peek().is_some_and(|w| s < w.0) {
                     continue;

@@ -5,8 +5,6 @@
 //! encoding has a scalar reference here (written for auto-vectorisation: eight accumulators,
 //! no `.sum()` in the hot loop) and per-arch kernels in [`super::simd`], chosen once per process
 //! by [`compact_kernel`] and proptested against the reference.
-//!
-//! These kernels are not wired into the segment format yet: segments still store f32 only.
 
 use std::sync::OnceLock;
 
@@ -20,6 +18,11 @@ pub type Update16Fn = fn(query: &[f32], r_q: usize, dim: usize, doc: &[u16], max
 pub type UpdateI8Fn =
     fn(query: &[f32], r_q: usize, dim: usize, doc: &[i8], scales: &[f32], maxes: &mut [f32]);
 
+/// The graph walk's scores: `out[k] = scales[nodes[k]] * <q, row nodes[k] of codes>` (rows of
+/// `dim` int8 values), bit-identical to [`UpdateI8Fn`] on each row alone, several rows at once.
+pub type Int8DotsFn =
+    fn(q: &[f32], dim: usize, codes: &[i8], scales: &[f32], nodes: &[u32], out: &mut [f32]);
+
 /// The MaxSim update kernels for every compact encoding.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactKernel {
@@ -27,6 +30,7 @@ pub struct CompactKernel {
     pub bf16: Update16Fn,
     pub f16: Update16Fn,
     pub int8: UpdateI8Fn,
+    pub int8_dots: Int8DotsFn,
 }
 
 /// The scalar references, as a [`CompactKernel`].
@@ -35,6 +39,7 @@ pub const SCALAR: CompactKernel = CompactKernel {
     bf16: update_bf16_scalar,
     f16: update_f16_scalar,
     int8: update_int8_scalar,
+    int8_dots: dots_int8_scalar,
 };
 
 /// The fastest compact kernels this CPU supports, chosen once.
@@ -182,6 +187,30 @@ pub fn update_int8_scalar(
     maxes: &mut [f32],
 ) {
     update_decoded(query, r_q, dim, doc, maxes, |j| scales[j], |q| q as f32);
+}
+
+/// Scalar reference of [`Int8DotsFn`]: one int8 update per node.
+pub fn dots_int8_scalar(
+    q: &[f32],
+    dim: usize,
+    codes: &[i8],
+    scales: &[f32],
+    nodes: &[u32],
+    out: &mut [f32],
+) {
+    for (o, &n) in out.iter_mut().zip(nodes) {
+        let n = n as usize;
+        let mut m = [f32::NEG_INFINITY];
+        update_int8_scalar(
+            q,
+            1,
+            dim,
+            &codes[n * dim..(n + 1) * dim],
+            &scales[n..n + 1],
+            &mut m,
+        );
+        *o = m[0];
+    }
 }
 
 #[cfg(test)]

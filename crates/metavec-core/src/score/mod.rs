@@ -17,6 +17,11 @@ use std::sync::OnceLock;
 /// `doc` (`doc.len() / dim` rows).
 pub type UpdateFn = fn(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]);
 
+/// [`UpdateFn`] of two documents at once: `a` into `ma`, `b` into `mb` (each `r_q` maxima).
+/// Bit-identical to two [`UpdateFn`] calls; faster where both are single rows.
+pub type UpdatePairFn =
+    fn(query: &[f32], r_q: usize, dim: usize, a: &[f32], b: &[f32], ma: &mut [f32], mb: &mut [f32]);
+
 /// Dot product of two equal-length slices.
 pub type DotFn = fn(a: &[f32], b: &[f32]) -> f32;
 
@@ -24,6 +29,7 @@ pub type DotFn = fn(a: &[f32], b: &[f32]) -> f32;
 pub struct Kernel {
     pub name: &'static str,
     pub update: UpdateFn,
+    pub update_pair: UpdatePairFn,
     pub dot: DotFn,
 }
 
@@ -34,6 +40,7 @@ pub fn kernel() -> Kernel {
         let k = simd::best().unwrap_or(Kernel {
             name: "scalar",
             update: maxsim_update_scalar,
+            update_pair: maxsim_update_pair_scalar,
             dot: dot_scalar,
         });
         tracing::debug!(kernel = k.name, "MaxSim kernel selected");
@@ -63,6 +70,20 @@ pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
         tail += a[k] * b[k];
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Scalar reference of [`UpdatePairFn`]: two updates.
+pub fn maxsim_update_pair_scalar(
+    query: &[f32],
+    r_q: usize,
+    dim: usize,
+    a: &[f32],
+    b: &[f32],
+    ma: &mut [f32],
+    mb: &mut [f32],
+) {
+    maxsim_update_scalar(query, r_q, dim, a, ma);
+    maxsim_update_scalar(query, r_q, dim, b, mb);
 }
 
 /// Scalar reference of [`UpdateFn`].
@@ -143,6 +164,15 @@ mod tests {
                     (k.update)(&q, r_q, dim, row, &mut bits);
                 }
                 prop_assert_eq!(&bits, &b);
+                // Two documents at once (single rows, or whole documents) score as two calls.
+                for (x, y) in [(&d[..dim], &d[(n - 1) * dim..]), (&d[..], &q[..])] {
+                    let (mut sx, mut sy) = (vec![f32::NEG_INFINITY; r_q], vec![f32::NEG_INFINITY; r_q]);
+                    (k.update)(&q, r_q, dim, x, &mut sx);
+                    (k.update)(&q, r_q, dim, y, &mut sy);
+                    let (mut px, mut py) = (vec![f32::NEG_INFINITY; r_q], vec![f32::NEG_INFINITY; r_q]);
+                    (k.update_pair)(&q, r_q, dim, x, y, &mut px, &mut py);
+                    prop_assert_eq!((&px, &py), (&sx, &sy), "{}", k.name);
+                }
                 let (x, y) = (&q[..dim], &d[..dim]);
                 prop_assert!((dot_scalar(x, y) - (k.dot)(x, y)).abs() <= 1e-4 * (1.0 + dot_scalar(x, y).abs()));
             }

@@ -372,6 +372,50 @@ fn extend<'a>(
     Ok(bytes)
 }
 
+/// [`extend`] of two fresh candidates to a budget of one document row (r_c = 1): each has only
+/// vector 0 to score (one f32 row in every layout), so the two rows go through the kernel as a
+/// pair, two independent dot products per query row (bit-identical to one at a time).
+fn start_pair<'a>(
+    s: &Scorer<'a>,
+    x: &mut Cand,
+    y: &mut Cand,
+    to: Budget,
+    parts: &mut Vec<score::Rows<'a>>,
+    mut pages: Option<&mut Vec<usize>>,
+) -> Result<u64> {
+    let (q, dim, rq) = (s.q, s.dim, to.r_q as usize);
+    let mut rows: [Option<&[f32]>; 2] = [None, None];
+    for (row, doc) in rows.iter_mut().zip([&x.doc, &y.doc]) {
+        *row = match doc {
+            DocRef::Mem(d) => Some(&d.vectors[..dim]),
+            DocRef::Seg(si, o) => {
+                parts.clear();
+                s.segs[*si].0.range(*o as usize, 0, 1, parts)?;
+                match parts[..] {
+                    [score::Rows::F32(r)] => Some(r),
+                    _ => None,
+                }
+            }
+        };
+    }
+    let [Some(a), Some(b)] = rows else {
+        let from = Budget::new(0, 0);
+        return Ok(extend(s, x, from, to, parts, pages.as_deref_mut())?
+            + extend(s, y, from, to, parts, pages)?);
+    };
+    if let Some(pages) = pages {
+        for (r, doc) in [(a, &x.doc), (b, &y.doc)] {
+            if matches!(doc, DocRef::Seg(..)) {
+                push_pages(r.as_ptr() as usize, std::mem::size_of_val(r), pages);
+            }
+        }
+    }
+    (s.kern.update_pair)(q, rq, dim, a, b, &mut x.maxes[..rq], &mut y.maxes[..rq]);
+    x.score = x.maxes[..rq].iter().sum();
+    y.score = y.maxes[..rq].iter().sum();
+    Ok(2 * (dim * 4) as u64)
+}
+
 /// Starts loading the rows [`extend`] will read for `c`, so they arrive while the previous
 /// candidate is being scored (a candidate's rows sit at random places in large groups).
 fn prefetch<'a>(
@@ -585,6 +629,18 @@ impl Collection {
                     .map_init(Vec::new, |parts, chunk| {
                         let mut bytes = 0u64;
                         let mut pages = Vec::new();
+                        if prev == Budget::new(0, 0) && b.r_c == 1 {
+                            // One row per candidate: vector 0, two candidates per kernel call.
+                            for pair in chunk.chunks_mut(2) {
+                                let pg = req.count_pages.then_some(&mut pages);
+                                bytes += match pair {
+                                    [x, y] => start_pair(&scorer, x, y, b, parts, pg)?,
+                                    [x] => extend(&scorer, x, prev, b, parts, pg)?,
+                                    _ => 0,
+                                };
+                            }
+                            return Ok((bytes, pages));
+                        }
                         for i in 0..chunk.len() {
                             if let Some(next) = chunk.get(i + 1) {
                                 prefetch(&scorer, next, prev, b, parts);

@@ -109,6 +109,29 @@ fn check_kernel(
     maxsim_update_scalar(q, r_q, dim, &decode_int8(&vals, &scales, dim), &mut c);
     close(&a, &c, 1e-4)?;
 
+    // The walk's several-rows-at-once dots: bit-identical to the single-row int8 update, in any
+    // node order, repeats included; and within rounding of the scalar reference.
+    let n = d.len() / dim;
+    let nodes: Vec<u32> = (0..n as u32).rev().chain(0..n as u32).collect();
+    let mut out = vec![0.0f32; nodes.len()];
+    (k.int8_dots)(&q[..dim], dim, &vals, &scales, &nodes, &mut out);
+    let mut reference = vec![0.0f32; nodes.len()];
+    dots_int8_scalar(&q[..dim], dim, &vals, &scales, &nodes, &mut reference);
+    for (o, (&node, r)) in out.iter().zip(nodes.iter().zip(&reference)) {
+        let node = node as usize;
+        let mut m = [f32::NEG_INFINITY];
+        (k.int8)(
+            &q[..dim],
+            1,
+            dim,
+            &vals[node * dim..(node + 1) * dim],
+            &scales[node..node + 1],
+            &mut m,
+        );
+        prop_assert_eq!(o.to_bits(), m[0].to_bits(), "{}: node {}", k.name, node);
+        close(&[*o], &[*r], 1e-4)?;
+    }
+
     // Compact scores stay near the f32 ones (values in [-1, 1]): the dtype's error bound.
     let mut exact = fresh();
     maxsim_update_scalar(q, r_q, dim, d, &mut exact);

@@ -71,4 +71,14 @@ compact_update!(
     hsum = hsum
 );
 
+int8_dots!(
+    "avx2,fma",
+    load_i8,
+    width = 8,
+    zero = _mm256_setzero_ps,
+    fmadd = _mm256_fmadd_ps,
+    loadu = _mm256_loadu_ps,
+    hsum = hsum
+);
+
 compact_entry_points!(name: "avx2-fma", detected: "avx2, fma and f16c");

@@ -76,4 +76,14 @@ compact_update!(
     hsum = hsum
 );
 
+int8_dots!(
+    "avx512f,avx512bw",
+    load_i8,
+    width = 16,
+    zero = _mm512_setzero_ps,
+    fmadd = _mm512_fmadd_ps,
+    loadu = _mm512_loadu_ps,
+    hsum = hsum
+);
+
 compact_entry_points!(name: "avx512", detected: "avx512f, avx512bw and avx512vl");

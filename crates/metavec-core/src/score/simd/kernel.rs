@@ -141,6 +141,73 @@ macro_rules! x86_kernel {
             }
         }
 
+        /// [`maxsim_update`] of two documents at once, `a` into `ma` and `b` into `mb`: when
+        /// both are single rows (a budget of r_c = 1) they are scored as one row pair, two
+        /// independent chains per query row, where scoring them one at a time leaves a single
+        /// chain waiting on FMA latency. The same dots, bit for bit, as two separate calls.
+        pub fn maxsim_update_pair(
+            query: &[f32],
+            r_q: usize,
+            dim: usize,
+            a: &[f32],
+            b: &[f32],
+            ma: &mut [f32],
+            mb: &mut [f32],
+        ) {
+            assert!(query.len() >= r_q * dim && ma.len() >= r_q && mb.len() >= r_q);
+            if dim == 0 {
+                return;
+            }
+            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            unsafe { update_pair(query, r_q, dim, a, b, ma, mb) }
+        }
+
+        #[target_feature(enable = $feature)]
+        unsafe fn update_pair(
+            query: &[f32],
+            r_q: usize,
+            dim: usize,
+            a: &[f32],
+            b: &[f32],
+            ma: &mut [f32],
+            mb: &mut [f32],
+        ) {
+            if a.len() != dim || b.len() != dim {
+                // SAFETY: the feature is on (this function's own precondition).
+                unsafe {
+                    update(query, r_q, dim, a, ma);
+                    update(query, r_q, dim, b, mb);
+                }
+                return;
+            }
+            let mut i = 0;
+            while i + 4 <= r_q {
+                // SAFETY: 4 query rows of `dim`, a and b one row each; the feature is on.
+                let r =
+                    unsafe { dot_4x2(&query[i * dim..(i + 4) * dim], a, b, dim, std::ptr::null()) };
+                for k in 0..4 {
+                    if r[2 * k] > ma[i + k] {
+                        ma[i + k] = r[2 * k];
+                    }
+                    if r[2 * k + 1] > mb[i + k] {
+                        mb[i + k] = r[2 * k + 1];
+                    }
+                }
+                i += 4;
+            }
+            while i < r_q {
+                // SAFETY: as above, one query row.
+                let r = unsafe { dot_1x2(&query[i * dim..(i + 1) * dim], a, b) };
+                if r[0] > ma[i] {
+                    ma[i] = r[0];
+                }
+                if r[1] > mb[i] {
+                    mb[i] = r[1];
+                }
+                i += 1;
+            }
+        }
+
         /// The fixed reduction tree of eight accumulators at once: [sum(a0), ..., sum(a7)].
         #[target_feature(enable = $feature)]
         fn tree8(a: [$reg; 8]) -> [f32; 8] {

@@ -94,6 +94,71 @@ macro_rules! compact_update {
     };
 }
 
+/// The graph walk's kernel for one ISA: `out[k] = scales[nodes[k]] * <q, codes row nodes[k]>`,
+/// eight nodes at a time (eight independent FMA chains sharing each query chunk). Each dot sums
+/// its chunks in order in one accumulator, as the int8 update's single-row path does, so the
+/// scores are bit-identical to it.
+macro_rules! int8_dots {
+    (
+        $features:literal, $load:ident, width = $w:literal, zero = $zero:ident,
+        fmadd = $fmadd:ident, loadu = $loadu:ident, hsum = $hsum:ident
+    ) => {
+        #[target_feature(enable = $features)]
+        fn inner_dots_i8(
+            q: &[f32],
+            dim: usize,
+            codes: &[i8],
+            scales: &[f32],
+            nodes: &[u32],
+            out: &mut [f32],
+        ) {
+            let q = &q[..dim];
+            let qp = q.as_ptr();
+            let row = |n: u32| &codes[n as usize * dim..(n as usize + 1) * dim];
+            let mut k = 0;
+            while k + 8 <= nodes.len() {
+                let rows: [&[i8]; 8] = std::array::from_fn(|t| row(nodes[k + t]));
+                let mut acc = [$zero(); 8];
+                let mut c = 0;
+                while c + $w <= dim {
+                    // SAFETY: c + $w <= dim: the chunk lies inside `q` and inside every row.
+                    unsafe {
+                        let y = $loadu(qp.add(c));
+                        for (a, r) in acc.iter_mut().zip(&rows) {
+                            *a = $fmadd(y, $load(r.as_ptr().add(c)), *a);
+                        }
+                    }
+                    c += $w;
+                }
+                for t in 0..8 {
+                    let mut v = $hsum(acc[t]);
+                    for cc in c..dim {
+                        v += q[cc] * rows[t][cc] as f32;
+                    }
+                    out[k + t] = v * scales[nodes[k + t] as usize];
+                }
+                k += 8;
+            }
+            while k < nodes.len() {
+                let r = row(nodes[k]);
+                let mut acc = $zero();
+                let mut c = 0;
+                while c + $w <= dim {
+                    // SAFETY: c + $w <= dim, inside both rows.
+                    unsafe { acc = $fmadd($loadu(qp.add(c)), $load(r.as_ptr().add(c)), acc) };
+                    c += $w;
+                }
+                let mut v = $hsum(acc);
+                for cc in c..dim {
+                    v += q[cc] * r[cc] as f32;
+                }
+                out[k] = v * scales[nodes[k] as usize];
+                k += 1;
+            }
+        }
+    };
+}
+
 /// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
 /// [`compact_update!`]) and their [`CompactKernel`], which `best_compact()` hands out only after
 /// the runtime check of `$detected`.
@@ -105,7 +170,22 @@ macro_rules! compact_entry_points {
             bf16: update_bf16,
             f16: update_f16,
             int8: update_int8,
+            int8_dots: dots_int8,
         };
+
+        fn dots_int8(
+            q: &[f32],
+            dim: usize,
+            codes: &[i8],
+            scales: &[f32],
+            nodes: &[u32],
+            out: &mut [f32],
+        ) {
+            assert!(q.len() >= dim && out.len() >= nodes.len());
+            // SAFETY: KERNEL is installed only after the features were detected at runtime
+            // (every row and scale is indexed with bounds checks).
+            unsafe { inner_dots_i8(q, dim, codes, scales, nodes, out) }
+        }
 
         fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
             assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
@@ -175,6 +255,7 @@ pub fn best() -> Option<Kernel> {
             return Some(Kernel {
                 name: "avx512f",
                 update: avx512::maxsim_update,
+                update_pair: avx512::maxsim_update_pair,
                 dot: avx512::dot,
             });
         }
@@ -182,6 +263,7 @@ pub fn best() -> Option<Kernel> {
             return Some(Kernel {
                 name: "avx2-fma",
                 update: avx2::maxsim_update,
+                update_pair: avx2::maxsim_update_pair,
                 dot: avx2::dot,
             });
         }
@@ -200,6 +282,7 @@ pub fn available() -> Vec<Kernel> {
             out.push(Kernel {
                 name: "avx512f",
                 update: avx512::maxsim_update,
+                update_pair: avx512::maxsim_update_pair,
                 dot: avx512::dot,
             });
         }
@@ -207,6 +290,7 @@ pub fn available() -> Vec<Kernel> {
             out.push(Kernel {
                 name: "avx2-fma",
                 update: avx2::maxsim_update,
+                update_pair: avx2::maxsim_update_pair,
                 dot: avx2::dot,
             });
         }
