@@ -18,75 +18,101 @@ macro_rules! compact_update {
             scale: impl Fn(usize) -> f32,
             maxes: &mut [f32],
         ) {
-            let dec = $dec;
+            /// `N` query rows (contiguous in `q`) against document row `d`: each decoded chunk
+            /// of `d` feeds `N` FMAs, so deep budgets (16 query rows) decode each chunk twice,
+            /// not four times. Unless `next` is null, also prefetches the row that starts there.
+            #[target_feature(enable = $features)]
+            fn block<const N: usize>(
+                q: &[f32],
+                dim: usize,
+                d: &[$elem],
+                s: f32,
+                maxes: &mut [f32],
+                next: *const $elem,
+            ) {
+                let dec = $dec;
+                let (qp, dp) = (q.as_ptr(), d.as_ptr());
+                let mut acc = [$zero(); N];
+                let mut c = 0;
+                while c + $w <= dim {
+                    if !next.is_null() {
+                        // A hint only: never faults, reads nothing architecturally.
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            next.wrapping_add(c).cast(),
+                        );
+                    }
+                    // SAFETY: c + $w <= dim: the `$w` values at dp + c lie in row `d`, and the $w
+                    // at qp + k * dim + c in query row k < N of `q` (N rows, checked by callers).
+                    unsafe {
+                        let x = $load(dp.add(c));
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            *a = $fmadd($loadu(qp.add(k * dim + c)), x, *a);
+                        }
+                    }
+                    c += $w;
+                }
+                let mut out = [0.0f32; N];
+                for (o, a) in out.iter_mut().zip(acc) {
+                    *o = $hsum(a);
+                }
+                for cc in c..dim {
+                    let x = dec(d[cc]);
+                    for (k, o) in out.iter_mut().enumerate() {
+                        *o += q[k * dim + cc] * x;
+                    }
+                }
+                for (m, o) in maxes.iter_mut().zip(out) {
+                    let v = o * s;
+                    if v > *m {
+                        *m = v;
+                    }
+                }
+            }
+
             let n = doc.len() / dim;
             for j in 0..n {
                 let d = &doc[j * dim..(j + 1) * dim];
-                let dp = d.as_ptr();
                 let s = scale(j);
-                let mut i = 0;
                 // The first block of query rows prefetches the next document row.
-                let next = dp.wrapping_add(dim);
+                let next = if j + 1 < n {
+                    d.as_ptr().wrapping_add(dim)
+                } else {
+                    std::ptr::null()
+                };
+                let mut i = 0;
+                while i + 8 <= r_q {
+                    let pf = if i == 0 { next } else { std::ptr::null() };
+                    block::<8>(
+                        &query[i * dim..(i + 8) * dim],
+                        dim,
+                        d,
+                        s,
+                        &mut maxes[i..i + 8],
+                        pf,
+                    );
+                    i += 8;
+                }
                 while i + 4 <= r_q {
-                    let q = &query[i * dim..(i + 4) * dim];
-                    let qp = q.as_ptr();
-                    let mut acc = [$zero(); 4];
-                    let mut c = 0;
-                    while c + $w <= dim {
-                        if i == 0 && j + 1 < n {
-                            // A hint only: never faults, reads nothing architecturally.
-                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                                next.wrapping_add(c).cast(),
-                            );
-                        }
-                        // SAFETY: c + $w <= dim: the `$w` values at dp + c lie in row `d`, and the
-                        // $w at qp + k * dim + c in query row k < 4 of `q`.
-                        unsafe {
-                            let x = $load(dp.add(c));
-                            for (k, a) in acc.iter_mut().enumerate() {
-                                *a = $fmadd($loadu(qp.add(k * dim + c)), x, *a);
-                            }
-                        }
-                        c += $w;
-                    }
-                    let mut out = [0.0f32; 4];
-                    for (o, a) in out.iter_mut().zip(acc) {
-                        *o = $hsum(a);
-                    }
-                    for cc in c..dim {
-                        let x = dec(d[cc]);
-                        for (k, o) in out.iter_mut().enumerate() {
-                            *o += q[k * dim + cc] * x;
-                        }
-                    }
-                    for k in 0..4 {
-                        let v = out[k] * s;
-                        if v > maxes[i + k] {
-                            maxes[i + k] = v;
-                        }
-                    }
+                    let pf = if i == 0 { next } else { std::ptr::null() };
+                    block::<4>(
+                        &query[i * dim..(i + 4) * dim],
+                        dim,
+                        d,
+                        s,
+                        &mut maxes[i..i + 4],
+                        pf,
+                    );
                     i += 4;
                 }
                 while i < r_q {
-                    let q = &query[i * dim..(i + 1) * dim];
-                    let qp = q.as_ptr();
-                    let mut acc = $zero();
-                    let mut c = 0;
-                    while c + $w <= dim {
-                        // SAFETY: c + $w <= dim, inside both rows.
-                        unsafe {
-                            acc = $fmadd($loadu(qp.add(c)), $load(dp.add(c)), acc);
-                        }
-                        c += $w;
-                    }
-                    let mut v = $hsum(acc);
-                    for cc in c..dim {
-                        v += q[cc] * dec(d[cc]);
-                    }
-                    let v = v * s;
-                    if v > maxes[i] {
-                        maxes[i] = v;
-                    }
+                    block::<1>(
+                        &query[i * dim..(i + 1) * dim],
+                        dim,
+                        d,
+                        s,
+                        &mut maxes[i..i + 1],
+                        std::ptr::null(),
+                    );
                     i += 1;
                 }
             }
