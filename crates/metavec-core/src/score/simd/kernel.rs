@@ -335,9 +335,10 @@ macro_rules! x86_kernel {
             let mut c = 0;
             while c + L <= dim {
                 if !prefetch.is_null() {
-                    // A prefetch never faults and reads nothing architecturally.
-                    _mm_prefetch::<_MM_HINT_T0>(prefetch.wrapping_add(c).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(prefetch.wrapping_add(dim + c).cast());
+                    // A prefetch never faults and reads nothing architecturally. Into L2, as
+                    // `prefetch` does: at 16 x 64 this took the f32 rerank from ~4.9 to ~4.0 ms.
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(c).cast());
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(dim + c).cast());
                 }
                 // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
                 unsafe {
