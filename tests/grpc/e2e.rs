@@ -110,11 +110,21 @@ async fn ingest_search_recall_and_restart() {
             keep: 40,
         },
     ];
+    // Unpruned, every stage scores all it is given: the dot count is exact.
+    req.no_prune = true;
     let res = c.search.search(req.clone()).await.unwrap().into_inner();
     let st = res.stats.unwrap();
     assert_eq!(res.hits.len(), 10);
     assert_eq!(st.stages.len(), 3);
     assert_eq!(st.dot_products, st.candidates + 200 * 31 + 40 * (128 - 32));
+    // With the bounds on (the default): the same hits, and (1,1) skips what cannot be kept.
+    let mut pruned = req.clone();
+    pruned.no_prune = false;
+    let with = c.search.search(pruned).await.unwrap().into_inner();
+    assert_eq!(with.hits, res.hits);
+    let ws = with.stats.unwrap();
+    assert_eq!(ws.stages[0].scored + ws.stages[0].pruned, st.candidates);
+    assert!(ws.dot_products <= st.dot_products);
     req.stages[1].keep = 5;
     let bad = c.search.search(req).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);

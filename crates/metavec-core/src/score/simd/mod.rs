@@ -79,41 +79,22 @@ macro_rules! compact_update {
                 } else {
                     std::ptr::null()
                 };
+                // Blocks of 8 query rows, then 4, then 1.
                 let mut i = 0;
-                while i + 8 <= r_q {
-                    let pf = if i == 0 { next } else { std::ptr::null() };
-                    block::<8>(
-                        &query[i * dim..(i + 8) * dim],
-                        dim,
-                        d,
-                        s,
-                        &mut maxes[i..i + 8],
-                        pf,
-                    );
-                    i += 8;
-                }
-                while i + 4 <= r_q {
-                    let pf = if i == 0 { next } else { std::ptr::null() };
-                    block::<4>(
-                        &query[i * dim..(i + 4) * dim],
-                        dim,
-                        d,
-                        s,
-                        &mut maxes[i..i + 4],
-                        pf,
-                    );
-                    i += 4;
-                }
                 while i < r_q {
-                    block::<1>(
-                        &query[i * dim..(i + 1) * dim],
-                        dim,
-                        d,
-                        s,
-                        &mut maxes[i..i + 1],
-                        std::ptr::null(),
-                    );
-                    i += 1;
+                    let pf = if i == 0 { next } else { std::ptr::null() };
+                    let w = match r_q - i {
+                        8.. => 8,
+                        4..=7 => 4,
+                        _ => 1,
+                    };
+                    let (q, m) = (&query[i * dim..(i + w) * dim], &mut maxes[i..i + w]);
+                    match w {
+                        8 => block::<8>(q, dim, d, s, m, pf),
+                        4 => block::<4>(q, dim, d, s, m, pf),
+                        _ => block::<1>(q, dim, d, s, m, pf),
+                    }
+                    i += w;
                 }
             }
         }
