@@ -630,10 +630,15 @@ impl Collection {
                         let mut bytes = 0u64;
                         let mut pages = Vec::new();
                         if prev == Budget::new(0, 0) && b.r_c == 1 {
-                            // One row per candidate: vector 0, two candidates per kernel call.
-                            for pair in chunk.chunks_mut(2) {
+                            // One row per candidate: vector 0, two candidates per kernel call,
+                            // the next two prefetched meanwhile.
+                            for i in (0..chunk.len()).step_by(2) {
+                                for next in chunk.iter().skip(i + 2).take(2) {
+                                    prefetch(&scorer, next, prev, b, parts);
+                                }
                                 let pg = req.count_pages.then_some(&mut pages);
-                                bytes += match pair {
+                                let end = (i + 2).min(chunk.len());
+                                bytes += match &mut chunk[i..end] {
                                     [x, y] => start_pair(&scorer, x, y, b, parts, pg)?,
                                     [x] => extend(&scorer, x, prev, b, parts, pg)?,
                                     _ => 0,

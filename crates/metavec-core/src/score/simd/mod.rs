@@ -119,13 +119,22 @@ macro_rules! int8_dots {
             nodes: &[u32],
             out: &mut [f32],
         ) {
-            let q = &q[..dim];
-            let qp = q.as_ptr();
-            let row = |n: u32| &codes[n as usize * dim..(n as usize + 1) * dim];
-            let mut k = 0;
-            while k + 8 <= nodes.len() {
-                let rows: [&[i8]; 8] = std::array::from_fn(|t| row(nodes[k + t]));
-                let mut acc = [$zero(); 8];
+            /// The dots of `N` nodes, one accumulator chain each.
+            #[target_feature(enable = $features)]
+            fn dots<const N: usize>(
+                q: &[f32],
+                dim: usize,
+                codes: &[i8],
+                scales: &[f32],
+                nodes: &[u32],
+                out: &mut [f32],
+            ) {
+                let qp = q.as_ptr();
+                let rows: [&[i8]; N] = std::array::from_fn(|t| {
+                    let n = nodes[t] as usize;
+                    &codes[n * dim..(n + 1) * dim]
+                });
+                let mut acc = [$zero(); N];
                 let mut c = 0;
                 while c + $w <= dim {
                     // SAFETY: c + $w <= dim: the chunk lies inside `q` and inside every row.
@@ -137,30 +146,25 @@ macro_rules! int8_dots {
                     }
                     c += $w;
                 }
-                for t in 0..8 {
+                for t in 0..N {
                     let mut v = $hsum(acc[t]);
                     for cc in c..dim {
                         v += q[cc] * rows[t][cc] as f32;
                     }
-                    out[k + t] = v * scales[nodes[k + t] as usize];
+                    out[t] = v * scales[nodes[t] as usize];
                 }
-                k += 8;
             }
+
+            let q = &q[..dim];
+            let mut k = 0;
             while k < nodes.len() {
-                let r = row(nodes[k]);
-                let mut acc = $zero();
-                let mut c = 0;
-                while c + $w <= dim {
-                    // SAFETY: c + $w <= dim, inside both rows.
-                    unsafe { acc = $fmadd($loadu(qp.add(c)), $load(r.as_ptr().add(c)), acc) };
-                    c += $w;
+                let w = if nodes.len() - k >= 8 { 8 } else { 1 };
+                let (ns, o) = (&nodes[k..k + w], &mut out[k..k + w]);
+                match w {
+                    8 => dots::<8>(q, dim, codes, scales, ns, o),
+                    _ => dots::<1>(q, dim, codes, scales, ns, o),
                 }
-                let mut v = $hsum(acc);
-                for cc in c..dim {
-                    v += q[cc] * r[cc] as f32;
-                }
-                out[k] = v * scales[nodes[k] as usize];
-                k += 1;
+                k += w;
             }
         }
     };
