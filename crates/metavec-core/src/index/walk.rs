@@ -133,19 +133,12 @@ impl Frozen {
             .map_or(f32::INFINITY, |s| query_l1 * s * 0.5 * 1.001 + 1e-4)
     }
 
-    /// The (approximate) dot product of `q` with node `node`'s vector.
-    fn dot(&self, q: &[f32], node: u32, int8: crate::score::compact::UpdateI8Fn) -> f32 {
-        let (i, d) = (node as usize, self.dim);
-        let mut m = [f32::NEG_INFINITY];
-        int8(
-            q,
-            1,
-            d,
-            &self.codes[i * d..(i + 1) * d],
-            &self.scales[i..i + 1],
-            &mut m,
-        );
-        m[0]
+    /// The (approximate) dot product of `q` with node `node`'s vector: the walk's kernel on one
+    /// node (the beam scores its fresh neighbours through the same entry, several at a time).
+    fn dot(&self, q: &[f32], node: u32, int8_dots: crate::score::compact::Int8DotsFn) -> f32 {
+        let mut out = [0.0f32];
+        int8_dots(q, self.dim, &self.codes, &self.scales, &[node], &mut out);
+        out[0]
     }
 
     /// The `k` best allowed nodes by dot product with `q` (unit vectors), best first, walking
@@ -161,18 +154,17 @@ impl Frozen {
         if n == 0 || k == 0 || q.len() != self.dim || self.layers.is_empty() {
             return Vec::new();
         }
-        let kernel = crate::score::compact::compact_kernel();
-        let int8 = kernel.int8;
+        let int8_dots = crate::score::compact::compact_kernel().int8_dots;
         let ef = ef.max(k);
         let ok = |node: u32| allow.is_none_or(|f| f(node as usize));
 
         // Greedy descent through the upper layers to the node nearest to q.
-        let mut cur = Scored(self.dot(q, self.entry, int8), self.entry);
+        let mut cur = Scored(self.dot(q, self.entry, int8_dots), self.entry);
         for layer in self.layers[1..].iter().rev() {
             loop {
                 let mut moved = false;
                 for &nb in layer.of(cur.1) {
-                    let s = Scored(self.dot(q, nb, int8), nb);
+                    let s = Scored(self.dot(q, nb, int8_dots), nb);
                     if s > cur {
                         cur = s;
                         moved = true;
@@ -221,7 +213,7 @@ impl Frozen {
             }
             // Scored several at a time: independent dot products overlap in the FMA pipeline.
             scores.resize(fresh.len(), 0.0);
-            (kernel.int8_dots)(q, self.dim, &self.codes, &self.scales, &fresh, &mut scores);
+            int8_dots(q, self.dim, &self.codes, &self.scales, &fresh, &mut scores);
             for (&nb, &score) in fresh.iter().zip(&scores) {
                 let s = Scored(score, nb);
                 let full = best.len() >= ef;
