@@ -70,7 +70,7 @@ pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32
     }
     Ok(match name {
         "bf16" => halves(&v.bf16)
-            .map(|h| half::bf16::from_bits(h).to_f32())
+            .map(core::score::compact::bf16_to_f32)
             .collect(),
         "f16" => halves(&v.f16)
             .map(|h| half::f16::from_bits(h).to_f32())

@@ -7,10 +7,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use faer::{linalg::matmul::matmul, Accum, Mat, MatRef, Par};
-use metavec_core::score::compact::{compact_kernel, encode_bf16, encode_f16, encode_int8};
-use metavec_core::score::maxsim_update_scalar;
+use metavec_core::score::compact::{encode_bf16, encode_f16, encode_int8};
 use metavec_core::score::simd::available;
-use metavec_core::score::simd::avx2_compact;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -30,26 +28,31 @@ fn bench(c: &mut Criterion) {
         let docs = data(C * r_c * D, 2);
         let shape = format!("{r_q}x{r_c}");
         g.throughput(Throughput::Elements((2 * r_q * r_c * C * D) as u64));
-        // Every SIMD kernel this CPU has (the dispatched one is the first).
-        for k in available() {
-            g.bench_function(BenchmarkId::new(format!("fused-{}", k.name), &shape), |b| {
-                let mut maxes = vec![0f32; r_q];
-                b.iter(|| {
-                    let mut total = 0.0f32;
-                    for doc in docs.chunks_exact(r_c * D) {
-                        maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
-                        (k.update)(&q, r_q, D, doc, &mut maxes);
-                        total += maxes.iter().sum::<f32>();
-                    }
-                    black_box(total)
-                })
-            });
+        // Every kernel set this CPU has (the chosen one first, the scalar reference last).
+        for set in available() {
+            let k = set.f32;
+            g.bench_function(
+                BenchmarkId::new(format!("fused-{}", set.name), &shape),
+                |b| {
+                    let mut maxes = vec![0f32; r_q];
+                    b.iter(|| {
+                        let mut total = 0.0f32;
+                        for doc in docs.chunks_exact(r_c * D) {
+                            maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                            (k.update)(&q, r_q, D, doc, &mut maxes);
+                            total += maxes.iter().sum::<f32>();
+                        }
+                        black_box(total)
+                    })
+                },
+            );
         }
         // Two candidates per call (what the engine does for a stage of one document row):
         // independent dot products overlap where one alone waits on FMA latency.
-        for k in available() {
+        for set in available().filter(|k| k.name != "scalar") {
+            let k = set.f32;
             g.bench_function(
-                BenchmarkId::new(format!("fused-pair-{}", k.name), &shape),
+                BenchmarkId::new(format!("fused-pair-{}", set.name), &shape),
                 |b| {
                     let (mut ma, mut mb) = (vec![0f32; r_q], vec![0f32; r_q]);
                     b.iter(|| {
@@ -66,29 +69,16 @@ fn bench(c: &mut Criterion) {
                 },
             );
         }
-        g.bench_function(BenchmarkId::new("fused-scalar", &shape), |b| {
-            let mut maxes = vec![0f32; r_q];
-            b.iter(|| {
-                let mut total = 0.0f32;
-                for doc in docs.chunks_exact(r_c * D) {
-                    maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
-                    maxsim_update_scalar(&q, r_q, D, doc, &mut maxes);
-                    total += maxes.iter().sum::<f32>();
-                }
-                black_box(total)
-            })
-        });
-        // The compact encodings (bf16, f16, int8 + per-vector scale) through the dispatched kernels.
+        // The compact encodings (bf16, f16, int8 + per-vector scale) through every SIMD set.
         let bf = encode_bf16(&docs);
         let hf = encode_f16(&docs);
         let (i8v, i8s) = encode_int8(&docs, D);
-        let mut kernels = vec![compact_kernel()];
-        kernels.extend(avx2_compact().filter(|k| k.name != kernels[0].name));
-        for ck in kernels {
+        for set in available().filter(|k| k.name != "scalar") {
+            let ck = set.compact;
             for (dtype, bits) in [("bf16", &bf), ("f16", &hf)] {
                 let update = if dtype == "bf16" { ck.bf16 } else { ck.f16 };
                 g.bench_function(
-                    BenchmarkId::new(format!("fused-{dtype}-{}", ck.name), &shape),
+                    BenchmarkId::new(format!("fused-{dtype}-{}", set.name), &shape),
                     |b| {
                         let mut maxes = vec![0f32; r_q];
                         b.iter(|| {
@@ -104,7 +94,7 @@ fn bench(c: &mut Criterion) {
                 );
             }
             g.bench_function(
-                BenchmarkId::new(format!("fused-int8-{}", ck.name), &shape),
+                BenchmarkId::new(format!("fused-int8-{}", set.name), &shape),
                 |b| {
                     let mut maxes = vec![0f32; r_q];
                     b.iter(|| {

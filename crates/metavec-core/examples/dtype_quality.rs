@@ -44,8 +44,8 @@ fn main() {
     let (i8v, i8s) = encode_int8(&data.docs, D);
     let (fk, ck) = (kernel(), compact_kernel());
     println!(
-        "docs {docs} x {m_c} x {D}, {queries} queries, kernels {} / {}",
-        fk.name, ck.name
+        "docs {docs} x {m_c} x {D}, {queries} queries, kernels {}",
+        metavec_core::score::simd::chosen().name
     );
     println!("budget    dtype  recall@10_vs_f32  nDCG@10  nDCG@10_f32  nDCG_loss");
     for (r_q, r_c) in METAEMBED_LADDER {

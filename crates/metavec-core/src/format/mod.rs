@@ -172,6 +172,16 @@ pub fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The little-endian f32 values of `bytes`, 4 bytes each (a trailing partial value is not read):
+/// the one decoder of stored f32 (WAL vectors, int8 row scales).
+pub fn f32s_le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .map(|c| f32::from_le_bytes(*c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +209,15 @@ mod tests {
         }
         assert!(decode_preamble(&bytes, FileKind::Wal, p).is_err());
         assert!(decode_preamble(&bytes[..10], FileKind::Manifest, p).is_err());
+    }
+
+    #[test]
+    fn f32s_le_reads_what_to_le_bytes_wrote() {
+        let values = [0.0f32, -1.5, f32::MIN_POSITIVE, 3e38, f32::INFINITY];
+        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.extend_from_slice(&[1, 2, 3]); // a partial value is not read
+        let back: Vec<u32> = f32s_le(&bytes).map(f32::to_bits).collect();
+        assert_eq!(back, values.map(f32::to_bits));
+        assert_eq!(f32s_le(&[0x00, 0x00, 0x80, 0x3f]).next(), Some(1.0));
     }
 }

@@ -24,8 +24,11 @@ impl MappedFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the file is sealed (see the module doc): nothing writes or truncates it while
-            // mapped, so the bytes behind the returned slice stay valid and unchanged for the map's life.
+            // SAFETY: `Mmap::map` is unsafe because the slice it yields is only sound while nobody
+            // changes or truncates the file. The map is read-only (`Mmap`, not `MmapMut`; the file
+            // is opened read-only), and the file is sealed (see the module doc): written once,
+            // renamed into place and never opened for writing again, so the bytes behind
+            // `bytes()` stay valid and unchanged for the map's life, also after an unlink.
             Some(unsafe { memmap2::Mmap::map(&file) }.at(path)?)
         };
         Ok(MappedFile {

@@ -4,9 +4,8 @@
 //! scale per vector: `value = q * scale`, `scale = max|x| / 127`) and decoded in registers. Each
 //! encoding has a scalar reference here (written for auto-vectorisation: eight accumulators,
 //! no `.sum()` in the hot loop) and per-arch kernels in [`super::simd`], chosen once per process
-//! by [`compact_kernel`] and proptested against the reference.
-
-use std::sync::OnceLock;
+//! together with the f32 ones from one kernel table ([`super::simd::chosen`]) and proptested
+//! against the references.
 
 use half::{bf16, f16};
 
@@ -26,7 +25,6 @@ pub type Int8DotsFn =
 /// The MaxSim update kernels for every compact encoding.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactKernel {
-    pub name: &'static str,
     pub bf16: Update16Fn,
     pub f16: Update16Fn,
     pub int8: UpdateI8Fn,
@@ -35,26 +33,28 @@ pub struct CompactKernel {
 
 /// The scalar references, as a [`CompactKernel`].
 pub const SCALAR: CompactKernel = CompactKernel {
-    name: "scalar",
     bf16: update_bf16_scalar,
     f16: update_f16_scalar,
     int8: update_int8_scalar,
     int8_dots: dots_int8_scalar,
 };
 
-/// The fastest compact kernels this CPU supports, chosen once.
+/// The compact kernels of this process ([`super::simd::chosen`]).
 pub fn compact_kernel() -> CompactKernel {
-    static K: OnceLock<CompactKernel> = OnceLock::new();
-    *K.get_or_init(|| {
-        let k = super::simd::best_compact().unwrap_or(SCALAR);
-        tracing::debug!(kernel = k.name, "compact MaxSim kernel selected");
-        k
-    })
+    super::simd::chosen().compact
 }
 
 /// f32 -> bf16 bits, round to nearest even (NaN stays NaN).
 pub fn encode_bf16(src: &[f32]) -> Vec<u16> {
     src.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+}
+
+/// bf16 bits -> f32: the one bf16 decoder (the SIMD kernels' tails, the rows, the API's and the
+/// CLI's input). Exact, a shift: a signalling NaN stays signalling (`half` would quiet it), as in
+/// the kernels' vector decode.
+#[inline(always)]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
 }
 
 /// bf16 bits -> f32 (exact).
@@ -108,11 +108,6 @@ pub fn decode_int8(values: &[i8], scales: &[f32], dim: usize) -> Vec<f32> {
         .zip(scales)
         .flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s))
         .collect()
-}
-
-#[inline(always)]
-fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
 }
 
 /// Dot of an f32 row with an encoded row, eight accumulators (vectorises without fast-math).

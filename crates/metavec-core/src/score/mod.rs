@@ -1,7 +1,8 @@
 //! MaxSim: `score(q, d) = sum over i < r_q of max over j < r_c of <q_i, d_j>`.
 //!
 //! A scalar reference written for auto-vectorisation, per-arch kernels in [`simd`] behind
-//! `#[target_feature]`, and a dispatch chosen once per process. A document's prefix arrives as a
+//! `#[target_feature]`, and one kernel table there from which the best entry the CPU supports is
+//! chosen once per process ([`simd::chosen`]). A document's prefix arrives as a
 //! list of contiguous parts (one per layout group it spans); the running maxima carry across parts,
 //! so scoring a prefix never needs the parts copied together.
 
@@ -10,8 +11,6 @@ mod rows;
 pub mod simd;
 
 pub use rows::{encode_rows, Rows};
-
-use std::sync::OnceLock;
 
 /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` for the `r_q` query rows of `query` and every row of
 /// `doc` (`doc.len() / dim` rows).
@@ -25,27 +24,24 @@ pub type UpdatePairFn =
 /// Dot product of two equal-length slices.
 pub type DotFn = fn(a: &[f32], b: &[f32]) -> f32;
 
+/// The f32 kernels of one entry of the kernel table ([`simd::KernelSet`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel {
-    pub name: &'static str,
     pub update: UpdateFn,
     pub update_pair: UpdatePairFn,
     pub dot: DotFn,
 }
 
-/// The fastest kernel this CPU supports, chosen once.
+/// The scalar references, as a [`Kernel`].
+pub const SCALAR: Kernel = Kernel {
+    update: maxsim_update_scalar,
+    update_pair: maxsim_update_pair_scalar,
+    dot: dot_scalar,
+};
+
+/// The f32 kernels of this process ([`simd::chosen`]).
 pub fn kernel() -> Kernel {
-    static K: OnceLock<Kernel> = OnceLock::new();
-    *K.get_or_init(|| {
-        let k = simd::best().unwrap_or(Kernel {
-            name: "scalar",
-            update: maxsim_update_scalar,
-            update_pair: maxsim_update_pair_scalar,
-            dot: dot_scalar,
-        });
-        tracing::debug!(kernel = k.name, "MaxSim kernel selected");
-        k
-    })
+    simd::chosen().f32
 }
 
 /// Dot product through the dispatched kernel (used by the HNSW distance).
@@ -151,12 +147,13 @@ mod tests {
             let d = vecs(n * dim, seed + 1);
             let mut a = vec![f32::NEG_INFINITY; r_q];
             maxsim_update_scalar(&q, r_q, dim, &d, &mut a);
-            // Every kernel this CPU has (AVX-512 and AVX2 here), not only the dispatched one.
-            for k in simd::available().into_iter().chain([kernel()]) {
+            // Every kernel this CPU has, not only the chosen one (see `simd::under_test`).
+            for set in simd::under_test() {
+                let (k, name) = (set.f32, set.name);
                 let mut b = vec![f32::NEG_INFINITY; r_q];
                 (k.update)(&q, r_q, dim, &d, &mut b);
                 for (x, y) in a.iter().zip(&b) {
-                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{}: {} vs {}", k.name, x, y);
+                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{}: {} vs {}", name, x, y);
                 }
                 // Splitting a document into parts never changes a score's bits.
                 let mut bits = vec![f32::NEG_INFINITY; r_q];
@@ -171,7 +168,7 @@ mod tests {
                     (k.update)(&q, r_q, dim, y, &mut sy);
                     let (mut px, mut py) = (vec![f32::NEG_INFINITY; r_q], vec![f32::NEG_INFINITY; r_q]);
                     (k.update_pair)(&q, r_q, dim, x, y, &mut px, &mut py);
-                    prop_assert_eq!((&px, &py), (&sx, &sy), "{}", k.name);
+                    prop_assert_eq!((&px, &py), (&sx, &sy), "{}", name);
                 }
                 let (x, y) = (&q[..dim], &d[..dim]);
                 prop_assert!((dot_scalar(x, y) - (k.dot)(x, y)).abs() <= 1e-4 * (1.0 + dot_scalar(x, y).abs()));

@@ -118,10 +118,7 @@ impl<'a> Rows<'a> {
 
 /// int8 scales, copied out of their unaligned little-endian bytes.
 fn scales_of(bytes: &[u8]) -> SmallVec<[f32; 64]> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    crate::format::f32s_le(bytes).collect()
 }
 
 /// Encodes f32 rows of `dim` values as `dtype` stores them, appending to `out`. int8 writes the

@@ -144,10 +144,7 @@ pub fn decode(buf: &[u8], floats_per_doc: usize) -> Result<(Record, usize), Deco
                     Some(cur.utf8(plen as usize)?)
                 };
                 let raw = cur.take(floats_per_doc * 4)?;
-                let vectors = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let vectors = crate::format::f32s_le(raw).collect();
                 docs.push(Document {
                     id,
                     vectors,

@@ -25,7 +25,7 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, Vec<usize>), String> {
             .into_vec::<u16>()
             .map_err(err)?
             .into_iter()
-            .map(|b| half::bf16::from_bits(b).to_f32())
+            .map(metavec_core::score::compact::bf16_to_f32)
             .collect(),
         "f8" => npy
             .into_vec::<f64>()

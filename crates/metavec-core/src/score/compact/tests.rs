@@ -42,21 +42,6 @@ fn encode_decode_bounds() {
     assert_eq!(decode_int8(&vals, &scales, 8), vec![0.0; 8]);
 }
 
-#[test]
-fn this_cpu_dispatches_a_simd_kernel() {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-        && std::is_x86_feature_detected!("f16c")
-    {
-        assert_ne!(compact_kernel().name, "scalar");
-        let avx512 = std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vl");
-        assert_eq!(compact_kernel().name == "avx512", avx512);
-    }
-}
-
 proptest! {
     #[test]
     fn compact_kernels_match_scalar_references(
@@ -64,15 +49,15 @@ proptest! {
     ) {
         let q = vecs(r_q * dim, seed);
         let d = vecs(n * dim, seed + 1);
-        // The dispatched kernels and, on an AVX-512 CPU, the AVX2 ones too.
-        let kernels = [Some(compact_kernel()), crate::score::simd::avx2_compact()];
-        for k in kernels.into_iter().flatten() {
-            check_kernel(k, &q, r_q, dim, &d)?;
+        // Every kernel set this CPU has, not only the chosen one (see `simd::under_test`).
+        for set in crate::score::simd::under_test() {
+            check_kernel(set.name, set.compact, &q, r_q, dim, &d)?;
         }
     }
 }
 
 fn check_kernel(
+    name: &str,
     k: CompactKernel,
     q: &[f32],
     r_q: usize,
@@ -128,7 +113,7 @@ fn check_kernel(
             &scales[node..node + 1],
             &mut m,
         );
-        prop_assert_eq!(o.to_bits(), m[0].to_bits(), "{}: node {}", k.name, node);
+        prop_assert_eq!(o.to_bits(), m[0].to_bits(), "{}: node {}", name, node);
         close(&[*o], &[*r], 1e-4)?;
     }
 

@@ -21,6 +21,11 @@ fn fold(v: __m256) -> __m256 {
 }
 
 /// Sum of the 8 lanes (also the compact AVX2 kernels' reduction).
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);

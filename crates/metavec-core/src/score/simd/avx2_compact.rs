@@ -5,32 +5,42 @@
 
 use std::arch::x86_64::*;
 
-use super::super::compact::CompactKernel;
+use super::super::compact::{bf16_to_f32, CompactKernel};
 use super::avx2::hsum;
 
-#[inline(always)]
-fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
-
+/// 8 bf16 values at `p` as f32 lanes (widen, shift left 16; exact).
+///
+/// # Safety
+///
+/// `p` points to 8 readable `u16` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx2")]
-fn load_bf16(p: *const u16) -> __m256 {
-    // SAFETY: callers pass a pointer with 8 readable u16 (checked by their loop bounds).
+unsafe fn load_bf16(p: *const u16) -> __m256 {
+    // SAFETY: the 8 `u16` read start at `p` and are readable (this function's precondition).
     unsafe {
         let h = _mm_loadu_si128(p as *const __m128i);
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
     }
 }
 
+/// 8 IEEE half values at `p` as f32 lanes (`vcvtph2ps`; exact).
+///
+/// # Safety
+///
+/// `p` points to 8 readable `u16` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx2,f16c")]
-fn load_f16(p: *const u16) -> __m256 {
-    // SAFETY: callers pass a pointer with 8 readable u16 (checked by their loop bounds).
+unsafe fn load_f16(p: *const u16) -> __m256 {
+    // SAFETY: the 8 `u16` read start at `p` and are readable (this function's precondition).
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
 }
 
+/// 8 int8 values at `p` as f32 lanes (sign-extend, convert; exact).
+///
+/// # Safety
+///
+/// `p` points to 8 readable `i8` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx2")]
-fn load_i8(p: *const i8) -> __m256 {
-    // SAFETY: callers pass a pointer with 8 readable i8 (checked by their loop bounds).
+unsafe fn load_i8(p: *const i8) -> __m256 {
+    // SAFETY: the 8 `i8` read start at `p` and are readable (this function's precondition).
     unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
 }
 
@@ -81,4 +91,4 @@ int8_dots!(
     hsum = hsum
 );
 
-compact_entry_points!(name: "avx2-fma", detected: "avx2, fma and f16c");
+compact_entry_points!(detected: "avx2, fma and f16c");

@@ -16,6 +16,11 @@ super::kernel::x86_kernel! {
 }
 
 /// 16 lanes to 8: lane i + lane i + 8.
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
 #[target_feature(enable = "avx512f")]
 fn fold(v: __m512) -> __m256 {
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));

@@ -6,34 +6,50 @@
 
 use std::arch::x86_64::*;
 
-use super::super::compact::CompactKernel;
+use super::super::compact::{bf16_to_f32, CompactKernel};
 
-#[inline(always)]
-fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
-
+/// 16 bf16 values at `p` as f32 lanes (widen, shift left 16; exact).
+///
+/// # Safety
+///
+/// `p` points to 16 readable `u16` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx512f,avx512bw")]
-fn load_bf16(p: *const u16) -> __m512 {
-    // SAFETY: callers pass a pointer with 16 readable u16 (checked by their loop bounds).
+unsafe fn load_bf16(p: *const u16) -> __m512 {
+    // SAFETY: the 16 `u16` read start at `p` and are readable (this function's precondition).
     unsafe {
         let h = _mm256_loadu_si256(p as *const __m256i);
         _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
     }
 }
 
+/// 16 IEEE half values at `p` as f32 lanes (`vcvtph2ps`; exact).
+///
+/// # Safety
+///
+/// `p` points to 16 readable `u16` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx512f")]
-fn load_f16(p: *const u16) -> __m512 {
-    // SAFETY: callers pass a pointer with 16 readable u16 (checked by their loop bounds).
+unsafe fn load_f16(p: *const u16) -> __m512 {
+    // SAFETY: the 16 `u16` read start at `p` and are readable (this function's precondition).
     unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
 }
 
+/// 16 int8 values at `p` as f32 lanes (sign-extend, convert; exact).
+///
+/// # Safety
+///
+/// `p` points to 16 readable `i8` (the kernels' loop bounds prove it at each call).
 #[target_feature(enable = "avx512f")]
-fn load_i8(p: *const i8) -> __m512 {
-    // SAFETY: callers pass a pointer with 16 readable i8 (checked by their loop bounds).
+unsafe fn load_i8(p: *const i8) -> __m512 {
+    // SAFETY: the 16 `i8` read start at `p` and are readable (this function's precondition).
     unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
 }
 
+/// Sum of the 16 lanes.
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
 #[target_feature(enable = "avx512f")]
 fn hsum(v: __m512) -> f32 {
     _mm512_reduce_add_ps(v)
@@ -86,4 +102,4 @@ int8_dots!(
     hsum = hsum
 );
 
-compact_entry_points!(name: "avx512", detected: "avx512f, avx512bw and avx512vl");
+compact_entry_points!(detected: "avx512f, avx512bw and avx512vl");

@@ -11,8 +11,10 @@
 //! were paired or split into layout groups: a document scores bit-identically from the memtable
 //! and from a segment, and the joint reduction costs a fraction of eight separate ones.
 
-/// Expands `dot` and `maxsim_update` (safe entry points, installed by `best()` only after the
-/// runtime check of `$feature`) for a register of `$lanes` f32 lanes.
+/// Expands `dot`, `maxsim_update` and `maxsim_update_pair` for a register of `$lanes` f32 lanes:
+/// safe entry points that the kernel table (`super::available`, `super::chosen`) hands out only
+/// after the runtime check of `$feature`, which is what their SAFETY proofs rest on. Their module
+/// is private, so nothing else can reach them.
 macro_rules! x86_kernel {
     (
         feature: $feature:literal,
@@ -25,24 +27,31 @@ macro_rules! x86_kernel {
         hsum: $hsum:path,
         fold: $fold:path $(,)?
     ) => {
-        /// Dot product; only installed by `best()` after runtime detection of the feature.
+        /// Dot product; only handed out by the kernel table after runtime detection.
         pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             let n = a.len().min(b.len());
-            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            // SAFETY: the only precondition of `dot_4acc` is the CPU feature; the kernel table
+            // hands this entry point out only after detecting it at runtime.
             unsafe { dot_4acc(&a[..n], &b[..n]) }
         }
 
-        /// Four independent accumulators hide the FMA latency.
+        /// Four independent accumulators hide the FMA latency. `a` and `b` have equal length.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
-        unsafe fn dot_4acc(a: &[f32], b: &[f32]) -> f32 {
+        fn dot_4acc(a: &[f32], b: &[f32]) -> f32 {
             const L: usize = $lanes;
-            let n = a.len();
+            let n = a.len().min(b.len());
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc: [$reg; 4] = [$zero(); 4];
             let mut c = 0;
             while c + 4 * L <= n {
                 for (k, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: c + 4L <= n, so c + kL + L <= n for k < 4: in both slices.
+                    // SAFETY: c + 4L <= n, so c + kL + L <= n for k < 4: the L lanes read at
+                    // pa/pb + c + kL lie inside both slices (n is the shorter length).
                     unsafe {
                         let x = $load(pa.add(c + L * k));
                         let y = $load(pb.add(c + L * k));
@@ -52,7 +61,7 @@ macro_rules! x86_kernel {
                 c += 4 * L;
             }
             while c + L <= n {
-                // SAFETY: c + L <= n.
+                // SAFETY: c + L <= n: the L lanes at pa/pb + c lie inside both slices.
                 unsafe { acc[0] = $fma($load(pa.add(c)), $load(pb.add(c)), acc[0]) };
                 c += L;
             }
@@ -77,12 +86,19 @@ macro_rules! x86_kernel {
             if dim == 0 {
                 return;
             }
-            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            // SAFETY: the only precondition of `update` is the CPU feature (it indexes with
+            // bounds checks); the kernel table hands this out only after detecting it.
             unsafe { update(query, r_q, dim, doc, maxes) }
         }
 
+        /// [`maxsim_update`] with the feature on; `dim > 0`.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
-        unsafe fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
+        fn update(query: &[f32], r_q: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
             let n = doc.len() / dim;
             let mut j = 0;
             while j + 2 <= n {
@@ -95,7 +111,8 @@ macro_rules! x86_kernel {
                 while i + 4 <= r_q {
                     let q = &query[i * dim..(i + 4) * dim];
                     let pf = if i == 0 { next } else { std::ptr::null() };
-                    // SAFETY: q holds 4 rows of `dim`, d0/d1 one row each; the feature is on.
+                    // SAFETY: q holds 4 rows of `dim` and d0/d1 one row each (sliced so above),
+                    // as `dot_4x2` requires; this function has the feature on.
                     let r = unsafe { dot_4x2(q, d0, d1, dim, pf) };
                     for k in 0..4 {
                         let m = r[2 * k].max(r[2 * k + 1]);
@@ -107,8 +124,7 @@ macro_rules! x86_kernel {
                 }
                 while i < r_q {
                     let q = &query[i * dim..(i + 1) * dim];
-                    // SAFETY: the feature is on; the slices are equal-length rows.
-                    let r = unsafe { dot_1x2(q, d0, d1) };
+                    let r = dot_1x2(q, d0, d1);
                     let m = r[0].max(r[1]);
                     if m > maxes[i] {
                         maxes[i] = m;
@@ -121,7 +137,8 @@ macro_rules! x86_kernel {
                 let d = &doc[j * dim..(j + 1) * dim];
                 let mut i = 0;
                 while i + 4 <= r_q {
-                    // SAFETY: as above; 4 query rows of `dim`.
+                    // SAFETY: the query slice holds 4 rows of `dim` and `d` one row, as
+                    // `dot_4x1` requires; this function has the feature on.
                     let r = unsafe { dot_4x1(&query[i * dim..(i + 4) * dim], d, dim) };
                     for k in 0..4 {
                         if r[k] > maxes[i + k] {
@@ -131,8 +148,7 @@ macro_rules! x86_kernel {
                     i += 4;
                 }
                 while i < r_q {
-                    // SAFETY: as above.
-                    let s = unsafe { dot_1(&query[i * dim..(i + 1) * dim], d) };
+                    let s = dot_1(&query[i * dim..(i + 1) * dim], d);
                     if s > maxes[i] {
                         maxes[i] = s;
                     }
@@ -158,12 +174,19 @@ macro_rules! x86_kernel {
             if dim == 0 {
                 return;
             }
-            // SAFETY: `best()`/`available()` hand this out only when the CPU has the feature.
+            // SAFETY: the only precondition of `update_pair` is the CPU feature (it indexes
+            // with bounds checks); the kernel table hands this out only after detecting it.
             unsafe { update_pair(query, r_q, dim, a, b, ma, mb) }
         }
 
+        /// [`maxsim_update_pair`] with the feature on; `dim > 0`.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
-        unsafe fn update_pair(
+        fn update_pair(
             query: &[f32],
             r_q: usize,
             dim: usize,
@@ -173,18 +196,16 @@ macro_rules! x86_kernel {
             mb: &mut [f32],
         ) {
             if a.len() != dim || b.len() != dim {
-                // SAFETY: the feature is on (this function's own precondition).
-                unsafe {
-                    update(query, r_q, dim, a, ma);
-                    update(query, r_q, dim, b, mb);
-                }
+                update(query, r_q, dim, a, ma);
+                update(query, r_q, dim, b, mb);
                 return;
             }
             let mut i = 0;
             while i + 4 <= r_q {
-                // SAFETY: 4 query rows of `dim`, a and b one row each; the feature is on.
-                let r =
-                    unsafe { dot_4x2(&query[i * dim..(i + 4) * dim], a, b, dim, std::ptr::null()) };
+                let q = &query[i * dim..(i + 4) * dim];
+                // SAFETY: q holds 4 rows of `dim`, and a and b are one row each (checked
+                // above), as `dot_4x2` requires; this function has the feature on.
+                let r = unsafe { dot_4x2(q, a, b, dim, std::ptr::null()) };
                 for k in 0..4 {
                     if r[2 * k] > ma[i + k] {
                         ma[i + k] = r[2 * k];
@@ -196,8 +217,7 @@ macro_rules! x86_kernel {
                 i += 4;
             }
             while i < r_q {
-                // SAFETY: as above, one query row.
-                let r = unsafe { dot_1x2(&query[i * dim..(i + 1) * dim], a, b) };
+                let r = dot_1x2(&query[i * dim..(i + 1) * dim], a, b);
                 if r[0] > ma[i] {
                     ma[i] = r[0];
                 }
@@ -209,6 +229,11 @@ macro_rules! x86_kernel {
         }
 
         /// The fixed reduction tree of eight accumulators at once: [sum(a0), ..., sum(a7)].
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
         fn tree8(a: [$reg; 8]) -> [f32; 8] {
             let f = a.map(|r| $fold(r));
@@ -221,12 +246,17 @@ macro_rules! x86_kernel {
             let lo = _mm256_permute2f128_ps(u0, u1, 0x20);
             let hi = _mm256_permute2f128_ps(u0, u1, 0x31);
             let mut out = [0.0f32; 8];
-            // SAFETY: `out` has room for 8 f32.
+            // SAFETY: `out` has room for the 8 f32 the store writes.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(lo, hi)) };
             out
         }
 
         /// [`tree8`]'s sum of one accumulator (the same additions in the same order).
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
         fn tree1(a: $reg) -> f32 {
             let f = $fold(a);
@@ -239,15 +269,21 @@ macro_rules! x86_kernel {
         }
 
         /// One dot product accumulated exactly as each lane of [`dot_4x2`] is.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
-        unsafe fn dot_1(q: &[f32], d: &[f32]) -> f32 {
+        fn dot_1(q: &[f32], d: &[f32]) -> f32 {
             const L: usize = $lanes;
             let dim = q.len().min(d.len());
             let (pq, pd) = (q.as_ptr(), d.as_ptr());
             let mut acc: $reg = $zero();
             let mut c = 0;
             while c + L <= dim {
-                // SAFETY: c + L <= dim, inside both rows.
+                // SAFETY: c + L <= dim (the shorter length): the L lanes at pq/pd + c lie
+                // inside both rows.
                 unsafe { acc = $fma($load(pq.add(c)), $load(pd.add(c)), acc) };
                 c += L;
             }
@@ -260,15 +296,21 @@ macro_rules! x86_kernel {
         }
 
         /// Dots of one query row with 2 document rows (two independent chains).
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $feature)]
-        unsafe fn dot_1x2(q: &[f32], d0: &[f32], d1: &[f32]) -> [f32; 2] {
+        fn dot_1x2(q: &[f32], d0: &[f32], d1: &[f32]) -> [f32; 2] {
             const L: usize = $lanes;
             let dim = q.len().min(d0.len()).min(d1.len());
             let (pq, p0, p1) = (q.as_ptr(), d0.as_ptr(), d1.as_ptr());
             let (mut a0, mut a1): ($reg, $reg) = ($zero(), $zero());
             let mut c = 0;
             while c + L <= dim {
-                // SAFETY: c + L <= dim, inside all three rows.
+                // SAFETY: c + L <= dim (the shortest length): the L lanes at pq/p0/p1 + c
+                // lie inside all three rows.
                 unsafe {
                     let y = $load(pq.add(c));
                     a0 = $fma(y, $load(p0.add(c)), a0);
@@ -286,6 +328,11 @@ macro_rules! x86_kernel {
         }
 
         /// Dots of 4 query rows (contiguous in `q`) with one document row: [q0d, q1d, q2d, q3d].
+        ///
+        /// # Safety
+        ///
+        /// `q.len() >= 4 * dim` and `d.len() >= dim`: the vector loads read `dim` values of
+        /// each row unchecked.
         #[target_feature(enable = $feature)]
         unsafe fn dot_4x1(q: &[f32], d: &[f32], dim: usize) -> [f32; 4] {
             const L: usize = $lanes;
@@ -294,7 +341,8 @@ macro_rules! x86_kernel {
             let mut acc: [$reg; 4] = [$zero(); 4];
             let mut c = 0;
             while c + L <= dim {
-                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
+                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim
+                // and d at least dim values, this function's precondition).
                 unsafe {
                     let x = $load(pd.add(c));
                     for (k, a) in acc.iter_mut().enumerate() {
@@ -319,6 +367,11 @@ macro_rules! x86_kernel {
         /// Dots of 4 query rows (contiguous in `q`) with 2 document rows:
         /// [q0d0, q0d1, q1d0, ..., q3d1]. Unless `prefetch` is null, also asks for the cache
         /// lines of the two rows that start there (a hint: the address may lie past the data).
+        ///
+        /// # Safety
+        ///
+        /// `q.len() >= 4 * dim`, `d0.len() >= dim` and `d1.len() >= dim`: the vector loads read
+        /// `dim` values of each row unchecked. `prefetch` may be any address.
         #[target_feature(enable = $feature)]
         unsafe fn dot_4x2(
             q: &[f32],
@@ -340,7 +393,8 @@ macro_rules! x86_kernel {
                     _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(c).cast());
                     _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(dim + c).cast());
                 }
-                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim).
+                // SAFETY: c + L <= dim: every load reads inside its row (q has 4 rows of dim,
+                // d0 and d1 at least dim values each: this function's precondition).
                 unsafe {
                     let x0 = $load(p0.add(c));
                     let x1 = $load(p1.add(c));

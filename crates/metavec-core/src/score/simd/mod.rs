@@ -9,6 +9,12 @@ macro_rules! compact_update {
         width = $w:literal, zero = $zero:ident, fmadd = $fmadd:ident, loadu = $loadu:ident,
         hsum = $hsum:ident
     ) => {
+        /// `maxes[i] = max(maxes[i], max_j scale(j) * <q_i, d_j>)` over the rows of `doc`.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $features)]
         fn $inner(
             query: &[f32],
@@ -21,6 +27,11 @@ macro_rules! compact_update {
             /// `N` query rows (contiguous in `q`) against document row `d`: each decoded chunk
             /// of `d` feeds `N` FMAs, so deep budgets (16 query rows) decode each chunk twice,
             /// not four times. Unless `next` is null, also prefetches the row that starts there.
+            ///
+            /// # Safety
+            ///
+            /// The CPU has the target features: the only precondition (a caller
+            /// compiled with them needs no proof).
             #[target_feature(enable = $features)]
             fn block<const N: usize>(
                 q: &[f32],
@@ -30,6 +41,9 @@ macro_rules! compact_update {
                 maxes: &mut [f32],
                 next: *const $elem,
             ) {
+                // Re-slicing proves the bounds the vector loads below rely on (two compares per
+                // block of N * dim FMAs).
+                let (q, d) = (&q[..N * dim], &d[..dim]);
                 let dec = $dec;
                 let (qp, dp) = (q.as_ptr(), d.as_ptr());
                 let mut acc = [$zero(); N];
@@ -41,8 +55,9 @@ macro_rules! compact_update {
                             next.wrapping_add(c).cast(),
                         );
                     }
-                    // SAFETY: c + $w <= dim: the `$w` values at dp + c lie in row `d`, and the $w
-                    // at qp + k * dim + c in query row k < N of `q` (N rows, checked by callers).
+                    // SAFETY: c + $w <= dim: the $w values `$load` reads at dp + c lie in `d`
+                    // (dim values), and the $w f32 at qp + k * dim + c in query row k < N of `q`
+                    // (N * dim values): both slices were cut to those lengths above.
                     unsafe {
                         let x = $load(dp.add(c));
                         for (k, a) in acc.iter_mut().enumerate() {
@@ -110,6 +125,12 @@ macro_rules! int8_dots {
         $features:literal, $load:ident, width = $w:literal, zero = $zero:ident,
         fmadd = $fmadd:ident, loadu = $loadu:ident, hsum = $hsum:ident
     ) => {
+        /// `out[k] = scales[nodes[k]] * <q, codes row nodes[k]>`, eight nodes at a time.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
         #[target_feature(enable = $features)]
         fn inner_dots_i8(
             q: &[f32],
@@ -120,6 +141,11 @@ macro_rules! int8_dots {
             out: &mut [f32],
         ) {
             /// The dots of `N` nodes, one accumulator chain each.
+            ///
+            /// # Safety
+            ///
+            /// The CPU has the target features: the only precondition (a caller
+            /// compiled with them needs no proof).
             #[target_feature(enable = $features)]
             fn dots<const N: usize>(
                 q: &[f32],
@@ -129,6 +155,8 @@ macro_rules! int8_dots {
                 nodes: &[u32],
                 out: &mut [f32],
             ) {
+                // Re-slicing proves the bounds the vector loads below rely on.
+                let q = &q[..dim];
                 let qp = q.as_ptr();
                 let rows: [&[i8]; N] = std::array::from_fn(|t| {
                     let n = nodes[t] as usize;
@@ -137,7 +165,8 @@ macro_rules! int8_dots {
                 let mut acc = [$zero(); N];
                 let mut c = 0;
                 while c + $w <= dim {
-                    // SAFETY: c + $w <= dim: the chunk lies inside `q` and inside every row.
+                    // SAFETY: c + $w <= dim: the $w values read at qp + c lie inside `q` and the
+                    // $w `$load` reads at each row + c inside that row (all cut to `dim` above).
                     unsafe {
                         let y = $loadu(qp.add(c));
                         for (a, r) in acc.iter_mut().zip(&rows) {
@@ -171,13 +200,13 @@ macro_rules! int8_dots {
 }
 
 /// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
-/// [`compact_update!`]) and their [`CompactKernel`], which `best_compact()` hands out only after
-/// the runtime check of `$detected`.
+/// [`compact_update!`], `inner_dots_i8` from [`int8_dots!`]) and their [`CompactKernel`]. The
+/// module is private and the kernel table hands `KERNEL` out only after the runtime check of
+/// `$detected`: the SAFETY proofs below rest on that.
 macro_rules! compact_entry_points {
-    (name: $name:literal, detected: $detected:literal $(,)?) => {
-        #[doc = concat!("Only handed out by `best_compact()` after runtime detection of ", $detected, ".")]
+    (detected: $detected:literal $(,)?) => {
+        #[doc = concat!("Only handed out by the kernel table after runtime detection of ", $detected, ".")]
         pub const KERNEL: CompactKernel = CompactKernel {
-            name: $name,
             bf16: update_bf16,
             f16: update_f16,
             int8: update_int8,
@@ -193,8 +222,8 @@ macro_rules! compact_entry_points {
             out: &mut [f32],
         ) {
             assert!(q.len() >= dim && out.len() >= nodes.len());
-            // SAFETY: KERNEL is installed only after the features were detected at runtime
-            // (every row and scale is indexed with bounds checks).
+            // SAFETY: `inner_dots_i8` needs only the CPU features (it slices every row and
+            // scale with bounds checks), and they were detected before KERNEL was handed out.
             unsafe { inner_dots_i8(q, dim, codes, scales, nodes, out) }
         }
 
@@ -207,7 +236,8 @@ macro_rules! compact_entry_points {
             if dim == 0 {
                 return;
             }
-            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            // SAFETY: `inner_bf16` needs only the CPU features (it slices with bounds checks),
+            // and they were detected before KERNEL was handed out.
             unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
         }
 
@@ -216,7 +246,7 @@ macro_rules! compact_entry_points {
             if dim == 0 {
                 return;
             }
-            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            // SAFETY: as in `update_bf16`.
             unsafe { inner_f16(query, r_q, dim, doc, |_| 1.0, maxes) }
         }
 
@@ -233,7 +263,7 @@ macro_rules! compact_entry_points {
                 return;
             }
             assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
-            // SAFETY: KERNEL is installed only after the features were detected at runtime.
+            // SAFETY: as in `update_bf16`.
             unsafe { inner_i8(query, r_q, dim, doc, |j| scales[j], maxes) }
         }
     };
@@ -250,63 +280,194 @@ mod avx512_compact;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 
-use super::compact::CompactKernel;
+use std::sync::OnceLock;
+
+use super::compact::{self, CompactKernel};
 use super::Kernel;
 
-/// The best kernel the running CPU supports, if any beats the scalar one. `METAVEC_KERNEL=avx2`
-/// (or `scalar`) caps the choice, for benchmarks and for comparing results across machines.
-pub fn best() -> Option<Kernel> {
-    let cap = std::env::var("METAVEC_KERNEL").unwrap_or_default();
-    if cap == "scalar" {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cap != "avx2" && std::is_x86_feature_detected!("avx512f") {
-            return Some(Kernel {
-                name: "avx512f",
-                update: avx512::maxsim_update,
-                update_pair: avx512::maxsim_update_pair,
-                dot: avx512::dot,
-            });
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Some(Kernel {
-                name: "avx2-fma",
-                update: avx2::maxsim_update,
-                update_pair: avx2::maxsim_update_pair,
-                dot: avx2::dot,
-            });
-        }
-    }
-    None
+/// One entry of the kernel table: the f32 and compact MaxSim kernels compiled for one ISA, and
+/// the CPU features they need. Obtained only from [`chosen`] and [`available`], which hand out
+/// the entries the running CPU supports: the SIMD kernels' SAFETY proofs rest on that.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSet {
+    /// What `METAVEC_KERNEL` caps the choice with, and what logs and benches show.
+    pub name: &'static str,
+    /// Every CPU feature the set's kernels need, as `is_x86_feature_detected!` names them.
+    pub features: &'static [&'static str],
+    pub f32: Kernel,
+    pub compact: CompactKernel,
+    /// Runtime detection of every one of `features`.
+    detected: fn() -> bool,
 }
 
-/// Every kernel the running CPU supports (best first), so tests can check each one against the
-/// scalar reference whatever `best()` picks.
-pub fn available() -> Vec<Kernel> {
-    #[allow(unused_mut)]
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            out.push(Kernel {
-                name: "avx512f",
-                update: avx512::maxsim_update,
-                update_pair: avx512::maxsim_update_pair,
-                dot: avx512::dot,
-            });
+/// A table entry for the kernels of modules `$f32` (from `kernel::x86_kernel!`) and `$compact`
+/// (from `compact_entry_points!`), detected by one list of features (`tt`, not `literal`:
+/// `is_x86_feature_detected!` matches the feature's token itself).
+#[cfg(target_arch = "x86_64")]
+macro_rules! kernel_set {
+    (name: $name:literal, features: [$($f:tt),+], f32: $f32:ident, compact: $compact:ident) => {
+        KernelSet {
+            name: $name,
+            features: &[$($f),+],
+            f32: Kernel {
+                update: $f32::maxsim_update,
+                update_pair: $f32::maxsim_update_pair,
+                dot: $f32::dot,
+            },
+            compact: $compact::KERNEL,
+            detected: || true $(&& std::is_x86_feature_detected!($f))+,
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            out.push(Kernel {
-                name: "avx2-fma",
-                update: avx2::maxsim_update,
-                update_pair: avx2::maxsim_update_pair,
-                dot: avx2::dot,
-            });
+    };
+}
+
+/// The scalar references: the table's last entry, supported everywhere.
+const SCALAR: KernelSet = KernelSet {
+    name: "scalar",
+    features: &[],
+    f32: super::SCALAR,
+    compact: compact::SCALAR,
+    detected: || true,
+};
+
+/// The kernel table, best first. "Best" is the first entry the CPU supports; the f32 and the
+/// compact kernels are chosen together (a CPU with AVX-512F but not BW and VL, i.e. only Knights
+/// Landing, runs the AVX2 set).
+#[cfg(target_arch = "x86_64")]
+static TABLE: &[KernelSet] = &[
+    kernel_set!(
+        name: "avx512",
+        features: ["avx512f", "avx512bw", "avx512vl"],
+        f32: avx512,
+        compact: avx512_compact
+    ),
+    kernel_set!(
+        name: "avx2",
+        features: ["avx2", "fma", "f16c"],
+        f32: avx2,
+        compact: avx2_compact
+    ),
+    SCALAR,
+];
+
+/// The kernel table: only the scalar references on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+static TABLE: &[KernelSet] = &[SCALAR];
+
+/// The first entry of `table` that `detected` accepts, starting at the entry named `cap` (at the
+/// top when no entry has that name); the scalar references when none is accepted.
+fn choose<'t>(
+    table: &'t [KernelSet],
+    cap: &str,
+    detected: impl Fn(&KernelSet) -> bool,
+) -> &'t KernelSet {
+    let from = table.iter().position(|k| k.name == cap).unwrap_or(0);
+    table[from..]
+        .iter()
+        .find(|k| detected(k))
+        .unwrap_or(&SCALAR)
+}
+
+/// The kernels of this process: the best entry of the table the CPU supports, chosen once.
+/// `METAVEC_KERNEL=avx2` (or `scalar`) caps the choice, for benchmarks and for comparing results
+/// across machines.
+pub fn chosen() -> &'static KernelSet {
+    static CHOSEN: OnceLock<&'static KernelSet> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let cap = std::env::var("METAVEC_KERNEL").unwrap_or_default();
+        if !cap.is_empty() && !TABLE.iter().any(|k| k.name == cap) {
+            let known: Vec<&str> = TABLE.iter().map(|k| k.name).collect();
+            tracing::warn!(METAVEC_KERNEL = %cap, ?known, "unknown kernel name ignored");
+        }
+        let k = choose(TABLE, &cap, |k| (k.detected)());
+        tracing::debug!(kernel = k.name, "MaxSim kernels selected");
+        k
+    })
+}
+
+/// Every entry of the table the running CPU supports, best first (the scalar references last),
+/// so tests and benches can compare each one whatever [`chosen`] picks.
+pub fn available() -> impl Iterator<Item = &'static KernelSet> {
+    TABLE.iter().filter(|k| (k.detected)())
+}
+
+/// The entries the unit tests check against the scalar references: every one this CPU supports.
+/// An entry it lacks is reported on stderr, or fails the calling test when `METAVEC_EXPECT_ISA`
+/// (comma-separated CPU features, set by CI where the machine has them) names one of its
+/// features: there a missing kernel means the machine is not what CI claims, and tests that
+/// skipped its kernels would pass having checked nothing.
+#[cfg(test)]
+pub(crate) fn under_test() -> &'static [&'static KernelSet] {
+    use std::io::Write;
+    static SETS: OnceLock<Vec<&'static KernelSet>> = OnceLock::new();
+    SETS.get_or_init(|| {
+        let expect = std::env::var("METAVEC_EXPECT_ISA").unwrap_or_default();
+        let plan = test_plan(TABLE, &expect, |k| (k.detected)()).unwrap_or_else(|e| panic!("{e}"));
+        for k in &plan.skipped {
+            // Straight to stderr, past the harness's capture of `eprintln!`: a skip shows in
+            // the output of a passing run too.
+            let _ = writeln!(
+                std::io::stderr(),
+                "kernel tests: SKIPPED the {} kernels (this CPU lacks one of {})",
+                k.name,
+                k.features.join(", ")
+            );
+        }
+        plan.run
+    })
+}
+
+/// Which entries of `table` tests run and which they skip, given the features `expect` claims.
+#[cfg(test)]
+struct TestPlan<'t> {
+    run: Vec<&'t KernelSet>,
+    skipped: Vec<&'t KernelSet>,
+}
+
+/// Splits `table` into the entries `detected` accepts and the rest; an error when `expect` names
+/// a feature of a rejected entry, or a feature no entry needs (a typo must not pass quietly).
+#[cfg(test)]
+fn test_plan<'t>(
+    table: &'t [KernelSet],
+    expect: &str,
+    detected: impl Fn(&KernelSet) -> bool,
+) -> Result<TestPlan<'t>, String> {
+    let expected: Vec<&str> = expect
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    if let Some(f) = expected
+        .iter()
+        .find(|f| !table.iter().any(|k| k.features.contains(f)))
+    {
+        let known: Vec<&str> = table
+            .iter()
+            .flat_map(|k| k.features.iter().copied())
+            .collect();
+        return Err(format!(
+            "METAVEC_EXPECT_ISA names {f:?}, which no kernel of this build needs (known: {})",
+            known.join(", ")
+        ));
+    }
+    let mut plan = TestPlan {
+        run: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for k in table {
+        if detected(k) {
+            plan.run.push(k);
+        } else if let Some(f) = expected.iter().find(|f| k.features.contains(f)) {
+            return Err(format!(
+                "METAVEC_EXPECT_ISA names {f}, but this CPU lacks one of {}: the {} kernels \
+                 cannot be tested",
+                k.features.join(", "),
+                k.name
+            ));
+        } else {
+            plan.skipped.push(k);
         }
     }
-    out
+    Ok(plan)
 }
 
 /// Asks the CPU to start loading every cache line of `data` into L2 (`prefetcht1`). A hint
@@ -322,10 +483,12 @@ pub fn prefetch<T>(data: &[T]) {
         let bytes = std::mem::size_of_val(data);
         let mut off = 0;
         while off < bytes {
-            // SAFETY: prefetch never faults and reads no memory architecturally; the address is
-            // inside `data` (sse is part of the x86_64 baseline).
+            // SAFETY: the intrinsic needs only sse, which every x86_64 CPU has; a prefetch never
+            // faults and reads nothing architecturally (the address is inside `data` anyway).
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.add(off))
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    p.wrapping_add(off),
+                )
             };
             off += 64;
         }
@@ -334,42 +497,68 @@ pub fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
-/// The avx2+fma kernels (also used by tests and benches on CPUs with AVX-512).
-pub fn avx2_compact() -> Option<CompactKernel> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            return Some(avx2_compact::KERNEL);
-        }
-    }
-    None
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The best compact-encoding kernels the running CPU supports, if any beat the scalar ones
-/// (`METAVEC_KERNEL` caps the choice as for [`best`]).
-pub fn best_compact() -> Option<CompactKernel> {
-    let cap = std::env::var("METAVEC_KERNEL").unwrap_or_default();
-    if cap == "scalar" {
-        return None;
+    fn names(sets: &[&KernelSet]) -> Vec<&'static str> {
+        sets.iter().map(|k| k.name).collect()
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cap != "avx2"
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vl")
-        {
-            return Some(avx512_compact::KERNEL);
-        }
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
-            return Some(avx2_compact::KERNEL);
+
+    #[test]
+    fn the_chosen_set_is_the_best_the_cpu_supports() {
+        let run = under_test();
+        assert_eq!(run.last().map(|k| k.name), Some("scalar"));
+        assert_eq!(names(run), available().map(|k| k.name).collect::<Vec<_>>());
+        if std::env::var_os("METAVEC_KERNEL").is_none() {
+            assert_eq!(chosen().name, run[0].name);
         }
     }
-    None
+
+    #[test]
+    fn choose_takes_the_first_detected_entry_under_the_cap() {
+        let all = |_: &KernelSet| true;
+        let none = |k: &KernelSet| k.name == "scalar";
+        assert_eq!(choose(TABLE, "", all).name, TABLE[0].name);
+        assert_eq!(choose(TABLE, "no-such-kernel", all).name, TABLE[0].name);
+        assert_eq!(choose(TABLE, "", none).name, "scalar");
+        assert_eq!(choose(TABLE, "scalar", all).name, "scalar");
+        assert_eq!(choose(TABLE, "", |_| false).name, "scalar");
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(choose(TABLE, "avx2", all).name, "avx2");
+            assert_eq!(choose(TABLE, "", |k| k.name != "avx512").name, "avx2");
+            assert_eq!(choose(TABLE, "avx512", |k| k.name != "avx512").name, "avx2");
+        }
+    }
+
+    #[test]
+    fn a_kernel_the_cpu_lacks_is_skipped_unless_expected() {
+        let all = |_: &KernelSet| true;
+        let plan = test_plan(TABLE, "", all).unwrap();
+        assert_eq!(names(&plan.run), names(&TABLE.iter().collect::<Vec<_>>()));
+        assert!(plan.skipped.is_empty());
+        // A feature no kernel needs is a typo, never a pass.
+        let err = test_plan(TABLE, "avx513f", all).err().unwrap();
+        assert!(err.contains("\"avx513f\""), "{err}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            let no512 = |k: &KernelSet| k.name != "avx512";
+            let plan = test_plan(TABLE, "", no512).unwrap();
+            assert_eq!(names(&plan.run), ["avx2", "scalar"]);
+            assert_eq!(names(&plan.skipped), ["avx512"]);
+            let plan = test_plan(TABLE, " avx2 ,fma,", no512).unwrap();
+            assert_eq!(names(&plan.skipped), ["avx512"]);
+            // CI claims AVX-512 on a machine without it: the kernel tests fail.
+            let err = test_plan(TABLE, "avx512f,avx2", no512).err().unwrap();
+            assert!(
+                err.contains("avx512f") && err.contains("avx512 kernels"),
+                "{err}"
+            );
+            let err = test_plan(TABLE, "f16c", |k| k.name == "scalar")
+                .err()
+                .unwrap();
+            assert!(err.contains("avx2 kernels"), "{err}");
+        }
+    }
 }
