@@ -4,6 +4,7 @@ mod support;
 
 mod bytes;
 mod cascade;
+mod compat;
 mod corruption;
 mod crash;
 mod dtypes;
