@@ -73,7 +73,7 @@ pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32
             .map(core::score::compact::bf16_to_f32)
             .collect(),
         "f16" => halves(&v.f16)
-            .map(|h| half::f16::from_bits(h).to_f32())
+            .map(core::score::compact::f16_to_f32)
             .collect(),
         _ => v.values.clone(),
     })

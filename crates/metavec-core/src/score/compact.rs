@@ -68,9 +68,16 @@ pub fn encode_f16(src: &[f32]) -> Vec<u16> {
     src.iter().map(|&x| f16::from_f32(x).to_bits()).collect()
 }
 
+/// IEEE half bits -> f32: the one f16 decoder (the SIMD kernels' tails, the rows, the API's
+/// input). Exact.
+#[inline(always)]
+pub fn f16_to_f32(b: u16) -> f32 {
+    f16::from_bits(b).to_f32()
+}
+
 /// IEEE half bits -> f32 (exact).
 pub fn decode_f16(src: &[u16]) -> Vec<f32> {
-    src.iter().map(|&b| f16::from_bits(b).to_f32()).collect()
+    src.iter().map(|&b| f16_to_f32(b)).collect()
 }
 
 /// Symmetric int8 with one scale per row of `dim` values: `scale = max|x| / 127` (0 for an
@@ -161,15 +168,7 @@ pub fn update_bf16_scalar(query: &[f32], r_q: usize, dim: usize, doc: &[u16], ma
 
 /// Scalar reference of the f16 update.
 pub fn update_f16_scalar(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
-    update_decoded(
-        query,
-        r_q,
-        dim,
-        doc,
-        maxes,
-        |_| 1.0,
-        |b| f16::from_bits(b).to_f32(),
-    );
+    update_decoded(query, r_q, dim, doc, maxes, |_| 1.0, f16_to_f32);
 }
 
 /// Scalar reference of the int8 update: the dot is taken on the raw values, then scaled.

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::compact::{bf16_to_f32, CompactKernel};
+use super::super::compact::{bf16_to_f32, f16_to_f32, CompactKernel};
 use super::avx2::hsum;
 
 /// 8 bf16 values at `p` as f32 lanes (widen, shift left 16; exact).
@@ -61,7 +61,7 @@ compact_update!(
     u16,
     "avx2,fma,f16c",
     load_f16,
-    |b: u16| half::f16::from_bits(b).to_f32(),
+    f16_to_f32,
     width = 8,
     zero = _mm256_setzero_ps,
     fmadd = _mm256_fmadd_ps,

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::compact::{bf16_to_f32, CompactKernel};
+use super::super::compact::{bf16_to_f32, f16_to_f32, CompactKernel};
 
 /// 16 bf16 values at `p` as f32 lanes (widen, shift left 16; exact).
 ///
@@ -72,7 +72,7 @@ compact_update!(
     u16,
     "avx512f,avx512bw",
     load_f16,
-    |b: u16| half::f16::from_bits(b).to_f32(),
+    f16_to_f32,
     width = 16,
     zero = _mm512_setzero_ps,
     fmadd = _mm512_fmadd_ps,
