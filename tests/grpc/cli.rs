@@ -343,7 +343,17 @@ fn cli_round_trip_and_offline_checks() {
     ));
     assert!(out.contains("every checksum"), "{out}");
     // Damage one byte in the middle of a segment of "copy": verify names the file and fails.
-    let seg_dir = data_dir.join("collections/copy/segments");
+    let seg_dir = std::fs::read_dir(data_dir.join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("copy.")
+        })
+        .expect("the directory of collection copy")
+        .join("segments");
     let seg = std::fs::read_dir(&seg_dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -177,3 +177,176 @@ async fn failed_wal_fsync_makes_writes_unavailable_reads_go_on_and_restart_recov
     upsert(&mut c, vec![batch(&data, 50..60)]).await.unwrap();
     assert_eq!(present(&mut c, &data, 50..60).await, 10);
 }
+
+/// Waits for the server to announce a job held at `point` (it creates the marker file).
+async fn held(plan: &Path, point: &str) {
+    let marker = metavec_core::testing::held_marker(plan, point);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job reached {point:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The directory of the live collection `name` (`collections/<name>.<generation>`).
+fn collection_dir(data: &Path, name: &str) -> std::path::PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(data.join("collections"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == name || n.starts_with(&format!("{name}.")))
+        })
+        .collect();
+    assert_eq!(dirs.len(), 1, "one directory for {name}: {dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_of_a_deleted_collection_stops_and_never_touches_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("fault-plan");
+    let data_dir = dir.path().join("data");
+    let data = data();
+    let server = start(&data_dir, &plan);
+    let mut c = server.clients().await;
+    c.collections
+        .create_collection(create_req("f", DIM, MC, 4))
+        .await
+        .unwrap();
+    upsert(&mut c, vec![batch(&data, 0..50)]).await.unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+    upsert(&mut c, vec![batch(&data, 50..100)]).await.unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+
+    // A compaction starts and is held before it writes the merged segment.
+    std::fs::write(&plan, "hold = compaction\n").unwrap();
+    let mut admin = c.admin.clone();
+    let compact = tokio::spawn(async move {
+        admin
+            .compact(pb::CompactRequest {
+                collection: "f".into(),
+                keep_r_c: 0,
+            })
+            .await
+    });
+    held(&plan, "compaction").await;
+    c.collections
+        .delete_collection(pb::DeleteCollectionRequest { name: "f".into() })
+        .await
+        .unwrap();
+    c.collections
+        .create_collection(create_req("f", DIM, MC, 4))
+        .await
+        .unwrap();
+    upsert(&mut c, vec![batch(&data, 100..130)]).await.unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+    upsert(&mut c, vec![batch(&data, 130..160)]).await.unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+    // Release the hold (a compaction still waiting there goes on).
+    std::fs::write(&plan, "").unwrap();
+    let err = compact.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("deleted"), "{err:?}");
+
+    // The successor is whole and holds only its own documents, also after a restart.
+    upsert(&mut c, vec![batch(&data, 160..170)]).await.unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+    c.admin
+        .compact(pb::CompactRequest {
+            collection: "f".into(),
+            keep_r_c: 0,
+        })
+        .await
+        .unwrap();
+    search_works(&mut c, &data).await;
+    assert_eq!(present(&mut c, &data, 100..170).await, 70);
+    assert_eq!(present(&mut c, &data, 0..100).await, 0);
+    drop(server);
+    let server = start(&data_dir, &plan);
+    let mut c = server.clients().await;
+    assert_eq!(present(&mut c, &data, 100..170).await, 70);
+    assert_eq!(present(&mut c, &data, 0..100).await, 0);
+    let info = c
+        .collections
+        .get_collection(pb::GetCollectionRequest { name: "f".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.live_docs, info.segments.len()), (70, 1));
+    collection_dir(&data_dir, "f");
+}
+
+fn verify(data: &Path, json: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_metavec"));
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(["verify", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_writing_the_graph_is_resource_exhausted_naming_it_and_leaves_no_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("fault-plan");
+    let data_dir = dir.path().join("data");
+    let data = data();
+    let mut server = start(&data_dir, &plan);
+    let mut c = server.clients().await;
+    c.collections
+        .create_collection(create_req("f", DIM, MC, 4))
+        .await
+        .unwrap();
+    upsert(&mut c, vec![batch(&data, 0..60)]).await.unwrap();
+
+    // hnsw_rs writes the graph itself, into a disk with no space left.
+    std::fs::write(&plan, "path_contains = hnsw\nquota = 0\n").unwrap();
+    let err = c.admin.flush(flush_req()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains(".hnsw."), "names the file: {err:?}");
+    let seg_dir = collection_dir(&data_dir, "f").join("segments");
+    let left: Vec<_> = std::fs::read_dir(&seg_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "no half-made segment is left: {left:?}");
+    search_works(&mut c, &data).await;
+    std::fs::write(&plan, "").unwrap();
+    c.admin.flush(flush_req()).await.unwrap();
+    assert!(server.terminate(), "graceful stop");
+
+    // Offline verify: clean, and no orphan files.
+    let out = verify(&data_dir, true);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["orphans"], serde_json::json!([]), "{report}");
+
+    // A file no manifest lists (what a crash mid-flush leaves) is reported, not a failure: the
+    // server removes it at its next open.
+    let stray = seg_dir.join("seg-00000000000000ff.mvs");
+    std::fs::write(&stray, b"left by a crash").unwrap();
+    let out = verify(&data_dir, true);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["orphans"],
+        serde_json::json!([stray.to_str().unwrap()]),
+        "{report}"
+    );
+    let out = verify(&data_dir, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ORPHAN") && text.contains(stray.to_str().unwrap()),
+        "{text}"
+    );
+    let server = start(&data_dir, &plan);
+    let mut c = server.clients().await;
+    assert_eq!(present(&mut c, &data, 0..60).await, 60);
+    assert!(!stray.exists(), "removed at open");
+}

@@ -1,4 +1,10 @@
 //! The catalogue of collections, in sled: tree `collections`, key = name, value = JSON record.
+//!
+//! Each collection lives in its own directory, `collections/<name>.<generation>/`, with a
+//! generation no other collection has had (sled's durable monotonic id), so a collection created
+//! after another of the same name was deleted never shares a path with it — whatever the old one's
+//! maintenance still does. Entries written before generations have none, and their directory is
+//! `collections/<name>/`.
 
 use std::path::Path;
 
@@ -12,6 +18,19 @@ use crate::error::{Error, Result};
 pub struct CatalogEntry {
     pub config: CollectionConfig,
     pub created_unix_ms: u64,
+    /// The generation in the directory name; `None` for the layout before generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+impl CatalogEntry {
+    /// The name of the directory (under `collections/`) of the collection `name`.
+    pub fn dir_name(&self, name: &str) -> String {
+        match self.generation {
+            Some(g) => format!("{name}.{g}"),
+            None => name.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +74,20 @@ impl Catalog {
 
     pub fn contains(&self, name: &str) -> Result<bool> {
         self.tree.contains_key(name).map_err(cat_err)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<CatalogEntry>> {
+        let Some(v) = self.tree.get(name).map_err(cat_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| Error::Catalog(format!("catalogue entry {name:?} does not parse: {e}")))
+    }
+
+    /// A directory generation never handed out before, also across crashes and restarts.
+    pub fn next_generation(&self) -> Result<u64> {
+        self.db.generate_id().map_err(cat_err)
     }
 
     /// Inserts and makes the insert durable.

@@ -1,13 +1,16 @@
 //! The engine: a data directory holding the catalogue and every collection.
 //!
 //! ```text
-//! <data>/catalog/                 sled: the collection catalogue
-//! <data>/collections/<name>/MANIFEST
-//! <data>/collections/<name>/segments/seg-<id>.mvs, seg-<id>.hnsw.graph, seg-<id>.hnsw.data
-//! <data>/collections/<name>/wal/wal-<gen>.log
+//! <data>/catalog/                       sled: the collection catalogue
+//! <data>/collections/<name>.<gen>/MANIFEST
+//! <data>/collections/<name>.<gen>/segments/seg-<id>.mvs, seg-<id>.hnsw.graph, seg-<id>.hnsw.data
+//! <data>/collections/<name>.<gen>/wal/wal-<gen>.log
 //! ```
-//! Creation writes the collection directory first and the catalogue entry last; deletion removes
-//! the catalogue entry first. A directory without a catalogue entry is garbage from a crash and
+//! Every collection gets a directory generation of its own (see [`crate::catalog`]); a collection
+//! created before generations keeps `collections/<name>/`. Creation writes the collection
+//! directory first and the catalogue entry last; deletion removes the catalogue entry first, then
+//! stops the collection's maintenance (a compaction is cancelled, a flush or snapshot finishes),
+//! then removes the directory. A directory without a catalogue entry is garbage from a crash and
 //! is removed at open.
 
 use std::collections::HashMap;
@@ -61,7 +64,7 @@ impl Engine {
         let mut broken = HashMap::new();
         let entries = catalog.list()?;
         for (name, entry) in &entries {
-            let dir = coll_root.join(name);
+            let dir = coll_root.join(entry.dir_name(name));
             match Collection::open(name, &dir, entry.config.clone(), opts.collection.clone()) {
                 Ok(c) => {
                     collections.insert(name.clone(), c);
@@ -75,7 +78,7 @@ impl Engine {
         for dirent in std::fs::read_dir(&coll_root).at(&coll_root)? {
             let dirent = dirent.at(&coll_root)?;
             let name = dirent.file_name().to_string_lossy().into_owned();
-            if !entries.iter().any(|(n, _)| *n == name) {
+            if !entries.iter().any(|(n, e)| e.dir_name(n) == name) {
                 tracing::info!(dir = %dirent.path().display(), "removing a collection directory the catalogue does not list");
                 std::fs::remove_dir_all(dirent.path()).at(&dirent.path())?;
             }
@@ -102,8 +105,20 @@ impl Engine {
         &self.root
     }
 
-    fn dir_of(&self, name: &str) -> PathBuf {
-        self.root.join("collections").join(name)
+    /// A catalogue entry for a new collection `name`, and its (new) directory.
+    fn new_entry(&self, name: &str, config: CollectionConfig) -> Result<(CatalogEntry, PathBuf)> {
+        let entry = CatalogEntry {
+            config,
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            generation: Some(self.catalog.next_generation()?),
+        };
+        let dir = self.root.join("collections").join(entry.dir_name(name));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).at(&dir)?;
+        }
+        Ok((entry, dir))
     }
 
     pub fn create_collection(
@@ -119,22 +134,15 @@ impl Engine {
                 "collection {name:?} already exists"
             )));
         }
-        let dir = self.dir_of(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).at(&dir)?;
-        }
+        let (entry, dir) = self.new_entry(name, config)?;
         Collection::create_dir(&dir)?;
-        let created_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let coll = Collection::open(name, &dir, config.clone(), self.opts.collection.clone())?;
-        self.catalog.insert(
+        let coll = Collection::open(
             name,
-            &CatalogEntry {
-                config,
-                created_unix_ms,
-            },
+            &dir,
+            entry.config.clone(),
+            self.opts.collection.clone(),
         )?;
+        self.catalog.insert(name, &entry)?;
         self.broken.write().remove(name);
         self.collections
             .write()
@@ -249,10 +257,7 @@ impl Engine {
                 "collection {as_name:?} already exists"
             )));
         }
-        let dir = self.dir_of(as_name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).at(&dir)?;
-        }
+        let (entry, dir) = self.new_entry(as_name, info.config.clone())?;
         restore_files(&*self.opts.collection.storage, &src, &info, &dir).inspect_err(|_| {
             // A failed restore (disk full, say) leaves no half-copied directory behind.
             let _ = std::fs::remove_dir_all(crate::io::tmp_path(&dir));
@@ -260,19 +265,10 @@ impl Engine {
         let coll = Collection::open(
             as_name,
             &dir,
-            info.config.clone(),
+            entry.config.clone(),
             self.opts.collection.clone(),
         )?;
-        let created_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.catalog.insert(
-            as_name,
-            &CatalogEntry {
-                config: info.config,
-                created_unix_ms,
-            },
-        )?;
+        self.catalog.insert(as_name, &entry)?;
         self.broken.write().remove(as_name);
         self.collections
             .write()
@@ -282,20 +278,36 @@ impl Engine {
     }
 
     /// Deletes a collection and its files. Handles held elsewhere start failing with NotFound.
+    /// Returns once the collection's maintenance has stopped: a compaction in progress is
+    /// cancelled (it fails with NotFound), a flush or snapshot in progress finishes or is
+    /// cancelled the same way, and only then are the files removed. A collection of the same name
+    /// may be created meanwhile; it gets a directory of its own.
     pub fn delete_collection(&self, name: &str) -> Result<()> {
-        let _ddl = self.ddl.lock();
-        if !self.catalog.contains(name)? {
-            return Err(Error::NotFound(format!(
-                "collection {name:?} does not exist"
-            )));
-        }
-        self.catalog.remove(name)?;
-        self.broken.write().remove(name);
-        if let Some(c) = self.collections.write().remove(name) {
-            c.mark_dropped();
+        let (coll, dir) = {
+            let _ddl = self.ddl.lock();
+            let Some(entry) = self.catalog.get(name)? else {
+                return Err(Error::NotFound(format!(
+                    "collection {name:?} does not exist"
+                )));
+            };
+            self.catalog.remove(name)?;
+            self.broken.write().remove(name);
+            let coll = self.collections.write().remove(name);
+            if let Some(c) = &coll {
+                c.mark_dropped();
+            }
+            (
+                coll,
+                self.root.join("collections").join(entry.dir_name(name)),
+            )
+        };
+        // Outside the DDL lock: other collections' DDL need not wait for this one's maintenance.
+        if let Some(c) = coll {
+            // The background thread (its flush or compaction sees the drop), then any flush,
+            // compaction or snapshot an operator started: each holds `flush_lock` while it runs.
             c.shutdown();
+            drop(c.flush_lock.lock());
         }
-        let dir = self.dir_of(name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted collection's files; they go at next open");
         }

@@ -56,6 +56,11 @@ pub struct CollectionReport {
     pub wal: Vec<WalReport>,
     /// Problems found (verify mode: every checksum checked).
     pub problems: Vec<String>,
+    /// Files the manifest does not account for: files in `segments/` it does not list, `.tmp`
+    /// files, WAL generations below its `wal_start`. An interrupted flush, compaction or
+    /// checkpoint leaves such files; they are not damage (verify does not fail on them), and the
+    /// server removes those it wrote when it opens the collection.
+    pub orphans: Vec<String>,
 }
 
 /// Inspects every collection; with `verify`, checks every checksum of every file too.
@@ -70,7 +75,7 @@ pub fn inspect_dir(root: &Path, verify: bool) -> Result<Vec<CollectionReport>> {
     let catalog = Catalog::open(&root.join("catalog"))?;
     let mut out = Vec::new();
     for (name, entry) in catalog.list()? {
-        let dir = root.join("collections").join(&name);
+        let dir = root.join("collections").join(entry.dir_name(&name));
         let mut rep = CollectionReport {
             name: name.clone(),
             config: entry.config.clone(),
@@ -78,6 +83,7 @@ pub fn inspect_dir(root: &Path, verify: bool) -> Result<Vec<CollectionReport>> {
             segments: Vec::new(),
             wal: Vec::new(),
             problems: Vec::new(),
+            orphans: Vec::new(),
         };
         match Manifest::load(&dir) {
             Ok(m) => {
@@ -88,6 +94,7 @@ pub fn inspect_dir(root: &Path, verify: bool) -> Result<Vec<CollectionReport>> {
                 };
                 inspect_segments(&dir, &m, &stored, verify, &mut rep);
                 inspect_wal(&dir, &m, &entry.config, &mut rep);
+                find_orphans(&dir, &m, &mut rep);
             }
             Err(e) => rep.problems.push(e.to_string()),
         }
@@ -178,6 +185,54 @@ fn inspect_wal(dir: &Path, m: &Manifest, cfg: &CollectionConfig, rep: &mut Colle
                 });
             }
             Err(e) => rep.problems.push(e.to_string()),
+        }
+    }
+}
+
+/// Files of the collection directory `dir` that `m` does not account for (see
+/// [`CollectionReport::orphans`]), sorted.
+fn find_orphans(dir: &Path, m: &Manifest, rep: &mut CollectionReport) {
+    let listed = |name: &str| {
+        m.segments.iter().any(|e| {
+            segment::file_name(e.id) == name || e.index_files.iter().any(|f| f.name == name)
+        })
+    };
+    let mut out = Vec::new();
+    scan_files(dir, |n| n.ends_with(".tmp"), &mut out, rep);
+    scan_files(
+        &Collection::segments_dir(dir),
+        |n| !listed(n),
+        &mut out,
+        rep,
+    );
+    scan_files(
+        &Collection::wal_dir(dir),
+        |n| wal::parse_file_name(n).is_some_and(|g| g < m.wal_start),
+        &mut out,
+        rep,
+    );
+    out.sort();
+    rep.orphans = out;
+}
+
+/// Pushes to `out` the path of every file directly in `dir` whose name `orphan` accepts.
+fn scan_files(
+    dir: &Path,
+    orphan: impl Fn(&str) -> bool,
+    out: &mut Vec<String>,
+    rep: &mut CollectionReport,
+) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            rep.problems.push(Error::io(dir, e).to_string());
+            return;
+        }
+    };
+    for e in entries.flatten() {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir && orphan(&e.file_name().to_string_lossy()) {
+            out.push(e.path().display().to_string());
         }
     }
 }

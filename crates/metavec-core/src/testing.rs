@@ -13,14 +13,25 @@
 //! absent or empty file means no faults. The gRPC tests use it to fail a running server's disk.
 //!
 //! Files written outside the seam (hnsw_rs's dump) are charged against the quota when they are
-//! fsynced through it, the way delayed allocation reports a full disk at fsync; a hard link
-//! fails with ENOSPC while the quota is exhausted.
+//! fsynced through it, the way delayed allocation reports a full disk at fsync; while the quota
+//! is exhausted (`quota = 0`) such a file is created as a symlink to `/dev/full`, so that the
+//! outside writer itself meets a real ENOSPC. A hard link fails with ENOSPC while the quota is
+//! exhausted.
+//!
+//! Races are ordered with holds: a maintenance job passes named points
+//! ([`crate::io::Storage::hold`]: `"flush"` before it writes the segment of the frozen run,
+//! `"compaction"` before it writes the merged segment), and a plan that lists a point
+//! (`hold = compaction`) stops every job there until the plan no longer lists it, or the job is
+//! cancelled (its collection deleted). In-process, [`FaultyFs::wait_held`] waits for a job to
+//! arrive; a server following a plan file announces it by creating the file
+//! [`held_marker`]`(plan, point)`, removed again when the job moves on.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::io::{RealFs, Storage, StorageFile};
 
@@ -34,12 +45,15 @@ pub struct FaultPlan {
     pub quota: Option<u64>,
     pub fail_write_after: Option<u64>,
     pub fail_fsync: bool,
+    /// Points where maintenance jobs stop until the plan no longer lists them.
+    pub hold: Vec<String>,
 }
 
 impl FaultPlan {
     /// Parses a plan file: one `key = value` per line (`#` starts a comment), keys
     /// `path_contains` (a string, quotes optional), `quota` and `fail_write_after` (bytes) and
-    /// `fail_fsync` (`true`/`false`). Unknown keys and bad values are errors.
+    /// `fail_fsync` (`true`/`false`) and `hold` (point names, comma-separated). Unknown keys and
+    /// bad values are errors.
     pub fn parse(text: &str) -> Result<FaultPlan, String> {
         let mut plan = FaultPlan::default();
         for line in text.lines() {
@@ -57,6 +71,14 @@ impl FaultPlan {
                 "quota" => plan.quota = Some(bytes(v)?),
                 "fail_write_after" => plan.fail_write_after = Some(bytes(v)?),
                 "fail_fsync" => plan.fail_fsync = v.parse().map_err(|e| format!("{k}: {e}"))?,
+                "hold" => {
+                    plan.hold = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 other => return Err(format!("unknown fault plan key {other:?}")),
             }
         }
@@ -70,6 +92,18 @@ pub struct FaultyFs {
     plan: Arc<Mutex<FaultPlan>>,
     /// The plan file this file system follows, and the contents last applied.
     source: Option<Arc<(std::path::PathBuf, Mutex<String>)>>,
+    /// The points where a job is held now, and the signal of every change to them or the plan.
+    held: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+/// The file a server following the plan file `plan` creates while a job is held at `point`.
+pub fn held_marker(plan: &Path, point: &str) -> PathBuf {
+    let mut name = plan
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".held-{point}"));
+    plan.with_file_name(name)
 }
 
 impl FaultyFs {
@@ -80,8 +114,8 @@ impl FaultyFs {
     /// A file system whose plan follows the file at `path` (see the module docs).
     pub fn following(path: impl Into<std::path::PathBuf>) -> FaultyFs {
         FaultyFs {
-            plan: Arc::default(),
             source: Some(Arc::new((path.into(), Mutex::new(String::new())))),
+            ..FaultyFs::default()
         }
     }
 
@@ -105,9 +139,29 @@ impl FaultyFs {
         *last = text;
     }
 
-    /// Replaces the plan (takes effect on the next operation).
+    /// Replaces the plan (takes effect on the next operation; releases jobs held at points it
+    /// no longer lists).
     pub fn set(&self, plan: FaultPlan) {
         *self.plan.lock() = plan;
+        let _held = self.held.0.lock();
+        self.held.1.notify_all();
+    }
+
+    /// Waits until a job is held at `point`; false if none arrived within `timeout`.
+    pub fn wait_held(&self, point: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut held = self.held.0.lock();
+        while !held.iter().any(|p| p == point) {
+            if self.held.1.wait_until(&mut held, deadline).timed_out() {
+                return held.iter().any(|p| p == point);
+            }
+        }
+        true
+    }
+
+    fn holds(&self, point: &str) -> bool {
+        self.refresh();
+        self.plan.lock().hold.iter().any(|p| p == point)
     }
 
     /// Clears every fault.
@@ -230,5 +284,49 @@ impl Storage for FaultyFs {
             return Err(io::Error::from_raw_os_error(ENOSPC));
         }
         RealFs.hard_link(from, to)
+    }
+    fn before_external_write(&self, path: &Path) -> io::Result<()> {
+        if self.applies(path) && self.plan.lock().quota == Some(0) {
+            // The outside writer opens the path (create, truncate) and writes into /dev/full.
+            let _ = std::fs::remove_file(path);
+            #[cfg(unix)]
+            std::os::unix::fs::symlink("/dev/full", path)?;
+        }
+        Ok(())
+    }
+    fn hold(&self, point: &str, cancelled: &dyn Fn() -> bool) {
+        if !self.holds(point) {
+            return;
+        }
+        tracing::warn!(point, "fault injection: holding a job");
+        let marker = self.source.as_ref().map(|s| held_marker(&s.0, point));
+        {
+            let mut held = self.held.0.lock();
+            held.push(point.to_string());
+            self.held.1.notify_all();
+        }
+        if let Some(m) = &marker {
+            if let Err(e) = std::fs::write(m, point) {
+                tracing::error!(file = %m.display(), error = %e, "fault injection: cannot announce a hold");
+            }
+        }
+        // Polls: a plan file changes outside the process, and cancellation has no signal here.
+        while self.holds(point) && !cancelled() {
+            let mut held = self.held.0.lock();
+            self.held.1.wait_for(&mut held, Duration::from_millis(5));
+        }
+        if let Some(m) = &marker {
+            let _ = std::fs::remove_file(m);
+        }
+        let mut held = self.held.0.lock();
+        if let Some(i) = held.iter().position(|p| p == point) {
+            held.remove(i);
+        }
+        self.held.1.notify_all();
+        tracing::warn!(
+            point,
+            cancelled = cancelled(),
+            "fault injection: job released"
+        );
     }
 }

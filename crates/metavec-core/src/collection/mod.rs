@@ -492,6 +492,8 @@ impl Collection {
     pub fn flush(&self) -> Result<Option<u64>> {
         self.check_live()?;
         let guard = self.flush_lock.lock();
+        // Deleted while this waited: its directory may be gone.
+        self.check_live()?;
         self.flush_locked(guard)
     }
 
@@ -529,6 +531,10 @@ impl Collection {
                 st.next_segment_id,
             )
         };
+        self.opts
+            .storage
+            .hold("flush", &|| self.check_live().is_err());
+        self.check_live()?;
         let depth = self.state.read().depth;
         let (seg, entry) = self.seal(seg_id, &*run, depth)?;
         {

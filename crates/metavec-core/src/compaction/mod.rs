@@ -40,13 +40,15 @@ pub struct CompactionReport {
     pub stored_vectors: u32,
 }
 
-/// The live documents of several segments, read straight from their maps.
-struct MergeSource {
+/// The live documents of several segments, read straight from their maps. Reading stops with
+/// NotFound once the collection is deleted: that cancels the compaction.
+struct MergeSource<'c> {
+    coll: &'c Collection,
     segs: Vec<Arc<Segment>>,
     items: Vec<(usize, u32)>,
 }
 
-impl DocSource for MergeSource {
+impl DocSource for MergeSource<'_> {
     fn len(&self) -> usize {
         self.items.len()
     }
@@ -59,6 +61,7 @@ impl DocSource for MergeSource {
         self.segs[s].payload(o as usize)
     }
     fn rows(&self, i: usize, start: usize, end: usize) -> Result<std::borrow::Cow<'_, [f32]>> {
+        self.coll.check_live()?;
         let (s, o) = self.items[i];
         self.segs[s].rows(o as usize, start, end)
     }
@@ -80,6 +83,7 @@ impl Collection {
     pub fn compact_keep(&self, keep_r_c: Option<u32>) -> Result<CompactionReport> {
         self.check_live()?;
         let _guard = self.flush_lock.lock();
+        self.check_live()?;
         let depth = self.state.read().depth;
         if let Some(r) = keep_r_c {
             let bounds: Vec<u32> = self.config().budgets.iter().map(|b| b.r_c).collect();
@@ -132,9 +136,14 @@ impl Collection {
             })
             .collect();
         let merge = MergeSource {
+            coll: self,
             segs: sources.iter().map(|s| s.seg.clone()).collect(),
             items,
         };
+        self.opts
+            .storage
+            .hold("compaction", &|| self.check_live().is_err());
+        self.check_live()?;
         let sealed = if merge.items.is_empty() {
             None
         } else {

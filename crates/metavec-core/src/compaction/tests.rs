@@ -74,12 +74,8 @@ fn compaction_drops_dead_docs_and_keeps_results() {
         out
     };
     let before = searches(&c);
-    let seg_files = |d: &std::path::Path| {
-        std::fs::read_dir(d.join("collections/c/segments"))
-            .unwrap()
-            .count()
-    };
-    assert_eq!(seg_files(dir.path()), 9);
+    let seg_files = |d: &std::path::Path| std::fs::read_dir(d.join("segments")).unwrap().count();
+    assert_eq!(seg_files(c.dir()), 9);
     let live = c.len();
 
     let r = c.compact().unwrap();
@@ -92,7 +88,7 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     assert_eq!(c.len(), live);
     assert_eq!(searches(&c), before, "compaction changed search results");
     assert_eq!(
-        seg_files(dir.path()),
+        seg_files(c.dir()),
         3,
         "old segment files are removed after the commit"
     );

@@ -241,9 +241,26 @@ impl VectorIndex {
                 "only a freshly built graph can be saved (a loaded one is already on disk)",
             ));
         };
+        for name in Self::file_names(tmp_base) {
+            let p = dir.join(name);
+            storage.before_external_write(&p).map_err(storage_err(&p))?;
+        }
+        // The files hnsw_rs writes, as one path for messages.
+        let dump_path = dir.join(format!("{tmp_base}.hnsw.{{graph,data}}"));
         let dumped = catch_unwind(AssertUnwindSafe(|| g.file_dump(dir, tmp_base)))
-            .map_err(|_| err(dir, "hnsw_rs panicked while writing the graph"))?
-            .map_err(|e| err(dir, format!("dump failed: {e}")))?;
+            .map_err(|_| err(&dump_path, "hnsw_rs panicked while writing the graph"))?
+            .map_err(|e| match e.downcast_ref::<std::io::Error>() {
+                // Its own writes failed (a full disk, say): keep the OS error, so ENOSPC stays
+                // ENOSPC (ResourceExhausted) instead of becoming a plain io error.
+                Some(io) => IndexError::Storage {
+                    path: dump_path.clone(),
+                    source: match io.raw_os_error() {
+                        Some(code) => std::io::Error::from_raw_os_error(code),
+                        None => std::io::Error::new(io.kind(), io.to_string()),
+                    },
+                },
+                None => err(&dump_path, format!("dump failed: {e}")),
+            })?;
         // hnsw_rs picks another basename only when the graph is mmap-backed, which ours never is.
         if dumped != tmp_base {
             for name in Self::file_names(&dumped) {

@@ -33,6 +33,16 @@ pub trait Storage: Send + Sync + Debug {
     fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// Hard-links `from` as `to` (snapshots share immutable segment files).
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Called just before code outside the seam (hnsw_rs's dump) creates and writes `path`
+    /// itself. The real file system does nothing; a fault-injecting one can make that writer
+    /// meet a real full disk.
+    fn before_external_write(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    /// A named point of a maintenance job (`"flush"`, `"compaction"`). The real file system
+    /// goes on at once; a fault-injecting one may hold the job there until its plan releases it
+    /// or `cancelled()` turns true (how tests order a race deterministically).
+    fn hold(&self, _point: &str, _cancelled: &dyn Fn() -> bool) {}
 }
 
 /// The storage engines use unless told otherwise: the real file system. In a build with the

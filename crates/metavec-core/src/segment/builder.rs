@@ -46,8 +46,9 @@ pub fn build_segment(
     build_segment_with(&RealFs, dir, id, cfg, docs)
 }
 
-/// [`build_segment`] writing the segment file through `storage`. On failure the temporary file is
-/// removed and nothing at the final path changes.
+/// [`build_segment`] writing the segment file through `storage`. On failure every file of the
+/// segment (temporary or final: the segment file, its graph files) is removed again, so a failed
+/// build leaves nothing behind for a later one to trip over.
 pub fn build_segment_with(
     storage: &dyn Storage,
     dir: &Path,
@@ -63,7 +64,29 @@ pub fn build_segment_with(
             return Err(e);
         }
     };
+    build_index(storage, dir, id, cfg, docs, path.clone(), file_len).inspect_err(|_| {
+        let basename = super::index_basename(id);
+        let graph = VectorIndex::file_names(&basename);
+        for p in std::iter::once(path).chain(graph.iter().map(|n| dir.join(n))) {
+            if let Err(e) = storage.remove(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remove a half-made segment's file; it goes at next open");
+                }
+            }
+        }
+    })
+}
 
+/// The HNSW half of [`build_segment_with`], once the segment file is in place.
+fn build_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u64,
+    cfg: &CollectionConfig,
+    docs: &dyn DocSource,
+    path: PathBuf,
+    file_len: u64,
+) -> Result<BuiltSegment> {
     let dim = cfg.dim as usize;
     let mut v0 = Vec::with_capacity(docs.len() * dim);
     for i in 0..docs.len() {

@@ -145,6 +145,7 @@ impl Collection {
     ) -> Result<SnapshotInfo> {
         self.check_live()?;
         let _guard = self.flush_lock.lock();
+        self.check_live()?;
         let (manifest_bytes, gens, last_seq) = {
             let st = self.state.write();
             self.wal.check_poisoned()?;

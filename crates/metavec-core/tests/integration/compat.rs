@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::support::engine_with;
 
 /// The fixture today's engine writes ([`write_fixture`]): bump it with every format change.
-const CURRENT: &str = "format-1.1-catalog-1";
+const CURRENT: &str = "format-1.1-catalog-2";
 
 /// Every fixture checked in, oldest first. Each must open with today's engine.
-const FIXTURES: &[&str] = &["format-1.1-catalog-1"];
+const FIXTURES: &[&str] = &["format-1.1-catalog-1", "format-1.1-catalog-2"];
 
 const DIM: u32 = 8;
 const MC: u32 = 4;

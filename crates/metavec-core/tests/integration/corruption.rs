@@ -5,10 +5,10 @@ use std::io::Write;
 
 use metavec_core::{Budget, CollectionConfig, Document, Error, SearchRequest};
 
-use crate::support::{engine_with, load, synth};
+use crate::support::{collection_dir, engine_with, load, synth};
 
 fn wal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("collections/c/wal"))
+    let mut v: Vec<_> = std::fs::read_dir(collection_dir(dir, "c").join("wal"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -86,7 +86,7 @@ fn flipped_segment_byte_is_reported_with_the_file_and_other_collections_keep_ser
             coll.flush().unwrap();
         }
     }
-    let seg = std::fs::read_dir(dir.path().join("collections/c/segments"))
+    let seg = std::fs::read_dir(collection_dir(dir.path(), "c").join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "mvs"))
@@ -132,12 +132,12 @@ fn damaged_manifest_or_index_fails_that_collection_only() {
             coll.flush().unwrap();
         }
     }
-    let manifest = dir.path().join("collections/a/MANIFEST");
+    let manifest = collection_dir(dir.path(), "a").join("MANIFEST");
     let mut m = std::fs::read(&manifest).unwrap();
     let last = m.len() - 1;
     m[last] ^= 1;
     std::fs::write(&manifest, &m).unwrap();
-    let graph = std::fs::read_dir(dir.path().join("collections/b/segments"))
+    let graph = std::fs::read_dir(collection_dir(dir.path(), "b").join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))

@@ -269,13 +269,21 @@ fn full_disk_while_dumping_the_hnsw_graph_fails_the_flush_cleanly_and_it_retries
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
     let (engine, coll) = setup_for_index(dir.path(), &fs);
-    // hnsw_rs writes the dump itself; the seam charges it when it is fsynced.
+    // hnsw_rs writes the dump itself, into a disk with no space left (the seam makes its files
+    // /dev/full): its own write fails with ENOSPC.
     fs.set(full("hnsw"));
     let err = coll.flush().unwrap_err();
     assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
-    assert!(err.to_string().contains("hnsw"), "names the file: {err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(err.to_string().contains(".hnsw."), "names the file: {err}");
     assert!(!has_tmp(dir.path()), "the temporary dump is cleaned up");
     assert!(coll.info().segments.is_empty());
+    let seg_dir = coll.dir().join("segments");
+    let left: Vec<_> = std::fs::read_dir(&seg_dir).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "the half-made segment's files are removed: {left:?}"
+    );
     coll.upsert(vec![doc(40)]).unwrap();
     fs.heal();
     assert!(coll.flush().unwrap().is_some());
@@ -297,6 +305,14 @@ fn failed_fsync_of_the_hnsw_graph_fails_the_flush_without_poisoning_the_wal() {
     let err = coll.flush().unwrap_err();
     assert!(err.to_string().contains("hnsw"), "{err}");
     assert!(!has_tmp(dir.path()));
+    let left: Vec<_> = std::fs::read_dir(coll.dir().join("segments"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the half-made segment's files are removed: {left:?}"
+    );
     // The WAL still holds every acknowledged write, so writes go on.
     coll.upsert(vec![doc(40)]).unwrap();
     fs.heal();

@@ -11,6 +11,7 @@ mod dtypes;
 mod errors;
 mod faults;
 mod filter;
+mod lifecycle;
 mod model;
 mod ops;
 mod recall;

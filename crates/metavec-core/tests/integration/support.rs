@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use metavec_core::synth::{generate, SynthData, SynthSpec};
@@ -52,4 +52,23 @@ pub fn recall(got: &[String], truth: &[String]) -> f64 {
         return 1.0;
     }
     truth.iter().filter(|t| got.contains(t)).count() as f64 / truth.len() as f64
+}
+
+/// The directory of collection `name` in the data directory `data`: `collections/<name>.<gen>`
+/// (or `collections/<name>` for a collection created before directory generations).
+pub fn collection_dir(data: &Path, name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(data.join("collections"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n == name
+                || n.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|g| g.parse::<u64>().is_ok())
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one directory for {name}: {found:?}");
+    found.remove(0)
 }

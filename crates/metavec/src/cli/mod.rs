@@ -676,13 +676,16 @@ pub enum AdminOp {
 }
 
 /// `inspect` / `verify` on a stopped server's data directory. Verify fails (non-zero exit) on any
-/// problem, printing the file and offset.
+/// problem, printing the file and offset. Orphan files (no manifest lists them) are reported but
+/// are not a failure: an interrupted write leaves them, and the server removes them at open.
 pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResult {
     let reports =
         metavec_core::inspect::inspect_dir(data_dir, verify).map_err(|e| e.to_string())?;
     let mut problems = 0;
+    let mut orphans = 0;
     for r in &reports {
         problems += r.problems.len();
+        orphans += r.orphans.len();
         if json {
             println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
             continue;
@@ -725,6 +728,9 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
         for p in &r.problems {
             println!("  PROBLEM: {p}");
         }
+        for o in &r.orphans {
+            println!("  ORPHAN: {o} (no manifest lists it; the server removes it at open)");
+        }
     }
     if verify {
         if problems > 0 {
@@ -732,8 +738,12 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
         }
         if !json {
             println!(
-                "verify: every checksum of {} collection(s) is good",
-                reports.len()
+                "verify: every checksum of {} collection(s) is good{}",
+                reports.len(),
+                match orphans {
+                    0 => String::new(),
+                    n => format!("; {n} orphan file(s), listed above"),
+                }
             );
         }
     }
