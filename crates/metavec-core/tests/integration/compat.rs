@@ -84,7 +84,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn payload(i: usize) -> String {
     format!(
         r#"{{"tag":"{}","n":{i}}}"#,
-        if i % 3 == 0 { "a" } else { "b" }
+        if i.is_multiple_of(3) { "a" } else { "b" }
     )
 }
 
