@@ -80,119 +80,146 @@ pub fn vectors(v: Option<&pb::Vectors>, field: &str, dim: u32) -> Result<Vec<f32
 }
 
 pub fn budget(b: Option<&pb::Budget>) -> Result<Budget, Error> {
-    let b = b.ok_or_else(|| invalid("budget is missing: set budget { r_q, r_c }".into()))?;
-    Ok(Budget::new(b.r_q, b.r_c))
+    b.map(Budget::from)
+        .ok_or_else(|| invalid("budget is missing: set budget { r_q, r_c }".into()))
 }
 
-pub fn budget_pb(b: Budget) -> pb::Budget {
-    pb::Budget {
-        r_q: b.r_q,
-        r_c: b.r_c,
+impl From<&pb::Budget> for Budget {
+    fn from(b: &pb::Budget) -> Self {
+        Budget::new(b.r_q, b.r_c)
     }
 }
 
-pub fn create_request(r: &pb::CreateCollectionRequest) -> Result<CollectionConfig, Error> {
-    let mut cfg = CollectionConfig::new(r.dim, r.doc_vectors, r.query_vectors);
-    if !r.budgets.is_empty() {
-        cfg.budgets = r
-            .budgets
-            .iter()
-            .map(|b| Budget::new(b.r_q, b.r_c))
-            .collect();
-    }
-    if let Some(h) = &r.hnsw {
-        if h.m != 0 {
-            cfg.hnsw.m = h.m;
-        }
-        if h.ef_construction != 0 {
-            cfg.hnsw.ef_construction = h.ef_construction;
+impl From<Budget> for pb::Budget {
+    fn from(b: Budget) -> Self {
+        pb::Budget {
+            r_q: b.r_q,
+            r_c: b.r_c,
         }
     }
-    if !r.dtype.is_empty() {
-        cfg.dtype = core::Dtype::parse(&r.dtype)?;
-    }
-    cfg.validate()?;
-    Ok(cfg)
 }
 
-pub fn config_pb(c: &CollectionConfig) -> pb::CollectionConfig {
-    pb::CollectionConfig {
-        dim: c.dim,
-        doc_vectors: c.doc_vectors,
-        query_vectors: c.query_vectors,
-        budgets: c.budgets.iter().copied().map(budget_pb).collect(),
-        hnsw: Some(pb::HnswParams {
-            m: c.hnsw.m,
-            ef_construction: c.hnsw.ef_construction,
-        }),
-        dtype: c.dtype.name().into(),
-    }
-}
+impl TryFrom<&pb::CreateCollectionRequest> for CollectionConfig {
+    type Error = Error;
 
-pub fn info_pb(i: &core::CollectionInfo) -> pb::CollectionInfo {
-    pb::CollectionInfo {
-        name: i.name.clone(),
-        config: Some(config_pb(&i.config)),
-        live_docs: i.live_docs,
-        memtable_docs: i.memtable_docs,
-        segments: i
-            .segments
-            .iter()
-            .map(|s| pb::SegmentInfo {
-                id: s.id,
-                docs: s.docs,
-                live_docs: s.live_docs,
-                file_bytes: s.file_bytes,
-                index_bytes: s.index_bytes,
-            })
-            .collect(),
-        wal_bytes: i.wal_bytes,
-        stored_vectors: i.stored_vectors,
+    /// The collection a CreateCollection asks for, validated; unset knobs take their defaults.
+    fn try_from(r: &pb::CreateCollectionRequest) -> Result<Self, Error> {
+        let mut cfg = CollectionConfig::new(r.dim, r.doc_vectors, r.query_vectors);
+        if !r.budgets.is_empty() {
+            cfg.budgets = r.budgets.iter().map(Budget::from).collect();
+        }
+        if let Some(h) = &r.hnsw {
+            if h.m != 0 {
+                cfg.hnsw.m = h.m;
+            }
+            if h.ef_construction != 0 {
+                cfg.hnsw.ef_construction = h.ef_construction;
+            }
+        }
+        if !r.dtype.is_empty() {
+            cfg.dtype = core::Dtype::parse(&r.dtype)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
-pub fn stats_pb(i: &core::CollectionInfo) -> pb::CollectionStats {
-    pb::CollectionStats {
-        name: i.name.clone(),
-        live_docs: i.live_docs,
-        memtable_docs: i.memtable_docs,
-        segments: i.segments.len() as u32,
-        segment_bytes: i.segments.iter().map(|s| s.file_bytes).sum(),
-        index_bytes: i.segments.iter().map(|s| s.index_bytes).sum(),
-        wal_bytes: i.wal_bytes,
+impl From<&CollectionConfig> for pb::CollectionConfig {
+    fn from(c: &CollectionConfig) -> Self {
+        pb::CollectionConfig {
+            dim: c.dim,
+            doc_vectors: c.doc_vectors,
+            query_vectors: c.query_vectors,
+            budgets: c.budgets.iter().copied().map(pb::Budget::from).collect(),
+            hnsw: Some(pb::HnswParams {
+                m: c.hnsw.m,
+                ef_construction: c.hnsw.ef_construction,
+            }),
+            dtype: c.dtype.name().into(),
+        }
     }
 }
 
-pub fn snapshot_pb(s: &core::SnapshotInfo) -> pb::SnapshotInfo {
-    pb::SnapshotInfo {
-        name: s.name.clone(),
-        collection: s.collection.clone(),
-        created_unix_ms: s.created_unix_ms,
-        last_seq: s.last_seq,
-        bytes: s.bytes(),
-        files: s
-            .files
-            .iter()
-            .map(|f| pb::SnapshotFile {
-                path: f.path.clone(),
-                len: f.len,
-                crc32: f.crc32,
-            })
-            .collect(),
-        config: Some(config_pb(&s.config)),
+impl From<&core::CollectionInfo> for pb::CollectionInfo {
+    fn from(i: &core::CollectionInfo) -> Self {
+        pb::CollectionInfo {
+            name: i.name.clone(),
+            config: Some((&i.config).into()),
+            live_docs: i.live_docs,
+            memtable_docs: i.memtable_docs,
+            segments: i
+                .segments
+                .iter()
+                .map(|s| pb::SegmentInfo {
+                    id: s.id,
+                    docs: s.docs,
+                    live_docs: s.live_docs,
+                    file_bytes: s.file_bytes,
+                    index_bytes: s.index_bytes,
+                })
+                .collect(),
+            wal_bytes: i.wal_bytes,
+            stored_vectors: i.stored_vectors,
+            // After a shrink only the budgets within the stored depth can still be searched.
+            servable_budgets: i
+                .config
+                .at_depth(i.stored_vectors)
+                .budgets
+                .into_iter()
+                .map(pb::Budget::from)
+                .collect(),
+        }
     }
 }
 
-pub fn compact_pb(r: &core::CompactionReport) -> pb::CompactResponse {
-    pb::CompactResponse {
-        merged_segments: r.merged.clone(),
-        new_segment: r.segment.unwrap_or(0),
-        docs_in: r.docs_in,
-        docs_out: r.docs_out,
-        bytes_before: r.bytes_before,
-        bytes_after: r.bytes_after,
-        elapsed_ms: r.elapsed.as_millis() as u64,
-        stored_vectors: r.stored_vectors,
+impl From<&core::CollectionInfo> for pb::CollectionStats {
+    fn from(i: &core::CollectionInfo) -> Self {
+        pb::CollectionStats {
+            name: i.name.clone(),
+            live_docs: i.live_docs,
+            memtable_docs: i.memtable_docs,
+            segments: i.segments.len() as u32,
+            segment_bytes: i.segments.iter().map(|s| s.file_bytes).sum(),
+            index_bytes: i.segments.iter().map(|s| s.index_bytes).sum(),
+            wal_bytes: i.wal_bytes,
+        }
+    }
+}
+
+impl From<&core::SnapshotInfo> for pb::SnapshotInfo {
+    fn from(s: &core::SnapshotInfo) -> Self {
+        pb::SnapshotInfo {
+            name: s.name.clone(),
+            collection: s.collection.clone(),
+            created_unix_ms: s.created_unix_ms,
+            last_seq: s.last_seq,
+            bytes: s.bytes(),
+            files: s
+                .files
+                .iter()
+                .map(|f| pb::SnapshotFile {
+                    path: f.path.clone(),
+                    len: f.len,
+                    crc32: f.crc32,
+                })
+                .collect(),
+            config: Some((&s.config).into()),
+        }
+    }
+}
+
+impl From<&core::CompactionReport> for pb::CompactResponse {
+    fn from(r: &core::CompactionReport) -> Self {
+        pb::CompactResponse {
+            merged_segments: r.merged.clone(),
+            new_segment: r.segment.unwrap_or(0),
+            docs_in: r.docs_in,
+            docs_out: r.docs_out,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            elapsed_ms: r.elapsed.as_millis() as u64,
+            stored_vectors: r.stored_vectors,
+        }
     }
 }
 
@@ -224,52 +251,23 @@ pub fn documents(
         .collect()
 }
 
-pub fn document_pb(d: core::Document, cfg: &CollectionConfig) -> pb::Document {
+/// A stored document as Get returns it. `count` is the number of vectors actually stored for it:
+/// after a shrink-to-budget compaction that is the stored depth, not the collection's M_c.
+pub fn document_pb(d: core::Document, dim: u32) -> pb::Document {
+    let count = if dim == 0 {
+        0
+    } else {
+        (d.vectors.len() / dim as usize) as u32
+    };
     pb::Document {
         id: d.id,
         vectors: Some(pb::Vectors {
-            count: cfg.doc_vectors,
-            dim: cfg.dim,
+            count,
+            dim,
             values: d.vectors,
             ..Default::default()
         }),
         payload: d.payload.unwrap_or_default(),
-    }
-}
-
-/// The search knobs shared by Search and SearchBatch.
-#[derive(Debug, Clone)]
-pub struct SearchKnobs {
-    pub stages: Vec<core::search::Stage>,
-    pub prune: bool,
-    pub filter: Option<core::search::Filter>,
-    pub latency_target: Option<std::time::Duration>,
-    pub budget: Budget,
-    pub k: u32,
-    pub candidates: u32,
-    pub ef: u32,
-    pub exact: bool,
-    pub with_payload: bool,
-    pub allow_untrained_budget: bool,
-}
-
-impl SearchKnobs {
-    pub fn request(&self, query: Vec<f32>) -> core::SearchRequest {
-        core::SearchRequest {
-            query,
-            budget: self.budget,
-            k: self.k,
-            candidates: (self.candidates != 0).then_some(self.candidates),
-            ef: (self.ef != 0).then_some(self.ef),
-            exact: self.exact,
-            allow_untrained_budget: self.allow_untrained_budget,
-            with_payload: self.with_payload,
-            stages: self.stages.clone(),
-            prune: self.prune,
-            filter: self.filter.clone(),
-            latency_target: self.latency_target,
-            count_pages: false,
-        }
     }
 }
 
@@ -280,10 +278,40 @@ fn filter(json: &str) -> Result<Option<core::search::Filter>, Error> {
     core::search::Filter::parse(json).map(Some)
 }
 
-pub fn search_request(
-    r: &pb::SearchRequest,
-    cfg: &CollectionConfig,
+/// The knobs Search and SearchBatch share, as a request without its query.
+#[allow(clippy::too_many_arguments)]
+fn knobs(
+    budget: Budget,
+    k: u32,
+    candidates: u32,
+    ef: u32,
+    exact: bool,
+    with_payload: bool,
+    allow_untrained_budget: bool,
+    filter_json: &str,
 ) -> Result<core::SearchRequest, Error> {
+    let mut q = core::SearchRequest::new(Vec::new(), budget, k);
+    q.candidates = (candidates != 0).then_some(candidates);
+    q.ef = (ef != 0).then_some(ef);
+    q.exact = exact;
+    q.with_payload = with_payload;
+    q.allow_untrained_budget = allow_untrained_budget;
+    q.filter = filter(filter_json)?;
+    Ok(q)
+}
+
+impl TryFrom<&pb::SearchRequest> for core::SearchRequest {
+    type Error = Error;
+
+    /// A Search request with its query as sent (the block's own shape checked); the collection's
+    /// dim is checked by [`search_request`], which is what a server calls.
+    fn try_from(r: &pb::SearchRequest) -> Result<Self, Error> {
+        let dim = r.query.as_ref().map_or(0, |q| q.dim);
+        search_request_at_dim(r, dim)
+    }
+}
+
+fn search_request_at_dim(r: &pb::SearchRequest, dim: u32) -> Result<core::SearchRequest, Error> {
     let stages = r
         .stages
         .iter()
@@ -294,32 +322,43 @@ pub fn search_request(
                 .as_ref()
                 .ok_or_else(|| invalid(format!("stages[{i}].budget is missing")))?;
             Ok(core::search::Stage {
-                budget: Budget::new(b.r_q, b.r_c),
+                budget: b.into(),
                 keep: s.keep,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let knobs = SearchKnobs {
-        stages,
-        prune: !r.no_prune,
-        filter: filter(&r.filter)?,
-        latency_target: (r.latency_target_us > 0)
-            .then(|| std::time::Duration::from_micros(r.latency_target_us as u64)),
-        // With auto budget the engine picks the budget; an unset one is fine then.
-        budget: match (&r.budget, r.latency_target_us) {
-            (None, t) if t > 0 => Budget::new(1, 1),
-            (b, _) => budget(b.as_ref())?,
-        },
-        k: r.k,
-        candidates: r.candidates,
-        ef: r.ef,
-        exact: r.exact,
-        with_payload: r.with_payload,
-        allow_untrained_budget: r.allow_untrained_budget,
+    // With auto budget the engine picks the budget; an unset one is fine then.
+    let b = match (&r.budget, r.latency_target_us) {
+        (None, t) if t > 0 => Budget::new(1, 1),
+        (b, _) => budget(b.as_ref())?,
     };
-    Ok(knobs.request(vectors(r.query.as_ref(), "query", cfg.dim)?))
+    let mut q = knobs(
+        b,
+        r.k,
+        r.candidates,
+        r.ef,
+        r.exact,
+        r.with_payload,
+        r.allow_untrained_budget,
+        &r.filter,
+    )?;
+    q.stages = stages;
+    q.prune = !r.no_prune;
+    q.latency_target = (r.latency_target_us > 0)
+        .then(|| std::time::Duration::from_micros(r.latency_target_us as u64));
+    q.query = vectors(r.query.as_ref(), "query", dim)?;
+    Ok(q)
 }
 
+/// A Search request for a collection: its query must have the collection's dim.
+pub fn search_request(
+    r: &pb::SearchRequest,
+    cfg: &CollectionConfig,
+) -> Result<core::SearchRequest, Error> {
+    search_request_at_dim(r, cfg.dim)
+}
+
+/// One request per query of a SearchBatch, all with the batch's knobs.
 pub fn search_batch_request(
     r: &pb::SearchBatchRequest,
     cfg: &CollectionConfig,
@@ -327,65 +366,71 @@ pub fn search_batch_request(
     if r.queries.is_empty() {
         return Err(invalid("queries is empty".into()));
     }
-    let knobs = SearchKnobs {
-        stages: Vec::new(),
-        prune: true,
-        filter: filter(&r.filter)?,
-        latency_target: None,
-        budget: budget(r.budget.as_ref())?,
-        k: r.k,
-        candidates: r.candidates,
-        ef: r.ef,
-        exact: r.exact,
-        with_payload: r.with_payload,
-        allow_untrained_budget: r.allow_untrained_budget,
-    };
+    let shared = knobs(
+        budget(r.budget.as_ref())?,
+        r.k,
+        r.candidates,
+        r.ef,
+        r.exact,
+        r.with_payload,
+        r.allow_untrained_budget,
+        &r.filter,
+    )?;
     r.queries
         .iter()
         .enumerate()
-        .map(|(i, q)| Ok(knobs.request(vectors(Some(q), &format!("queries[{i}]"), cfg.dim)?)))
+        .map(|(i, q)| {
+            Ok(core::SearchRequest {
+                query: vectors(Some(q), &format!("queries[{i}]"), cfg.dim)?,
+                ..shared.clone()
+            })
+        })
         .collect()
 }
 
-pub fn search_response_pb(r: core::SearchResponse) -> pb::SearchResponse {
-    let s = &r.stats;
-    pb::SearchResponse {
-        hits: r
-            .hits
-            .into_iter()
-            .map(|h| pb::Hit {
-                id: h.id,
-                score: h.score,
-                payload: h.payload.unwrap_or_default(),
-            })
-            .collect(),
-        stats: Some(pb::SearchStats {
-            candidates: s.candidates,
-            docs_scored: s.docs_scored,
-            vector_bytes_read: s.vector_bytes_read,
-            dot_products: s.dot_products,
-            segments: s.segments,
-            candidate_us: s.candidate_time.as_micros() as u64,
-            rerank_us: s.rerank_time.as_micros() as u64,
-            merge_us: s.merge_time.as_micros() as u64,
-            total_us: s.total_time.as_micros() as u64,
-            pruned: s.pruned,
-            stages: s
-                .stages
-                .iter()
-                .map(|st| pb::StageStats {
-                    budget: Some(budget_pb(st.budget)),
-                    scored: st.scored,
-                    pruned: st.pruned,
-                    dot_products: st.dot_products,
-                    vector_bytes_read: st.vector_bytes_read,
-                    kept: st.kept,
-                })
-                .collect(),
-        }),
-        budget: Some(budget_pb(r.budget)),
-        partial: false,
-        shards_failed: Vec::new(),
+impl From<core::Hit> for pb::Hit {
+    fn from(h: core::Hit) -> Self {
+        pb::Hit {
+            id: h.id,
+            score: h.score,
+            payload: h.payload.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<core::SearchResponse> for pb::SearchResponse {
+    fn from(r: core::SearchResponse) -> Self {
+        let s = &r.stats;
+        pb::SearchResponse {
+            stats: Some(pb::SearchStats {
+                candidates: s.candidates,
+                docs_scored: s.docs_scored,
+                vector_bytes_read: s.vector_bytes_read,
+                dot_products: s.dot_products,
+                segments: s.segments,
+                candidate_us: s.candidate_time.as_micros() as u64,
+                rerank_us: s.rerank_time.as_micros() as u64,
+                merge_us: s.merge_time.as_micros() as u64,
+                total_us: s.total_time.as_micros() as u64,
+                pruned: s.pruned,
+                stages: s
+                    .stages
+                    .iter()
+                    .map(|st| pb::StageStats {
+                        budget: Some(st.budget.into()),
+                        scored: st.scored,
+                        pruned: st.pruned,
+                        dot_products: st.dot_products,
+                        vector_bytes_read: st.vector_bytes_read,
+                        kept: st.kept,
+                    })
+                    .collect(),
+            }),
+            budget: Some(r.budget.into()),
+            hits: r.hits.into_iter().map(pb::Hit::from).collect(),
+            partial: false,
+            shards_failed: Vec::new(),
+        }
     }
 }
 
@@ -488,5 +533,88 @@ mod tests {
         );
         let e = vectors(Some(&v(vec![], vec![], hf[..10].to_vec())), "q", 3).unwrap_err();
         assert!(e.to_string().contains("q.f16 has 10 bytes"), "{e}");
+    }
+
+    #[test]
+    fn search_requests_convert_by_try_from_and_the_batch_shares_its_knobs() {
+        let cfg = CollectionConfig::new(4, 2, 2);
+        let r = pb::SearchRequest {
+            collection: "c".into(),
+            query: Some(pb::Vectors {
+                count: 1,
+                dim: 4,
+                values: vec![1.0, 0.0, 0.0, 0.0],
+                ..Default::default()
+            }),
+            budget: Some(pb::Budget { r_q: 1, r_c: 2 }),
+            k: 7,
+            candidates: 50,
+            with_payload: true,
+            no_prune: true,
+            filter: r#"{"eq":{"field":"a","value":1}}"#.into(),
+            ..Default::default()
+        };
+        let q = core::SearchRequest::try_from(&r).unwrap();
+        // (core::SearchRequest has no PartialEq; its Debug shows every field.)
+        assert_eq!(
+            format!("{q:?}"),
+            format!("{:?}", search_request(&r, &cfg).unwrap())
+        );
+        assert_eq!(
+            (q.budget, q.k, q.candidates, q.ef),
+            (Budget::new(1, 2), 7, Some(50), None)
+        );
+        assert!(q.with_payload && !q.prune && q.filter.is_some());
+        let e = search_request(&r, &CollectionConfig::new(8, 2, 2)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("query.dim is 4, collection dim is 8"),
+            "{e}"
+        );
+
+        let b = pb::SearchBatchRequest {
+            collection: "c".into(),
+            queries: vec![r.query.clone().unwrap(); 3],
+            budget: r.budget,
+            k: 7,
+            candidates: 50,
+            with_payload: true,
+            filter: r.filter.clone(),
+            ..Default::default()
+        };
+        for one in search_batch_request(&b, &cfg).unwrap() {
+            let want = core::SearchRequest {
+                prune: true,
+                ..q.clone()
+            };
+            assert_eq!(format!("{one:?}"), format!("{want:?}"));
+        }
+    }
+
+    #[test]
+    fn info_lists_the_budgets_a_shrunk_collection_still_serves() {
+        let mut config = CollectionConfig::new(4, 4, 4);
+        config.budgets = vec![Budget::new(1, 1), Budget::new(2, 2), Budget::new(4, 4)];
+        let info = core::CollectionInfo {
+            name: "c".into(),
+            config,
+            live_docs: 0,
+            memtable_docs: 0,
+            segments: Vec::new(),
+            wal_bytes: 0,
+            stored_vectors: 2,
+            maintenance: Default::default(),
+        };
+        let p = pb::CollectionInfo::from(&info);
+        assert_eq!(p.stored_vectors, 2);
+        assert_eq!(
+            p.servable_budgets,
+            [pb::Budget { r_q: 1, r_c: 1 }, pb::Budget { r_q: 2, r_c: 2 }]
+        );
+        assert_eq!(p.config.unwrap().budgets.len(), 3);
+        // A document read back at the stored depth says so in its count.
+        let d = document_pb(core::Document::new("a", vec![0.5; 2 * 4]), 4);
+        let v = d.vectors.unwrap();
+        assert_eq!((v.count, v.dim, v.values.len()), (2, 4, 8));
     }
 }

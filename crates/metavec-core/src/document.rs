@@ -49,7 +49,14 @@ pub fn validate_id(id: &str, field: &str) -> Result<()> {
 
 /// Checks a row-major block of `count` vectors of `dim` floats for NaN, infinity and zero norm,
 /// then scales every row to unit length. `what` names the block in messages ("document 3 (id \"x\")").
+///
+/// Any finite row that is not all zeros is accepted: one whose squared norm overflows f32 (values
+/// near 3e38) or falls where f32 loses precision (subnormal values) is normalised in f64. Rows in
+/// the ordinary range take the f32 path, so their stored bits do not change.
 pub fn normalize_rows(values: &mut [f32], dim: usize, what: &str) -> Result<()> {
+    // Below this squared norm, components whose squares underflow f32 could make up a visible
+    // share of it (dim x f32::MIN_POSITIVE is < 1e-34 for any dim we accept).
+    const F32_SAFE_NORM2: f32 = 1e-20;
     for (row, v) in values.chunks_exact_mut(dim).enumerate() {
         if let Some(col) = v.iter().position(|x| !x.is_finite()) {
             return Err(Error::invalid(format!(
@@ -57,14 +64,25 @@ pub fn normalize_rows(values: &mut [f32], dim: usize, what: &str) -> Result<()> 
                 v[col]
             )));
         }
-        let norm = crate::score::dot_scalar(v, v).sqrt();
-        if !(norm > 0.0 && norm.is_finite()) {
+        let norm2 = crate::score::dot_scalar(v, v);
+        if norm2.is_finite() && norm2 >= F32_SAFE_NORM2 {
+            let inv = 1.0 / norm2.sqrt();
+            v.iter_mut().for_each(|x| *x *= inv);
+            continue;
+        }
+        // f64 holds the square of every finite f32 (and of every subnormal one) exactly enough.
+        let norm = v
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if norm == 0.0 {
             return Err(Error::invalid(format!(
-                "{what} vector {row} has zero (or overflowing) norm and cannot be normalised"
+                "{what} vector {row} is all zeros (zero norm) and cannot be normalised"
             )));
         }
-        let inv = 1.0 / norm;
-        v.iter_mut().for_each(|x| *x *= inv);
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
     }
     Ok(())
 }
@@ -121,5 +139,58 @@ pub fn validate_payload(json: &str, field: &str) -> Result<()> {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err(Error::invalid(format!("{field} must be a JSON object"))),
         Err(e) => Err(Error::invalid(format!("{field} is not valid JSON: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(v: &[f32]) -> f64 {
+        v.iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    #[test]
+    fn huge_and_subnormal_rows_normalise_to_unit_length() {
+        let tiny = f32::from_bits(1); // the smallest subnormal, ~1.4e-45
+        let rows: [[f32; 4]; 5] = [
+            [3e38, 3e38, -3e38, 1.0],
+            [f32::MAX, 0.0, 0.0, 0.0],
+            [tiny, 0.0, -tiny, 0.0],
+            [1e-39, 2e-39, 0.0, 0.0],
+            [1e-15, 0.0, 0.0, 0.0],
+        ];
+        for r in rows {
+            let mut v = r.to_vec();
+            normalize_rows(&mut v, 4, "q").unwrap_or_else(|e| panic!("{r:?}: {e}"));
+            assert!((norm(&v) - 1.0).abs() < 1e-6, "{r:?} -> {v:?}");
+            // The direction is kept: zeros stay zero, signs stay.
+            for (a, b) in r.iter().zip(&v) {
+                assert_eq!(*a == 0.0, *b == 0.0, "{r:?} -> {v:?}");
+                assert!(*a == 0.0 || a.is_sign_negative() == b.is_sign_negative());
+            }
+        }
+        let mut v = vec![3e38f32, 3e38, 0.0, 0.0];
+        normalize_rows(&mut v, 4, "q").unwrap();
+        assert!(
+            (v[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn ordinary_rows_keep_their_f32_path_and_zero_rows_are_refused() {
+        let mut v = vec![3.0f32, 4.0, 0.0, 0.0];
+        normalize_rows(&mut v, 4, "q").unwrap();
+        assert_eq!(v, [3.0 * (1.0 / 5.0f32), 4.0 * (1.0 / 5.0f32), 0.0, 0.0]);
+        let mut z = vec![1.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, -0.0, 0.0];
+        let e = normalize_rows(&mut z, 4, "query").unwrap_err().to_string();
+        assert!(e.contains("query vector 1 is all zeros"), "{e}");
+        let mut n = vec![1.0f32, f32::NAN, 0.0, 0.0];
+        let e = normalize_rows(&mut n, 4, "query").unwrap_err().to_string();
+        assert!(e.contains("non-finite value NaN at index 1"), "{e}");
     }
 }

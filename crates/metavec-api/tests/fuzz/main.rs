@@ -103,7 +103,7 @@ fn refused(e: Error) -> Result<(), TestCaseError> {
 }
 
 fn check_create(r: &pb::CreateCollectionRequest) -> Result<(), TestCaseError> {
-    match convert::create_request(r) {
+    match CollectionConfig::try_from(r) {
         Ok(c) => {
             prop_assert!(
                 c.dim > 0 && c.doc_vectors > 0 && !c.budgets.is_empty(),
@@ -154,7 +154,7 @@ fn check_batch(r: &pb::SearchBatchRequest, cfg: &CollectionConfig) -> Result<(),
 #[test]
 fn seeds_convert() {
     let cfg = cfg();
-    assert_eq!(convert::create_request(&create_seed()).unwrap().dim, 4);
+    assert_eq!(CollectionConfig::try_from(&create_seed()).unwrap().dim, 4);
     assert_eq!(
         convert::documents(upsert_seed().documents, &cfg)
             .unwrap()

@@ -223,6 +223,8 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
             "budgets": cfg.budgets.iter().map(|b| format!("{}x{}", b.r_q, b.r_c)).collect::<Vec<_>>(),
             "live_docs": i.live_docs, "memtable_docs": i.memtable_docs, "segments": i.segments.len(),
             "segment_bytes": i.segments.iter().map(|s| s.file_bytes).sum::<u64>(), "wal_bytes": i.wal_bytes,
+            "stored_vectors": i.stored_vectors,
+            "servable_budgets": i.servable_budgets.iter().map(|b| format!("{}x{}", b.r_q, b.r_c)).collect::<Vec<_>>(),
         });
         println!("{v}");
     } else {
@@ -231,8 +233,23 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
             .iter()
             .map(|b| format!("({},{})", b.r_q, b.r_c))
             .collect();
+        // After a shrink-to-budget compaction: the stored depth and the budgets it still serves.
+        let shrunk = if i.stored_vectors != 0 && i.stored_vectors < cfg.doc_vectors {
+            let serves: Vec<String> = i
+                .servable_budgets
+                .iter()
+                .map(|b| format!("({},{})", b.r_q, b.r_c))
+                .collect();
+            format!(
+                "  stored {} vectors/doc, serves {}",
+                i.stored_vectors,
+                serves.join(" ")
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>10} B  budgets {}",
+            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>10} B  budgets {}{shrunk}",
             i.name,
             cfg.dim,
             cfg.doc_vectors,
@@ -691,11 +708,12 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
             continue;
         }
         println!(
-            "collection {}  dim {} M_c {} M_q {}  manifest v{}  segments {}",
+            "collection {}  dim {} M_c {} M_q {} dtype {}  manifest v{}  segments {}",
             r.name,
             r.config.dim,
             r.config.doc_vectors,
             r.config.query_vectors,
+            r.config.dtype.name(),
             r.manifest_version,
             r.segments.len()
         );

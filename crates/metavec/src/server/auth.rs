@@ -34,6 +34,17 @@ const READ_RPCS: &[&str] = &[
     "/metavec.v1.Admin/ListSnapshots",
 ];
 
+/// The credentials of an `authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 7235 section 2.1: "bearer", "BEARER" are the same scheme), followed by one or more spaces.
+fn bearer_token(h: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = h.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
 fn eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
@@ -52,7 +63,7 @@ impl Keys {
             return Ok(());
         }
         let token = auth
-            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <api key>"))?;
         if self.admin.as_deref().is_some_and(|k| eq(k, token)) {
             return Ok(());
@@ -150,6 +161,25 @@ mod tests {
             tonic::Code::PermissionDenied
         );
         keys.check(upsert, Some(b"Bearer admin-key")).unwrap();
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let h = format!("{scheme} admin-key");
+            keys.check(upsert, Some(h.as_bytes())).unwrap();
+        }
+        keys.check(upsert, Some(b"Bearer   admin-key")).unwrap();
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearex admin-key",
+            b"Beareradmin-key",
+            b"Basic admin-key",
+        ] {
+            assert_eq!(
+                keys.check(upsert, Some(bad)).unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         keys.check("/grpc.health.v1.Health/Check", None).unwrap();
         Keys::default().check(upsert, None).unwrap();
         assert!(!format!("{keys:?}").contains("admin-key"));

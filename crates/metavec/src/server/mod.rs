@@ -3,6 +3,8 @@
 mod auth;
 mod gauges;
 mod limit;
+mod observe;
+mod respond;
 mod service;
 
 use std::net::SocketAddr;
@@ -149,7 +151,8 @@ pub struct ServeArgs {
     /// Data directory (created if missing).
     #[arg(long, default_value = "./metavec-data", env = "METAVEC_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Largest gRPC message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    /// Largest gRPC message accepted or sent, in bytes; larger requests get RESOURCE_EXHAUSTED,
+    /// and so do Get and Search answers that would pass it (stopped while they are gathered).
     #[arg(long, default_value_t = 64 << 20, env = "METAVEC_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
     /// A memtable above this many MiB is sealed into a segment.
@@ -228,6 +231,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
     let api = Api {
         engine: engine.clone(),
+        max_response_bytes: args.max_message_bytes,
     };
     if let Some(addr) = args.metrics_listen {
         install_metrics(addr)?;
@@ -256,7 +260,7 @@ fn install_metrics(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Serves the four metavec services of `api` (a data server or a router), plus health and
-/// reflection, behind the auth and message-size layers, until SIGTERM/SIGINT.
+/// reflection, behind the logging/metrics, auth and message-size layers, until SIGTERM/SIGINT.
 async fn run<T>(api: T, args: &ServeArgs, what: &str) -> Result<(), Box<dyn std::error::Error>>
 where
     T: pb::collections_server::Collections
@@ -280,9 +284,13 @@ where
     health
         .set_serving::<pb::admin_server::AdminServer<T>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl and most tools ask for v1alpha first or only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(metavec_api::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
@@ -313,6 +321,7 @@ where
         "transport security"
     );
     builder
+        .layer(observe::ObserveLayer)
         .layer(auth::AuthLayer(keys))
         .layer(tower::util::MapRequestLayer::new(
             move |req: http::Request<tonic::body::Body>| {
@@ -320,7 +329,8 @@ where
             },
         ))
         .add_service(health_svc)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::collections_server::CollectionsServer::new(api.clone())
                 .max_decoding_message_size(limit)

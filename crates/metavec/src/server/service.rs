@@ -1,63 +1,56 @@
 //! The four gRPC services. Handlers stay thin: validate, convert, run the engine on the blocking
-//! pool, convert back. Engine errors map through `metavec_api::to_status`.
+//! pool, convert back. Engine errors map through `metavec_api::to_status`; logging and metrics
+//! for every RPC are the `observe` layer's, so a handler only records the request's collection
+//! (and budget) into its span. Get and the searches gather their answers within the message
+//! limit (see `respond`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use metavec_api::convert;
 use metavec_api::pb;
 use metavec_api::to_status;
-use metavec_core::Engine;
+use metavec_core::{CollectionConfig, Engine};
 use rayon::prelude::*;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
+
+use super::respond::{framed, framed_str, ResponseBudget};
 
 #[derive(Clone)]
 pub struct Api {
     pub engine: Arc<Engine>,
+    /// The largest response the server builds (`--max-message-bytes`).
+    pub max_response_bytes: usize,
 }
 
 /// Runs engine work on the blocking pool; a panic inside becomes INTERNAL, never a crash.
 /// The request's span follows the work onto the pool, so engine events carry its fields.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, metavec_core::Error> + Send + 'static,
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r.map_err(|e| to_status(&e)),
+        Ok(r) => r,
         Err(e) => Err(Status::internal(format!("request task failed: {e}"))),
     }
 }
 
-/// The span of one request: the RPC, the collection and (for searches) the budget. Every event
-/// logged while serving it, on the async side or on the blocking pool, carries these fields.
-fn rpc_span(rpc: &'static str, collection: &str) -> tracing::Span {
-    tracing::info_span!("rpc", rpc, collection, budget = tracing::field::Empty)
+/// `blocking` for engine calls.
+async fn engine_call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, metavec_core::Error> + Send + 'static,
+) -> Result<T, Status> {
+    blocking(move || f().map_err(|e| to_status(&e))).await
 }
 
-/// One line per request at debug; failures at warn with their status; a count and a latency
-/// histogram per RPC and status code for Prometheus.
-fn logged<T>(
-    rpc: &'static str,
-    collection: &str,
-    started: Instant,
-    r: Result<T, Status>,
-) -> Result<T, Status> {
-    let secs = started.elapsed().as_secs_f64();
-    let ms = secs * 1e3;
-    let code = match &r {
-        Ok(_) => "OK".to_string(),
-        Err(s) => format!("{:?}", s.code()),
-    };
-    metrics::counter!("metavec_requests_total", "rpc" => rpc, "code" => code.clone()).increment(1);
-    metrics::histogram!("metavec_request_seconds", "rpc" => rpc, "code" => code).record(secs);
-    match &r {
-        Ok(_) => tracing::debug!(rpc, collection, ms, "ok"),
-        Err(s) => {
-            tracing::warn!(rpc, collection, ms, code = ?s.code(), message = s.message(), "request failed")
-        }
+fn status(e: metavec_core::Error) -> Status {
+    to_status(&e)
+}
+
+/// Names the collection in the request's span (see `observe`); "" (all collections) names none.
+fn record_collection(name: &str) {
+    if !name.is_empty() {
+        tracing::Span::current().record("collection", name);
     }
-    r
 }
 
 /// Per-budget search figures: latency, documents scored, vector bytes read.
@@ -72,9 +65,87 @@ fn record_search(r: &metavec_core::SearchResponse) {
         .increment(s.vector_bytes_read);
 }
 
+/// The most a hit can take in a response, payload included.
+fn max_hit_bytes(with_payload: bool) -> usize {
+    let payload = if with_payload {
+        metavec_core::document::MAX_PAYLOAD_BYTES + 8
+    } else {
+        0
+    };
+    // id (tag, length, bytes), score (tag, f32), the hit's own tag and length.
+    metavec_core::config::MAX_ID_BYTES + 3 + 5 + 6 + payload
+}
+
 impl Api {
     fn collection(&self, name: &str) -> Result<Arc<metavec_core::Collection>, Status> {
-        self.engine.collection(name).map_err(|e| to_status(&e))
+        record_collection(name);
+        self.engine.collection(name).map_err(status)
+    }
+
+    /// Runs `reqs` (the queries of a Search or a SearchBatch) and gathers their hits within the
+    /// message limit. When every hit of every query could carry the largest payload and still
+    /// fit, the engine returns payloads with the hits; otherwise it ranks without them and the
+    /// payloads are read one hit at a time, in result order, until the limit is reached.
+    async fn search_bounded(
+        &self,
+        coll: Arc<metavec_core::Collection>,
+        mut reqs: Vec<metavec_core::SearchRequest>,
+    ) -> Result<(Vec<pb::SearchResponse>, ResponseBudget), Status> {
+        let limit = self.max_response_bytes;
+        let with_payload = reqs.iter().any(|q| q.with_payload);
+        let worst: usize = reqs
+            .iter()
+            .map(|q| q.k as usize * max_hit_bytes(with_payload))
+            .sum();
+        let late_payloads = with_payload && worst > limit;
+        if late_payloads {
+            reqs.iter_mut().for_each(|q| q.with_payload = false);
+        }
+        blocking(move || {
+            // Queries in parallel on the rayon pool (each search also parallelises inside).
+            let results = if reqs.len() == 1 {
+                vec![coll.search(&reqs[0]).map_err(status)?]
+            } else {
+                reqs.par_iter()
+                    .map(|q| coll.search(q))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(status)?
+            };
+            results.iter().for_each(record_search);
+            let queries = results.len();
+            let mut budget = ResponseBudget::new(limit);
+            let mut out = Vec::with_capacity(queries);
+            for (qi, r) in results.into_iter().enumerate() {
+                let mut resp = pb::SearchResponse::from(metavec_core::SearchResponse {
+                    hits: Vec::new(),
+                    ..r
+                });
+                budget.reserve(framed(&resp), || format!("query {qi}"))?;
+                let total = r.hits.len();
+                for (hi, h) in r.hits.into_iter().enumerate() {
+                    let mut hit = pb::Hit::from(h);
+                    if late_payloads {
+                        // The hit's document as it is now; gone since the ranking: no payload.
+                        let doc = coll
+                            .get(std::slice::from_ref(&hit.id))
+                            .map_err(status)?
+                            .pop()
+                            .flatten();
+                        hit.payload = doc.and_then(|d| d.payload).unwrap_or_default();
+                    }
+                    budget.reserve(framed(&hit), || {
+                        format!(
+                            "query {qi} of {queries}, hit {hi} of {total} (k={}) with payloads",
+                            reqs[qi].k
+                        )
+                    })?;
+                    resp.hits.push(hit);
+                }
+                out.push(resp);
+            }
+            Ok((out, budget))
+        })
+        .await
     }
 }
 
@@ -84,29 +155,20 @@ impl pb::collections_server::Collections for Api {
         &self,
         req: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let name = r.name.clone();
+        record_collection(&r.name);
+        let cfg = CollectionConfig::try_from(&r).map_err(status)?;
         let engine = self.engine.clone();
-        let res = async {
-            let cfg = convert::create_request(&r).map_err(|e| to_status(&e))?;
-            let info = blocking(move || Ok(engine.create_collection(&r.name, cfg)?.info())).await?;
-            Ok(Response::new(convert::info_pb(&info)))
-        }
-        .await;
-        logged("CreateCollection", &name, t, res)
+        let info = engine_call(move || Ok(engine.create_collection(&r.name, cfg)?.info())).await?;
+        Ok(Response::new((&info).into()))
     }
 
     async fn get_collection(
         &self,
         req: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
-        let t = Instant::now();
-        let name = req.into_inner().name;
-        let res = self
-            .collection(&name)
-            .map(|c| Response::new(convert::info_pb(&c.info())));
-        logged("GetCollection", &name, t, res)
+        let c = self.collection(&req.into_inner().name)?;
+        Ok(Response::new((&c.info()).into()))
     }
 
     async fn list_collections(
@@ -117,7 +179,7 @@ impl pb::collections_server::Collections for Api {
             .engine
             .list_collections()
             .iter()
-            .map(convert::info_pb)
+            .map(pb::CollectionInfo::from)
             .collect();
         Ok(Response::new(pb::ListCollectionsResponse { collections }))
     }
@@ -126,14 +188,11 @@ impl pb::collections_server::Collections for Api {
         &self,
         req: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
-        let t = Instant::now();
         let name = req.into_inner().name;
+        record_collection(&name);
         let engine = self.engine.clone();
-        let n = name.clone();
-        let res = blocking(move || engine.delete_collection(&n))
-            .await
-            .map(|()| Response::new(pb::DeleteCollectionResponse {}));
-        logged("DeleteCollection", &name, t, res)
+        engine_call(move || engine.delete_collection(&name)).await?;
+        Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 }
 
@@ -143,84 +202,89 @@ impl pb::documents_server::Documents for Api {
         &self,
         req: Request<Streaming<pb::UpsertRequest>>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
-        let t = Instant::now();
         let mut stream = req.into_inner();
         let mut out = pb::UpsertResponse::default();
-        let mut name = String::new();
-        let span = rpc_span("Upsert", &name);
-        let res = async {
-            loop {
-                let Some(msg) = stream.message().await? else {
-                    break;
-                };
-                if name != msg.collection {
-                    tracing::Span::current().record("collection", msg.collection.as_str());
-                    name.clone_from(&msg.collection);
-                }
-                let coll = self.collection(&msg.collection)?;
-                let docs =
-                    convert::documents(msg.documents, coll.config()).map_err(|e| to_status(&e))?;
-                let ack = blocking(move || coll.upsert(docs)).await?;
-                metrics::counter!("metavec_upserted_docs_total").increment(ack.count as u64);
-                out.upserted += ack.count as u64;
-                out.batches += 1;
-                out.last_seq = ack.seq;
-            }
-            Ok(Response::new(out))
+        let mut first = true;
+        while let Some(msg) = stream.message().await? {
+            // The span names the stream's first collection (a stream naming several is rare;
+            // errors name theirs).
+            let coll = if std::mem::take(&mut first) {
+                self.collection(&msg.collection)?
+            } else {
+                self.engine.collection(&msg.collection).map_err(status)?
+            };
+            let docs = convert::documents(msg.documents, coll.config()).map_err(status)?;
+            let ack = engine_call(move || coll.upsert(docs)).await?;
+            metrics::counter!("metavec_upserted_docs_total").increment(ack.count as u64);
+            out.upserted += ack.count as u64;
+            out.batches += 1;
+            out.last_seq = ack.seq;
         }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("Upsert", &name, t, res))
+        Ok(Response::new(out))
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let span = rpc_span("Delete", &r.collection);
-        let res = async {
-            let coll = self.collection(&r.collection)?;
-            let ids = r.ids;
-            let ack = blocking(move || coll.delete(&ids)).await?;
-            Ok(Response::new(pb::DeleteResponse {
-                deleted: ack.count as u64,
-            }))
-        }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("Delete", &r.collection, t, res))
+        let coll = self.collection(&r.collection)?;
+        let ids = r.ids;
+        let ack = engine_call(move || coll.delete(&ids)).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            deleted: ack.count as u64,
+        }))
     }
 
+    /// Each id is read once, at its first mention, and one document at a time, so the response
+    /// stops growing at the message limit.
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let span = rpc_span("Get", &r.collection);
-        let res = async {
-            let coll = self.collection(&r.collection)?;
-            let ids = r.ids;
-            let (found, ids, cfg) = blocking(move || {
-                let found = coll.get(&ids)?;
-                Ok((found, ids, coll.config().clone()))
-            })
-            .await?;
+        let coll = self.collection(&r.collection)?;
+        for (i, id) in r.ids.iter().enumerate() {
+            metavec_core::document::validate_id(id, &format!("ids[{i}]")).map_err(status)?;
+        }
+        let mut seen = HashSet::with_capacity(r.ids.len());
+        let mut ids = r.ids;
+        ids.retain(|id| seen.insert(id.clone()));
+        drop(seen);
+        let (ids_only, limit) = (r.ids_only, self.max_response_bytes);
+        let (out, budget) = blocking(move || {
+            let dim = coll.config().dim;
+            let total = ids.len();
+            let mut budget = ResponseBudget::new(limit);
             let mut out = pb::GetResponse::default();
-            for (id, d) in ids.into_iter().zip(found) {
-                match d {
-                    Some(_) if r.ids_only => out.documents.push(pb::Document {
-                        id,
-                        ..Default::default()
-                    }),
-                    Some(d) => out.documents.push(convert::document_pb(d, &cfg)),
-                    None => out.missing_ids.push(id),
+            for (i, id) in ids.into_iter().enumerate() {
+                let what = || format!("document {i} of {total} distinct ids");
+                let found = coll
+                    .get(std::slice::from_ref(&id))
+                    .map_err(status)?
+                    .pop()
+                    .flatten();
+                match found {
+                    Some(_) if ids_only => {
+                        let d = pb::Document {
+                            id,
+                            ..Default::default()
+                        };
+                        budget.reserve(framed(&d), what)?;
+                        out.documents.push(d);
+                    }
+                    Some(d) => {
+                        let d = convert::document_pb(d, dim);
+                        budget.reserve(framed(&d), what)?;
+                        out.documents.push(d);
+                    }
+                    None => {
+                        budget.reserve(framed_str(&id), what)?;
+                        out.missing_ids.push(id);
+                    }
                 }
             }
-            Ok(Response::new(out))
-        }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("Get", &r.collection, t, res))
+            Ok((out, budget))
+        })
+        .await?;
+        Ok(budget.response(out))
     }
 }
 
@@ -230,54 +294,29 @@ impl pb::search_server::Search for Api {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let span = rpc_span("Search", &r.collection);
-        let res = async {
-            let coll = self.collection(&r.collection)?;
-            let sr = convert::search_request(&r, coll.config()).map_err(|e| to_status(&e))?;
-            tracing::Span::current().record("budget", tracing::field::display(sr.budget));
-            let resp = blocking(move || coll.search(&sr)).await?;
-            record_search(&resp);
-            Ok(Response::new(convert::search_response_pb(resp)))
-        }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("Search", &r.collection, t, res))
+        let coll = self.collection(&r.collection)?;
+        let sr = convert::search_request(&r, coll.config()).map_err(status)?;
+        tracing::Span::current().record("budget", tracing::field::display(sr.budget));
+        let (mut results, budget) = self.search_bounded(coll, vec![sr]).await?;
+        let one = results
+            .pop()
+            .ok_or_else(|| Status::internal("a search returned no result"))?;
+        Ok(budget.response(one))
     }
 
     async fn search_batch(
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let span = rpc_span("SearchBatch", &r.collection);
-        let res = async {
-            let coll = self.collection(&r.collection)?;
-            let reqs =
-                convert::search_batch_request(&r, coll.config()).map_err(|e| to_status(&e))?;
-            if let Some(q) = reqs.first() {
-                tracing::Span::current().record("budget", tracing::field::display(q.budget));
-            }
-            // Queries in parallel on the rayon pool (each search also parallelises inside).
-            let results = blocking(move || {
-                reqs.par_iter()
-                    .map(|q| coll.search(q))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-            results.iter().for_each(record_search);
-            Ok(Response::new(pb::SearchBatchResponse {
-                results: results
-                    .into_iter()
-                    .map(convert::search_response_pb)
-                    .collect(),
-            }))
+        let coll = self.collection(&r.collection)?;
+        let reqs = convert::search_batch_request(&r, coll.config()).map_err(status)?;
+        if let Some(q) = reqs.first() {
+            tracing::Span::current().record("budget", tracing::field::display(q.budget));
         }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("SearchBatch", &r.collection, t, res))
+        let (results, budget) = self.search_bounded(coll, reqs).await?;
+        Ok(budget.response(pb::SearchBatchResponse { results }))
     }
 }
 
@@ -287,19 +326,18 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::FlushRequest>,
     ) -> Result<Response<pb::FlushResponse>, Status> {
-        let t = Instant::now();
         let name = req.into_inner().collection;
+        record_collection(&name);
         let engine = self.engine.clone();
-        let n = name.clone();
-        let res = blocking(move || {
-            let targets = if n.is_empty() {
+        let flushed = engine_call(move || {
+            let targets = if name.is_empty() {
                 engine
                     .list_collections()
                     .into_iter()
                     .map(|c| c.name)
                     .collect()
             } else {
-                vec![n]
+                vec![name]
             };
             let mut flushed = Vec::new();
             for name in targets {
@@ -307,44 +345,32 @@ impl pb::admin_server::Admin for Api {
                     flushed.push(name);
                 }
             }
-            Ok(pb::FlushResponse { flushed })
+            Ok(flushed)
         })
-        .await
-        .map(Response::new);
-        logged("Flush", &name, t, res)
+        .await?;
+        Ok(Response::new(pb::FlushResponse { flushed }))
     }
 
     async fn compact(
         &self,
         req: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
-        let name = r.collection;
         let keep = (r.keep_r_c != 0).then_some(r.keep_r_c);
-        let span = rpc_span("Compact", &name);
-        let res = async {
-            let coll = self.collection(&name)?;
-            let report = blocking(move || coll.compact_keep(keep)).await?;
-            Ok(Response::new(convert::compact_pb(&report)))
-        }
-        .instrument(span.clone())
-        .await;
-        span.in_scope(|| logged("Compact", &name, t, res))
+        let coll = self.collection(&r.collection)?;
+        let report = engine_call(move || coll.compact_keep(keep)).await?;
+        Ok(Response::new((&report).into()))
     }
 
     async fn create_snapshot(
         &self,
         req: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
-        let t = Instant::now();
         let name = req.into_inner().collection;
+        record_collection(&name);
         let engine = self.engine.clone();
-        let n = name.clone();
-        let res = blocking(move || engine.create_snapshot(&n))
-            .await
-            .map(|i| Response::new(convert::snapshot_pb(&i)));
-        logged("CreateSnapshot", &name, t, res)
+        let info = engine_call(move || engine.create_snapshot(&name)).await?;
+        Ok(Response::new((&info).into()))
     }
 
     async fn list_snapshots(
@@ -352,12 +378,13 @@ impl pb::admin_server::Admin for Api {
         req: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
         let only = req.into_inner().collection;
+        record_collection(&only);
         let engine = self.engine.clone();
-        let all = blocking(move || engine.list_snapshots()).await?;
+        let all = engine_call(move || engine.list_snapshots()).await?;
         let snapshots = all
             .iter()
             .filter(|s| only.is_empty() || s.collection == only)
-            .map(convert::snapshot_pb)
+            .map(pb::SnapshotInfo::from)
             .collect();
         Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
@@ -366,28 +393,23 @@ impl pb::admin_server::Admin for Api {
         &self,
         req: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        let t = Instant::now();
         let name = req.into_inner().name;
         let engine = self.engine.clone();
-        let n = name.clone();
-        let res = blocking(move || engine.delete_snapshot(&n))
-            .await
-            .map(|()| Response::new(pb::DeleteSnapshotResponse {}));
-        logged("DeleteSnapshot", &name, t, res)
+        engine_call(move || engine.delete_snapshot(&name)).await?;
+        Ok(Response::new(pb::DeleteSnapshotResponse {}))
     }
 
     async fn restore_snapshot(
         &self,
         req: Request<pb::RestoreSnapshotRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
-        let t = Instant::now();
         let r = req.into_inner();
+        record_collection(&r.as_collection);
         let engine = self.engine.clone();
-        let as_name = r.as_collection.clone();
-        let res = blocking(move || Ok(engine.restore_snapshot(&r.name, &r.as_collection)?.info()))
-            .await
-            .map(|i| Response::new(convert::info_pb(&i)));
-        logged("RestoreSnapshot", &as_name, t, res)
+        let info =
+            engine_call(move || Ok(engine.restore_snapshot(&r.name, &r.as_collection)?.info()))
+                .await?;
+        Ok(Response::new((&info).into()))
     }
 
     async fn stats(
@@ -401,7 +423,7 @@ impl pb::admin_server::Admin for Api {
             vec![self.collection(&name)?.info()]
         };
         Ok(Response::new(pb::StatsResponse {
-            collections: infos.iter().map(convert::stats_pb).collect(),
+            collections: infos.iter().map(pb::CollectionStats::from).collect(),
         }))
     }
 }
