@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 
 use crate::support::Server;
 
-fn metavec(addr: &str, args: &[&str]) -> Output {
+/// Runs the CLI against `addr`; its output, whatever the exit.
+pub(crate) fn metavec(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metavec"))
         .args(["--addr", addr])
         .args(args)
@@ -15,7 +16,8 @@ fn metavec(addr: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> String {
+/// Stdout of a run that must succeed.
+pub(crate) fn ok(out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -58,7 +60,8 @@ fn dataset(tmp: &Path) -> (PathBuf, PathBuf, u32, u32, u32, usize) {
     (tmp.join("docs.npy"), tmp.join("queries.npy"), 32, 8, 4, 300)
 }
 
-fn hits(json_lines: &str) -> Vec<Vec<(String, f64)>> {
+/// (id, score) of every hit, per query, from `--json search` output.
+pub(crate) fn hits(json_lines: &str) -> Vec<Vec<(String, f64)>> {
     json_lines
         .lines()
         .map(|l| {

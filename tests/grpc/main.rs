@@ -5,6 +5,8 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod cli_npy;
+mod cli_oracle;
 mod crash_loop;
 mod dtypes;
 mod e2e;

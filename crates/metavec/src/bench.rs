@@ -17,6 +17,8 @@ use metavec_core::{
 };
 use rayon::prelude::*;
 
+use crate::cli::{outln, CliResult};
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Directory with docs.npy [N, M_c, D] and queries.npy [Q, M_q, D] (else synthetic data).
@@ -131,7 +133,7 @@ fn write_npy(path: &std::path::Path, shape: &[u64], data: &[f32]) -> Result<(), 
     w.finish().map_err(|e| e.to_string())
 }
 
-pub fn run(mut a: BenchArgs) -> Result<(), String> {
+pub fn run(mut a: BenchArgs) -> CliResult {
     let say = |s: String| {
         if !a.json {
             eprintln!("{s}");
@@ -158,7 +160,7 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
             let cfg = coll.config();
             let (q, qs) = crate::cli::npy::read(&dir.join("queries.npy"))?;
             if qs.len() != 3 || qs[2] != cfg.dim as usize {
-                return Err(format!("queries.npy must be [Q, M_q, {}]", cfg.dim));
+                return Err(format!("queries.npy must be [Q, M_q, {}]", cfg.dim).into());
             }
             say(format!(
                 "reusing the stored collection in {} ({} docs, dtype {})",
@@ -173,16 +175,19 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
             return Err(format!(
                 "{} already holds a bench collection: pass --npy-dir with its queries.npy",
                 root.display()
-            ))
+            )
+            .into())
         }
         (Some(dir), None) => {
             let (d, ds) = crate::cli::npy::read(&dir.join("docs.npy"))?;
             let (q, qs) = crate::cli::npy::read(&dir.join("queries.npy"))?;
             let (&[n, mc, dim], &[_, mq, qd]) = (&ds[..], &qs[..]) else {
-                return Err("docs.npy must be [N, M_c, D] and queries.npy [Q, M_q, D]".into());
+                return Err("docs.npy must be [N, M_c, D] and queries.npy [Q, M_q, D]"
+                    .to_string()
+                    .into());
             };
             if qd != dim {
-                return Err(format!("queries have dim {qd}, documents {dim}"));
+                return Err(format!("queries have dim {qd}, documents {dim}").into());
             }
             (d, q, n, mc, mq, dim)
         }
@@ -262,9 +267,9 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
         "segment_bytes": seg_bytes, "index_bytes": index_bytes, "threads": rayon::current_num_threads(),
     });
     if a.json {
-        println!("{head}");
+        outln!("{head}");
     } else {
-        println!(
+        outln!(
             "{n} docs x {mc} x {dim} ({}): {}, segment {} MB, HNSW {} MB, {} threads",
             coll.config().dtype,
             if ingest.is_zero() {
@@ -294,7 +299,7 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
     }
     if let Some(keep) = a.cascade {
         if !a.json {
-            println!(
+            outln!(
                 "cascade: each budget after the largest trained budget below it, keeping {keep}"
             );
         }
@@ -334,7 +339,7 @@ pub fn run(mut a: BenchArgs) -> Result<(), String> {
     flat.budgets = vec![Budget::new(mq as u32, mc as u32)];
     let (coll, _, _) = load(&engine, "bench-contiguous", flat, &data, a.json)?;
     if !a.json {
-        println!("baseline: the same engine with a per-document contiguous layout");
+        outln!("baseline: the same engine with a per-document contiguous layout");
     }
     for (i, &b) in budgets.iter().enumerate() {
         let row = measure(&coll, &data, b, &a, &one, "contiguous", &[])?;
@@ -624,13 +629,13 @@ fn measure(
     })
 }
 
-fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
+fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
     if json {
-        println!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
+        outln!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
         return Ok(());
     }
     if header {
-        println!(
+        outln!(
             "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>9} {:>11} {:>10} {:>11} {:>8}",
             "budget",
             "QPS(1t)",
@@ -648,7 +653,7 @@ fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
             "speedup"
         );
     }
-    println!(
+    outln!(
         "{:<8} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3} {:>12} {:>9} {:>11} {:>10} {:>11} {:>7}x",
         row.budget,
         row.qps_1_thread,
@@ -680,7 +685,7 @@ fn print_row(row: &Row, header: bool, json: bool) -> Result<(), String> {
         quality.push(format!("f32 exact {n:.4}"));
     }
     if !quality.is_empty() {
-        println!("         {}", quality.join(", "));
+        outln!("         {}", quality.join(", "));
     }
     Ok(())
 }

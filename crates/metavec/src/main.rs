@@ -97,8 +97,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
         if args.print_config {
-            print!("{}", args.to_toml());
-            return std::process::ExitCode::SUCCESS;
+            let toml = args.to_toml();
+            return match cli::write_line(format_args!("{}", toml.trim_end_matches('\n'))) {
+                Err(cli::CliError::Failed(e)) => {
+                    eprintln!("metavec: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+                Ok(()) | Err(cli::CliError::StdoutClosed) => std::process::ExitCode::SUCCESS,
+            };
         }
     }
     init_tracing(&cli.log_format, !matches!(cli.command, Command::Serve(_)));
@@ -113,9 +119,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     let r = &cli.remote;
-    let result: Result<(), String> = rt.block_on(async {
+    let result: cli::CliResult = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => server::serve(args).await.map_err(|e| e.to_string()),
+            Command::Serve(args) => server::serve(args)
+                .await
+                .map_err(|e| cli::CliError::Failed(e.to_string())),
             Command::Collections(cmd) => cli::collections(r, cmd).await,
             Command::Load(a) => cli::load(r, a).await,
             Command::Search(a) => cli::search(r, a).await,
@@ -132,8 +140,9 @@ fn main() -> std::process::ExitCode {
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        // A closed stdout (`| head`) is how a reader says it has seen enough.
+        Ok(()) | Err(cli::CliError::StdoutClosed) => std::process::ExitCode::SUCCESS,
+        Err(cli::CliError::Failed(e)) => {
             eprintln!("metavec: {e}");
             std::process::ExitCode::FAILURE
         }

@@ -15,7 +15,43 @@ use metavec_api::pb::{
 };
 use tonic::transport::Channel;
 
-pub type CliResult = Result<(), String>;
+/// Why a command stopped.
+#[derive(Debug)]
+pub enum CliError {
+    /// Reported on stderr, with a non-zero exit.
+    Failed(String),
+    /// Whoever read stdout closed it (`metavec --json search ... | head -2`): the command stops
+    /// quietly and exits 0, as Unix tools do.
+    StdoutClosed,
+}
+
+impl From<String> for CliError {
+    fn from(e: String) -> Self {
+        CliError::Failed(e)
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// Writes one line of command output to stdout (`println!` panics when the pipe is closed).
+pub fn write_line(args: std::fmt::Arguments<'_>) -> CliResult {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::StdoutClosed,
+            _ => CliError::Failed(format!("writing to stdout: {e}")),
+        })
+}
+
+/// `println!` for command output: `?`-returns [`CliError::StdoutClosed`] once stdout is gone.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use outln;
 
 /// Options every client subcommand shares.
 #[derive(Debug, Clone, Args)]
@@ -136,9 +172,13 @@ pub struct SearchArgs {
     /// Queries [Q, M_q, D] (or one query [M_q, D]).
     #[arg(long)]
     pub npy: PathBuf,
-    /// Budget "R_QxR_C", e.g. 4x8.
-    #[arg(long)]
-    pub budget: String,
+    /// Budget "R_QxR_C", e.g. 4x8 (required unless --latency-target-us).
+    #[arg(long, required_unless_present = "latency_target_us")]
+    pub budget: Option<String>,
+    /// Auto budget: the server runs the largest trained budget whose recent average latency fits
+    /// this many microseconds (reported per query).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub latency_target_us: Option<u32>,
     #[arg(short, long, default_value_t = 10)]
     pub k: u32,
     /// Candidates per segment (0 = server default).
@@ -215,7 +255,7 @@ pub fn parse_budget(s: &str) -> Result<pb::Budget, String> {
     })
 }
 
-fn print_info(i: &pb::CollectionInfo, json: bool) {
+fn print_info(i: &pb::CollectionInfo, json: bool) -> CliResult {
     let cfg = i.config.clone().unwrap_or_default();
     if json {
         let v = serde_json::json!({
@@ -226,7 +266,7 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
             "stored_vectors": i.stored_vectors,
             "servable_budgets": i.servable_budgets.iter().map(|b| format!("{}x{}", b.r_q, b.r_c)).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
         let budgets: Vec<String> = cfg
             .budgets
@@ -248,7 +288,7 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>10} B  budgets {}{shrunk}",
             i.name,
             cfg.dim,
@@ -261,17 +301,18 @@ fn print_info(i: &pb::CollectionInfo, json: bool) {
             budgets.join(" ")
         );
     }
+    Ok(())
 }
 
-fn print_snapshot(s: &pb::SnapshotInfo, json: bool) {
+fn print_snapshot(s: &pb::SnapshotInfo, json: bool) -> CliResult {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"name": s.name, "collection": s.collection, "created_unix_ms": s.created_unix_ms,
                 "last_seq": s.last_seq, "bytes": s.bytes, "files": s.files.len()})
         );
     } else {
-        println!(
+        outln!(
             "{:<40} {:<24} files {:<4} {:>14} B  last_seq {}",
             s.name,
             s.collection,
@@ -280,6 +321,7 @@ fn print_snapshot(s: &pb::SnapshotInfo, json: bool) {
             s.last_seq
         );
     }
+    Ok(())
 }
 
 pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
@@ -317,7 +359,7 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             print_info(
                 &c.create_collection(req).await.map_err(status)?.into_inner(),
                 remote.json,
-            );
+            )?;
         }
         CollectionsCmd::List => {
             for i in c
@@ -327,7 +369,7 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
                 .into_inner()
                 .collections
             {
-                print_info(&i, remote.json);
+                print_info(&i, remote.json)?;
             }
         }
         CollectionsCmd::Info { name } => {
@@ -336,12 +378,16 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
                 .await
                 .map_err(status)?
                 .into_inner();
-            print_info(&i, remote.json);
+            print_info(&i, remote.json)?;
             if !remote.json {
                 for s in &i.segments {
-                    println!(
+                    outln!(
                         "  segment {:<6} docs {:<9} live {:<9} file {:>14} B  index {:>12} B",
-                        s.id, s.docs, s.live_docs, s.file_bytes, s.index_bytes
+                        s.id,
+                        s.docs,
+                        s.live_docs,
+                        s.file_bytes,
+                        s.index_bytes
                     );
                 }
             }
@@ -350,7 +396,7 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             c.delete_collection(pb::DeleteCollectionRequest { name: name.clone() })
                 .await
                 .map_err(status)?;
-            println!("deleted {name}");
+            outln!("deleted {name}");
         }
     }
     Ok(())
@@ -369,15 +415,12 @@ fn read_lines(path: &Option<PathBuf>) -> Result<Option<Vec<String>>, String> {
 pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
     let (values, shape) = npy::read(&a.npy)?;
     let [n, mc, dim] = shape[..] else {
-        return Err(format!(
-            "{}: shape {shape:?}, expected [N, M_c, D]",
-            a.npy.display()
-        ));
+        return Err(format!("{}: shape {shape:?}, expected [N, M_c, D]", a.npy.display()).into());
     };
     let ids = read_lines(&a.ids)?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
     let payloads = read_lines(&a.payload)?;
     if ids.len() < n || payloads.as_ref().is_some_and(|p| p.len() < n) {
-        return Err(format!("{n} documents but fewer ids or payload lines"));
+        return Err(format!("{n} documents but fewer ids or payload lines").into());
     }
     let ch = channel(remote).await?;
     let mut docs = DocumentsClient::with_interceptor(ch, remote.interceptor()?)
@@ -445,14 +488,16 @@ pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
     pbar.finish_and_clear();
     let r = resp?.into_inner();
     if remote.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"upserted": r.upserted, "batches": r.batches, "skipped_existing": skipped, "last_seq": r.last_seq})
         );
     } else {
-        println!(
+        outln!(
             "upserted {} documents in {} batches ({} already present, skipped)",
-            r.upserted, r.batches, skipped
+            r.upserted,
+            r.batches,
+            skipped
         );
     }
     Ok(())
@@ -467,10 +512,11 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             return Err(format!(
                 "{}: shape {shape:?}, expected [Q, M_q, D] or [M_q, D]",
                 a.npy.display()
-            ))
+            )
+            .into())
         }
     };
-    let budget = parse_budget(&a.budget)?;
+    let budget = a.budget.as_deref().map(parse_budget).transpose()?;
     let stages = match &a.stages {
         None => Vec::new(),
         Some(spec) => spec
@@ -506,7 +552,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
                 values: values[i * mq * dim..(i + 1) * mq * dim].to_vec(),
                 ..Default::default()
             }),
-            budget: Some(budget),
+            budget,
             k: a.k,
             candidates: a.candidates,
             ef: 0,
@@ -516,16 +562,21 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             stages: stages.clone(),
             no_prune: false,
             filter: a.filter.clone().unwrap_or_default(),
-            latency_target_us: 0,
+            latency_target_us: a.latency_target_us.unwrap_or(0),
             allow_partial: false,
         };
         let r = c.search(req).await.map_err(status)?.into_inner();
         let st = r.stats.unwrap_or_default();
+        let used = r
+            .budget
+            .map(|b| format!("{}x{}", b.r_q, b.r_c))
+            .unwrap_or_default();
         if remote.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "query": i,
+                    "budget": used,
                     "hits": r.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "payload": h.payload})).collect::<Vec<_>>(),
                     "docs_scored": st.docs_scored, "vector_bytes_read": st.vector_bytes_read, "total_us": st.total_us,
                 })
@@ -533,7 +584,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
         } else {
             for (rank, h) in r.hits.iter().enumerate() {
                 lines.push(format!(
-                    "{i:<6} {rank:<5} {:<32} {:>10.5}  {}",
+                    "{i:<6} {rank:<5} {:<32} {:>10.5}  {used:<7} {}",
                     h.id, h.score, h.payload
                 ));
             }
@@ -546,9 +597,16 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
         p.finish_and_clear();
     }
     if !remote.json {
-        println!("{:<6} {:<5} {:<32} {:>10}", "query", "rank", "id", "score");
+        outln!(
+            "{:<6} {:<5} {:<32} {:>10}  {:<7} payload",
+            "query",
+            "rank",
+            "id",
+            "score",
+            "budget"
+        );
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
     }
     Ok(())
@@ -566,9 +624,9 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                 .map_err(status)?
                 .into_inner();
             if remote.json {
-                println!("{}", serde_json::json!({"flushed": r.flushed}));
+                outln!("{}", serde_json::json!({"flushed": r.flushed}));
             } else {
-                println!(
+                outln!(
                     "flushed: {}",
                     if r.flushed.is_empty() {
                         "nothing to flush".into()
@@ -588,13 +646,13 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                 .into_inner();
             for s in r.collections {
                 if remote.json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"name": s.name, "live_docs": s.live_docs, "memtable_docs": s.memtable_docs, "segments": s.segments,
                             "segment_bytes": s.segment_bytes, "index_bytes": s.index_bytes, "wal_bytes": s.wal_bytes})
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{:<24} docs {:<9} memtable {:<8} segments {:<3} segment {:>14} B  index {:>12} B  wal {:>12} B",
                         s.name, s.live_docs, s.memtable_docs, s.segments, s.segment_bytes, s.index_bytes, s.wal_bytes
                     );
@@ -615,15 +673,15 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
             spinner.finish_and_clear();
             let r = r?.into_inner();
             if remote.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"merged_segments": r.merged_segments, "new_segment": r.new_segment, "docs_in": r.docs_in,
                         "docs_out": r.docs_out, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after, "elapsed_ms": r.elapsed_ms, "stored_vectors": r.stored_vectors})
                 );
             } else if r.merged_segments.is_empty() {
-                println!("nothing to compact");
+                outln!("nothing to compact");
             } else {
-                println!(
+                outln!(
                     "merged segments {:?} into {}: {} -> {} docs, {} -> {} bytes in {} ms; {} vectors per document stored",
                     r.merged_segments,
                     r.new_segment,
@@ -646,7 +704,7 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                     .await
                     .map_err(status);
                 spinner.finish_and_clear();
-                print_snapshot(&r?.into_inner(), remote.json);
+                print_snapshot(&r?.into_inner(), remote.json)?;
             }
             SnapshotCmd::List { collection } => {
                 let r = a
@@ -656,14 +714,14 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                     .await
                     .map_err(status)?;
                 for s in r.into_inner().snapshots {
-                    print_snapshot(&s, remote.json);
+                    print_snapshot(&s, remote.json)?;
                 }
             }
             SnapshotCmd::Delete { name } => {
                 a.delete_snapshot(pb::DeleteSnapshotRequest { name: name.clone() })
                     .await
                     .map_err(status)?;
-                println!("deleted snapshot {name}");
+                outln!("deleted snapshot {name}");
             }
             SnapshotCmd::Restore {
                 name,
@@ -677,7 +735,7 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                     .await
                     .map_err(status)?
                     .into_inner();
-                print_info(&i, remote.json);
+                print_info(&i, remote.json)?;
             }
         },
     }
@@ -704,10 +762,10 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
         problems += r.problems.len();
         orphans += r.orphans.len();
         if json {
-            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+            outln!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
             continue;
         }
-        println!(
+        outln!(
             "collection {}  dim {} M_c {} M_q {} dtype {}  manifest v{}  segments {}",
             r.name,
             r.config.dim,
@@ -718,19 +776,27 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
             r.segments.len()
         );
         for s in &r.segments {
-            println!(
+            outln!(
                 "  segment {:<5} docs {:<8} live {:<8} file {:>13} B  hnsw {:>11} B ({} points)",
-                s.id, s.docs, s.live_docs, s.file_bytes, s.index_bytes, s.hnsw_points
+                s.id,
+                s.docs,
+                s.live_docs,
+                s.file_bytes,
+                s.index_bytes,
+                s.hnsw_points
             );
             for g in &s.groups {
-                println!(
+                outln!(
                     "    vectors {:<8} {:>13} B  {:>6} blocks of {} docs",
-                    g.vectors, g.bytes, g.blocks, g.docs_per_block
+                    g.vectors,
+                    g.bytes,
+                    g.blocks,
+                    g.docs_per_block
                 );
             }
         }
         for w in &r.wal {
-            println!(
+            outln!(
                 "  wal gen {:<4} {:>11} B  {} records ({} docs upserted, {} ids deleted){}",
                 w.generation,
                 w.bytes,
@@ -744,18 +810,18 @@ pub fn offline(data_dir: &std::path::Path, verify: bool, json: bool) -> CliResul
             );
         }
         for p in &r.problems {
-            println!("  PROBLEM: {p}");
+            outln!("  PROBLEM: {p}");
         }
         for o in &r.orphans {
-            println!("  ORPHAN: {o} (no manifest lists it; the server removes it at open)");
+            outln!("  ORPHAN: {o} (no manifest lists it; the server removes it at open)");
         }
     }
     if verify {
         if problems > 0 {
-            return Err(format!("verify found {problems} problem(s)"));
+            return Err(format!("verify found {problems} problem(s)").into());
         }
         if !json {
-            println!(
+            outln!(
                 "verify: every checksum of {} collection(s) is good{}",
                 reports.len(),
                 match orphans {
