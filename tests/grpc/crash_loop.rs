@@ -202,6 +202,11 @@ async fn kill_9_crash_loop_loses_no_acknowledged_operation() {
             .map(|(v, _)| maxsim_reference(&q, 2, v, 4, DIM))
             .collect();
         truth.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(
+            res.hits.len(),
+            truth.len().min(5),
+            "round {round}: exact search hit count"
+        );
         for (h, t) in res.hits.iter().zip(&truth) {
             assert!(
                 (h.score - t).abs() < 1e-4,

@@ -1,5 +1,5 @@
-//! Compact storage dtypes over gRPC and the CLI: a collection created with `dtype = "bf16"` (gRPC)
-//! or `--dtype int8` (CLI) reports its dtype, stores vector 0 exactly and the rest rounded, and
+//! Compact storage dtypes over gRPC and the CLI: a collection created with `dtype = "bf16"` or
+//! `"f16"` (gRPC) or `--dtype int8` (CLI) reports its dtype, stores vector 0 exactly and the rest rounded, and
 //! exact search over gRPC equals MaxSim over the vectors Get returns. Its segment is smaller than
 //! the f32 one of the same data.
 
@@ -51,15 +51,17 @@ async fn compact_dtypes_over_grpc_and_the_cli() {
 
     let mut req = create_req("f", DIM, MC, 8);
     c.collections.create_collection(req.clone()).await.unwrap();
-    req.name = "b".into();
-    req.dtype = "bf16".into();
-    let info = c
-        .collections
-        .create_collection(req)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(info.config.unwrap().dtype, "bf16");
+    for (name, dtype) in [("b", "bf16"), ("h", "f16")] {
+        req.name = name.into();
+        req.dtype = dtype.into();
+        let info = c
+            .collections
+            .create_collection(req.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.config.unwrap().dtype, dtype);
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_metavec"))
         .args([
             "--addr",
@@ -119,7 +121,7 @@ async fn compact_dtypes_over_grpc_and_the_cli() {
     metavec_core::document::normalize_rows(&mut widened, DIM as usize, "x").unwrap();
     let got = stored(&mut c, "f", vec!["raw".into()]).await;
     assert_eq!(got["raw"].0, widened);
-    for (name, tol) in [("b", 4e-3f32), ("i", 8e-3)] {
+    for (name, tol) in [("b", 4e-3f32), ("h", 5e-4), ("i", 8e-3)] {
         let bytes = load(&mut c, name, &data).await;
         assert!(
             bytes * 10 < f32_bytes * 7,
@@ -152,6 +154,7 @@ async fn compact_dtypes_over_grpc_and_the_cli() {
                 .map(|(id, (v, _))| (maxsim_reference(&qn, 4, v, 8, d), id))
                 .collect();
             oracle.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            assert_eq!(res.hits.len(), oracle.len().min(10), "{name}: hit count");
             for (h, (s, _)) in res.hits.iter().zip(&oracle) {
                 let want = maxsim_reference(&qn, 4, &got[&h.id].0, 8, d);
                 assert!(

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod auto_budget;
 mod bad_input;
 mod cli;
 mod cli_npy;
@@ -11,6 +12,7 @@ mod crash_loop;
 mod dtypes;
 mod e2e;
 mod faults;
+mod filters;
 mod health;
 mod limits;
 mod logs;
@@ -21,4 +23,5 @@ mod rust_client;
 mod security;
 mod shrunk;
 mod soak;
+mod verify_on_open;
 mod wire;

@@ -6,16 +6,8 @@ use std::io::{Read, Write};
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
@@ -26,9 +18,13 @@ fn scrape(port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_rpcs_and_per_budget_search_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = Server::start(dir.path(), &["--metrics-listen", &listen]);
+    // Port 0: the server binds a free port and reports it (no probe-then-bind race).
+    let server = Server::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = server
+        .metrics_addr
+        .clone()
+        .expect("the server reports its metrics address");
+    assert!(!metrics.ends_with(":0"), "{metrics}");
     let mut c = server.clients().await;
     c.collections
         .create_collection(create_req("m", 4, 4, 2))
@@ -56,7 +52,7 @@ async fn metrics_report_rpcs_and_per_budget_search_figures() {
         .search(search_req("m", vectors(2, 4, vec![1.0; 8]), 1, 1, 0))
         .await
         .unwrap_err();
-    let text = scrape(port);
+    let text = scrape(&metrics);
     for needle in [
         r#"metavec_requests_total{rpc="Search",code="OK"} 1"#,
         r#"metavec_requests_total{rpc="Search",code="InvalidArgument"} 1"#,
@@ -69,7 +65,8 @@ async fn metrics_report_rpcs_and_per_budget_search_figures() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 
-    // Collection gauges and maintenance counts, refreshed once a second by the server.
+    // Collection gauges and maintenance counts, read from the engine at the scrape: the flush
+    // and the snapshot above have finished, so the first scrape shows them.
     c.admin
         .flush(metavec_api::pb::FlushRequest {
             collection: "m".into(),
@@ -93,14 +90,7 @@ async fn metrics_report_rpcs_and_per_budget_search_figures() {
         r#"metavec_wal_bytes{collection="m"}"#,
         r#"metavec_collection_segment_bytes{collection="m"}"#,
     ];
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = scrape(port);
-        if want.iter().all(|w| text.contains(w)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let text = scrape(&metrics);
     for needle in want {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

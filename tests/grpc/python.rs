@@ -1,10 +1,11 @@
 //! Python against a real server: examples/python/quickstart.py (when Python has grpcio,
 //! grpcio-tools and numpy) and the client package's own tests (when `clients/python` and pytest
-//! are installed). CI installs them; otherwise each test says SKIPPED and passes.
+//! are installed). CI installs them, and under `CI=true` a missing one fails the test; elsewhere
+//! each test says SKIPPED and passes.
 
 use std::process::Command;
 
-use crate::support::Server;
+use crate::support::{skip_or_fail, Server};
 
 #[test]
 fn python_example_creates_ingests_and_searches() {
@@ -14,7 +15,7 @@ fn python_example_creates_ingests_and_searches() {
         .args(["-c", "import grpc, grpc_tools, numpy"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: {python} lacks grpcio / grpcio-tools / numpy");
+        skip_or_fail(&format!("{python} lacks grpcio / grpcio-tools / numpy"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -37,7 +38,7 @@ fn python_example_creates_ingests_and_searches() {
 
 /// The installable Python client (`clients/python`, `pip install ./clients/python`) runs its own
 /// pytest suite against this build's binary, when the package and pytest are installed (CI
-/// installs both into .venv); otherwise says so and passes.
+/// installs both into .venv); otherwise fails under `CI=true`, or says so and passes.
 #[test]
 fn python_client_package_passes_its_tests() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -46,9 +47,9 @@ fn python_client_package_passes_its_tests() {
         .args(["-c", "import metavec.v1.metavec_pb2, pytest"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIPPED: {python} lacks the metavec client or pytest (pip install ./clients/python pytest)"
-        );
+        skip_or_fail(&format!(
+            "{python} lacks the metavec client or pytest (pip install ./clients/python pytest)"
+        ));
         return;
     }
     let out = Command::new(&python)

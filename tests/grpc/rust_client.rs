@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::Server;
+use crate::support::{skip_or_fail, Server};
 
 #[test]
 fn rust_client_example_round_trips() {
@@ -15,10 +15,10 @@ fn rust_client_example_round_trips() {
         .map(|profile| profile.join("examples").join("client"))
         .unwrap();
     if !example.is_file() {
-        eprintln!(
-            "SKIPPED: {} not built (cargo test --workspace builds it)",
+        skip_or_fail(&format!(
+            "{} not built (cargo test --workspace builds it)",
             example.display()
-        );
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -175,6 +175,7 @@ fn writes_and_searches_go_on_during_compaction_and_match_the_oracle() {
         .map(|v| maxsim_reference(&qn, 2, v, 4, 8))
         .collect();
     truth.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(res.hits.len(), truth.len().min(5), "exact search hit count");
     for (h, t) in res.hits.iter().zip(&truth) {
         assert!((h.score - t).abs() < 1e-4);
     }

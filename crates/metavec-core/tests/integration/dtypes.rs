@@ -75,6 +75,11 @@ fn compact_dtypes_search_exactly_over_what_they_store() {
                     .map(|(id, v)| (maxsim_reference(&qn, rq, v, rc, DIM), id))
                     .collect();
                 oracle.sort_by(|a, b| b.0.total_cmp(&a.0));
+                assert_eq!(
+                    exact.hits.len(),
+                    oracle.len().min(10),
+                    "{dtype} {budget}: hit count"
+                );
                 for (h, (score, _)) in exact.hits.iter().zip(&oracle) {
                     let want = maxsim_reference(&qn, rq, &stored[&h.id], rc, DIM);
                     assert!(

@@ -1,6 +1,8 @@
 //! Ingest, search, compaction and snapshots all at once for a bounded number of rounds: no
 //! error, no lost document, exact search equals the oracle on the final state, and a snapshot
-//! taken mid-stream restores to exactly the writes up to its sequence number.
+//! taken mid-stream restores to exactly the writes up to its sequence number. The maintenance
+//! thread works on events, not on time: each writer hands it a milestone every 250 writes (a
+//! rendezvous, so the writer goes on writing while the compaction and snapshot run).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,12 +56,17 @@ fn concurrent_ingest_search_compaction_and_snapshots() {
     let data = synth(&cfg, 500, 10, 21);
     let log: Arc<Mutex<Log>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let (milestone, milestones) = std::sync::mpsc::sync_channel::<()>(0);
 
     let writers: Vec<_> = (0..2)
         .map(|w| {
             let (c, log, data) = (coll.clone(), log.clone(), data.clone());
+            let milestone = milestone.clone();
             std::thread::spawn(move || {
                 for i in 0..1_500usize {
+                    if i % 250 == 125 {
+                        milestone.send(()).unwrap();
+                    }
                     let id = SynthData::id((i * 7 + w * 13) % 500);
                     if i % 6 == 5 {
                         let ack = c.delete(std::slice::from_ref(&id)).unwrap();
@@ -75,32 +82,35 @@ fn concurrent_ingest_search_compaction_and_snapshots() {
             })
         })
         .collect();
+    drop(milestone);
     let searcher = {
         let (c, stop, data) = (coll.clone(), stop.clone(), data.clone());
         std::thread::spawn(move || {
             let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 let b = [Budget::new(1, 1), Budget::new(2, 4), Budget::new(4, 8)][n % 3];
                 let q = data.query(n % 10)[..b.r_q as usize * 16].to_vec();
                 let r = c.search(&SearchRequest::new(q, b, 10)).unwrap();
                 assert!(r.hits.len() <= 10);
                 n += 1;
+                if stop.load(Ordering::Relaxed) {
+                    break n;
+                }
             }
-            n
         })
     };
     let ops = {
-        let (c, e, stop) = (coll.clone(), engine.clone(), stop.clone());
+        let (c, e) = (coll.clone(), engine.clone());
         std::thread::spawn(move || {
             let mut snaps = Vec::new();
             let mut compactions = 0;
-            while !stop.load(Ordering::Relaxed) {
+            // Ends when both writers are done (their senders dropped).
+            for () in milestones {
                 c.compact().unwrap();
                 compactions += 1;
                 if snaps.len() < 3 {
                     snaps.push(e.create_snapshot("ops").unwrap());
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             (compactions, snaps)
         })
@@ -111,7 +121,8 @@ fn concurrent_ingest_search_compaction_and_snapshots() {
     stop.store(true, Ordering::Relaxed);
     let searches = searcher.join().unwrap();
     let (compactions, snaps) = ops.join().unwrap();
-    assert!(searches > 0 && compactions > 0 && !snaps.is_empty());
+    assert!(searches > 0);
+    assert_eq!((compactions, snaps.len()), (12, 3));
     eprintln!(
         "{searches} searches, {compactions} compactions, {} snapshots during 3,000 writes",
         snaps.len()
@@ -136,6 +147,11 @@ fn concurrent_ingest_search_compaction_and_snapshots() {
                 .map(|v| maxsim_reference(&q, 4, v, 8, 16))
                 .collect();
             truth.sort_by(|a, b| b.total_cmp(a));
+            assert_eq!(
+                res.hits.len(),
+                truth.len().min(10),
+                "exact search hit count"
+            );
             for (h, t) in res.hits.iter().zip(&truth) {
                 assert!((h.score - t).abs() < 1e-4);
             }

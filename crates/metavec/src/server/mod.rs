@@ -223,7 +223,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         )?;
         tracing::info!(shards = ?args.shards, "routing");
         if let Some(addr) = args.metrics_listen {
-            install_metrics(addr)?;
+            install_metrics(addr, None).await?;
         }
         return run(router, &args, "router").await;
     }
@@ -234,8 +234,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_response_bytes: args.max_message_bytes,
     };
     if let Some(addr) = args.metrics_listen {
-        install_metrics(addr)?;
-        gauges::spawn(engine.clone(), std::time::Duration::from_secs(1));
+        install_metrics(addr, Some(engine.clone())).await?;
     }
     let what = format!(
         "data dir {}, {} collections",
@@ -248,14 +247,76 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn install_metrics(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Serves the Prometheus text format over HTTP on `addr` (every path; `/metrics` by convention),
+/// the per-collection gauges of `engine` refreshed at each scrape. Binds here rather than in the
+/// exporter so that the bound address is known: it is printed as `metavec metrics on ADDR`, and
+/// `--metrics-listen 127.0.0.1:0` works (tests and scripts read the port from that line).
+async fn install_metrics(
+    addr: SocketAddr,
+    engine: Option<Arc<Engine>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ])?
-        .install()?;
-    tracing::info!(%addr, "Prometheus metrics at /metrics");
+        .install_recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "Prometheus metrics at /metrics");
+    println!("metavec metrics on {local}");
+    // The exporter's own upkeep (histogram buckets), which `install` would have scheduled.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    continue;
+                }
+            };
+            let (handle, engine) = (handle.clone(), engine.clone());
+            let scrape = hyper::service::service_fn(move |_req| {
+                let (handle, engine) = (handle.clone(), engine.clone());
+                async move {
+                    // The gauges take a read lock per collection: off the async workers.
+                    let text = tokio::task::spawn_blocking(move || {
+                        if let Some(engine) = engine {
+                            gauges::refresh(&engine);
+                        }
+                        handle.render()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    let mut res =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+                    res.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok::<_, std::convert::Infallible>(res)
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, scrape)
+                    .await
+                {
+                    tracing::debug!(error = %e, "metrics connection ended");
+                }
+            });
+        }
+    });
     Ok(())
 }
 
