@@ -24,4 +24,5 @@ mod security;
 mod shrunk;
 mod soak;
 mod verify_on_open;
+mod view;
 mod wire;

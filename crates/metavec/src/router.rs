@@ -246,8 +246,9 @@ fn merge_search(
             stats.total_us = stats.total_us.max(s.total_us);
         }
     }
+    // The order one server gives (score desc, id asc), so a sharded answer equals a single one.
     out.hits
-        .sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        .sort_by(|a, b| metavec_core::search::hit_order((a.score, &a.id), (b.score, &b.id)));
     out.hits.truncate(k);
     out.stats = Some(stats);
     out

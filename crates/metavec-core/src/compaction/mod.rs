@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::collection::{entry_with_tombstones, Bitset, Collection, Loc, Slot};
+use crate::collection::{Collection, Slot};
 use crate::error::{Error, Result};
 use crate::io::remove_if_exists;
 use crate::segment::builder::DocSource;
@@ -84,7 +84,7 @@ impl Collection {
         self.check_live()?;
         let _guard = self.flush_lock.lock();
         self.check_live()?;
-        let depth = self.state.read().depth;
+        let depth = self.stored_depth();
         if let Some(r) = keep_r_c {
             let bounds: Vec<u32> = self.config().budgets.iter().map(|b| b.r_c).collect();
             if !bounds.contains(&r) {
@@ -104,19 +104,16 @@ impl Collection {
 
     /// Whether the background policy asks for a compaction now.
     pub fn needs_compaction(&self) -> bool {
-        let st = self.state.read();
-        let docs: usize = st.segments.iter().map(|s| s.seg.len()).sum();
-        let dead: usize = st.segments.iter().map(|s| s.dead.count()).sum();
-        st.segments.len() > self.options().compact_max_segments
+        let (segments, _, _) = self.sealed();
+        let docs: usize = segments.iter().map(|s| s.seg.len()).sum();
+        let dead: usize = segments.iter().map(|s| s.dead.count()).sum();
+        segments.len() > self.options().compact_max_segments
             || (docs > 0 && dead as f64 / docs as f64 > self.options().compact_dead_ratio)
     }
 
     fn compact_locked(&self, depth: u32) -> Result<CompactionReport> {
         let started = Instant::now();
-        let (sources, seg_id, old_depth) = {
-            let st = self.state.read();
-            (st.segments.clone(), st.next_segment_id, st.depth)
-        };
+        let (sources, seg_id, old_depth) = self.sealed();
         let mut report = CompactionReport {
             stored_vectors: depth,
             ..Default::default()
@@ -150,54 +147,13 @@ impl Collection {
             Some(self.seal(seg_id, &merge, depth)?)
         };
 
-        let mut st = self.state.write();
         let merged_ids: Vec<u64> = sources.iter().map(|s| s.seg.id()).collect();
-        let new_slot = sealed.map(|(seg, entry)| {
-            // Carry over tombstones set on the sources while the merge ran.
-            let mut dead = Bitset::new(merge.items.len());
-            for (i, &(s, o)) in merge.items.iter().enumerate() {
-                let src = sources[s].seg.id();
-                if st
-                    .segments
-                    .iter()
-                    .find(|x| x.seg.id() == src)
-                    .is_some_and(|x| x.dead.get(o as usize))
-                {
-                    dead.set(i);
-                }
-            }
-            Slot {
-                seg,
-                dead: Arc::new(dead),
-                entry,
-            }
-        });
-        let mut keep: Vec<Slot> = st
-            .segments
+        let items: Vec<(u64, u32)> = merge
+            .items
             .iter()
-            .filter(|s| !merged_ids.contains(&s.seg.id()))
-            .cloned()
+            .map(|&(s, o)| (merged_ids[s], o))
             .collect();
-        if let Some(slot) = &new_slot {
-            // The merged segment takes the place of the oldest source (segments stay oldest first).
-            keep.insert(0, slot.clone());
-        }
-        let entries = keep.iter().map(entry_with_tombstones).collect();
-        let wal_start = st.wal_start;
-        self.commit(&mut st, entries, wal_start, depth)?;
-        if let Some(slot) = &new_slot {
-            let new_id = slot.seg.id();
-            for (i, &(s, o)) in merge.items.iter().enumerate() {
-                let id = &merge.segs[s].ids()[o as usize];
-                if let Some(loc) = st.ids.get_mut(id) {
-                    if *loc == Loc::Seg(sources[s].seg.id(), o) {
-                        *loc = Loc::Seg(new_id, i as u32);
-                    }
-                }
-            }
-        }
-        st.segments = keep;
-        drop(st);
+        let new_slot = self.install_merge(&merged_ids, sealed, &items, depth)?;
 
         // The manifest no longer lists the sources: unlink them (open searches keep their maps).
         let seg_dir = Self::segments_dir(self.dir());

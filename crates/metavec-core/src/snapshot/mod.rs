@@ -146,18 +146,14 @@ impl Collection {
         self.check_live()?;
         let _guard = self.flush_lock.lock();
         self.check_live()?;
-        let (manifest_bytes, gens, last_seq) = {
-            let st = self.state.write();
-            self.wal.check_poisoned()?;
-            let upto = self.wal.rotate()?;
-            let mpath = self.dir().join(manifest::FILE_NAME);
-            let bytes = fs::read(&mpath).at(&mpath)?;
-            let gens: Vec<u64> = wal::list_generations(&Self::wal_dir(self.dir()))?
-                .into_iter()
-                .filter(|&g| g >= st.wal_start && g < upto)
-                .collect();
-            (bytes, gens, st.next_seq - 1)
-        };
+        let pin = self.pin_wal()?;
+        let mpath = self.dir().join(manifest::FILE_NAME);
+        let manifest_bytes = fs::read(&mpath).at(&mpath)?;
+        let gens: Vec<u64> = wal::list_generations(&Self::wal_dir(self.dir()))?
+            .into_iter()
+            .filter(|&g| g >= pin.wal_start && g < pin.wal_end)
+            .collect();
+        let last_seq = pin.last_seq;
         let manifest = Manifest::decode(&manifest_bytes, &self.dir().join(manifest::FILE_NAME))?;
         let tmp = crate::io::tmp_path(dest);
         if tmp.exists() {

@@ -96,10 +96,14 @@ fn bad_stages_are_refused() {
     };
     let msg = |r: metavec_core::Result<metavec_core::SearchResponse>| r.unwrap_err().to_string();
     assert!(msg(with(vec![st(8, 16, 100)])).contains("within the final budget"));
-    assert!(msg(with(vec![st(2, 4, 100), st(1, 1, 100)])).contains("does not extend"));
+    assert!(msg(with(vec![st(2, 4, 100), st(1, 1, 100)]))
+        .contains("stages[1].budget (1, 1) does not extend stages[0].budget"));
     assert!(msg(with(vec![st(1, 1, 5)])).contains("stages[0].keep is 5"));
     assert!(msg(with(vec![st(1, 2, 100)])).contains("not a trained budget"));
-    assert!(msg(with(vec![st(4, 8, 100)])).contains("does not extend"));
+    // One stage: the request's own budget is what fails to extend it, and is named so.
+    assert!(msg(with(vec![st(4, 8, 100)]))
+        .contains("budget (4, 8) does not extend stages[0].budget (4, 8)"));
+    assert!(!msg(with(vec![st(4, 8, 100)])).contains("stages[1]"));
     with(vec![st(1, 1, 100), st(2, 4, 50)]).unwrap();
 }
 

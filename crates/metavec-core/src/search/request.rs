@@ -1,0 +1,253 @@
+//! What a search asks for and what it answers, and the validation of a request.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use super::filter::Filter;
+use crate::config::{Budget, CollectionConfig, MAX_K};
+use crate::document::normalize_rows;
+use crate::error::{Error, Result};
+
+/// Candidates per segment when the request does not say.
+pub const DEFAULT_CANDIDATES: u32 = 320;
+/// Largest candidate count a request may ask for.
+pub const MAX_CANDIDATES: u32 = 100_000;
+
+/// A budgeted MaxSim search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    /// `n x D` query vectors, row-major, Matryoshka order; `r_q <= n <= M_q`.
+    pub query: Vec<f32>,
+    pub budget: Budget,
+    pub k: u32,
+    /// Candidates taken from each segment's HNSW (default [`DEFAULT_CANDIDATES`], at least `k`).
+    pub candidates: Option<u32>,
+    /// HNSW search breadth (default and minimum: the candidate count).
+    pub ef: Option<u32>,
+    /// Score every live document: exact results, no index.
+    pub exact: bool,
+    /// Accept a budget that is not one of the collection's trained pairs.
+    pub allow_untrained_budget: bool,
+    pub with_payload: bool,
+    /// Cascade: earlier stages, each scoring the survivors of the previous one at its budget and
+    /// keeping its best `keep`; the last stage is `budget`, keeping `k`. Budgets are nested
+    /// prefixes, so a stage extends the running per-query-vector maxima of the one before and
+    /// computes only the new (query vector, document vector) pairs. Empty = one stage.
+    pub stages: Vec<Stage>,
+    /// Skip candidates that provably cannot be kept (results are identical either way; stats
+    /// count what was pruned): at a first stage of (1,1), those whose graph-walk score plus its
+    /// int8 slack stays below the k-th (or keep-th) exact score; before the final stage of a
+    /// cascade, those whose score upper bound cannot reach the current k-th lower bound.
+    pub prune: bool,
+    /// Only documents whose payload matches are returned (see [`Filter`]).
+    pub filter: Option<Filter>,
+    /// Auto budget: ignore `budget` and use the largest trained budget whose recently measured
+    /// latency (moving average of this collection's searches) fits this target. The response
+    /// reports the budget used.
+    pub latency_target: Option<Duration>,
+    /// Count the distinct pages the rerank touches into `stats.vector_pages` (a sort per
+    /// search: for benchmarks, not served over gRPC).
+    pub count_pages: bool,
+}
+
+/// One cascade stage: score at `budget`, keep the best `keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub budget: Budget,
+    pub keep: u32,
+}
+
+impl SearchRequest {
+    pub fn new(query: Vec<f32>, budget: Budget, k: u32) -> Self {
+        SearchRequest {
+            query,
+            budget,
+            k,
+            candidates: None,
+            ef: None,
+            exact: false,
+            allow_untrained_budget: false,
+            with_payload: false,
+            stages: Vec::new(),
+            prune: true,
+            filter: None,
+            latency_target: None,
+            count_pages: false,
+        }
+    }
+
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub payload: Option<String>,
+}
+
+/// What one cascade stage did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageStats {
+    pub budget: Budget,
+    /// Documents this stage scored (extended to its budget).
+    pub scored: u64,
+    /// Documents dropped by the bound before this stage.
+    pub pruned: u64,
+    /// New dot products this stage computed.
+    pub dot_products: u64,
+    /// Vector bytes this stage read.
+    pub vector_bytes_read: u64,
+    /// Distinct 4 KiB pages of segment vectors this stage read (with `count_pages`).
+    pub vector_pages: u64,
+    /// Documents kept for the next stage.
+    pub kept: u64,
+}
+
+/// What a search did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchStats {
+    /// Documents proposed for rerank (HNSW candidates + memtable documents, or all in exact mode).
+    pub candidates: u64,
+    /// Documents the first stage scored: the candidates, less those pruned at (1,1).
+    pub docs_scored: u64,
+    /// Bytes of vectors the rerank read: sum over scored docs of r_c * D * bytes per value.
+    pub vector_bytes_read: u64,
+    /// With [`SearchRequest::count_pages`]: distinct 4 KiB pages of segment vectors the rerank
+    /// read, summed over stages (memtable documents are not counted); 0 otherwise. What the
+    /// layout costs in memory traffic and page cache: a slice of a few rows pulls whole pages.
+    pub vector_pages: u64,
+    /// Query-vector x document-vector dot products computed.
+    pub dot_products: u64,
+    pub segments: u32,
+    /// Candidates dropped by the bound (never changes results).
+    pub pruned: u64,
+    /// One entry per stage (one for a plain search).
+    pub stages: Vec<StageStats>,
+    pub candidate_time: Duration,
+    pub rerank_time: Duration,
+    pub merge_time: Duration,
+    pub total_time: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResponse {
+    pub hits: Vec<Hit>,
+    pub stats: SearchStats,
+    /// The budget used.
+    pub budget: Budget,
+}
+
+/// Validates the request and returns the normalised query rows (r_q of them).
+pub fn prepare_query(req: &SearchRequest, cfg: &CollectionConfig) -> Result<Vec<f32>> {
+    let dim = cfg.dim as usize;
+    let b = req.budget;
+    if req.query.is_empty() || !req.query.len().is_multiple_of(dim) {
+        return Err(Error::invalid(format!(
+            "query has {} floats, not a whole number of vectors of dim {dim}",
+            req.query.len()
+        )));
+    }
+    let n = req.query.len() / dim;
+    if n > cfg.query_vectors as usize {
+        return Err(Error::invalid(format!(
+            "query has {n} vectors, the collection's query_vectors is {}",
+            cfg.query_vectors
+        )));
+    }
+    if b.r_q == 0 || b.r_q as usize > n {
+        return Err(Error::invalid(format!(
+            "budget.r_q is {}, must be in 1..={n} (the query's vector count)",
+            b.r_q
+        )));
+    }
+    if b.r_c == 0 || b.r_c > cfg.doc_vectors {
+        return Err(Error::invalid(format!(
+            "budget.r_c is {}, must be in 1..={} (doc_vectors)",
+            b.r_c, cfg.doc_vectors
+        )));
+    }
+    if !req.allow_untrained_budget && !cfg.is_trained(b) {
+        let trained: Vec<String> = cfg.budgets.iter().map(Budget::to_string).collect();
+        return Err(Error::invalid(format!(
+            "budget {b} is not a trained budget ({}); set allow_untrained_budget to use it",
+            trained.join(" ")
+        )));
+    }
+    if req.k == 0 || req.k > MAX_K {
+        return Err(Error::invalid(format!(
+            "k is {}, must be in 1..={MAX_K}",
+            req.k
+        )));
+    }
+    if let Some(c) = req.candidates {
+        if c == 0 || c > MAX_CANDIDATES {
+            return Err(Error::invalid(format!(
+                "candidates is {c}, must be in 1..={MAX_CANDIDATES}"
+            )));
+        }
+    }
+    if let Some(ef) = req.ef {
+        if ef == 0 || ef > MAX_CANDIDATES {
+            return Err(Error::invalid(format!(
+                "ef is {ef}, must be in 1..={MAX_CANDIDATES}"
+            )));
+        }
+    }
+    let mut prev = Budget::new(0, 0);
+    for (i, st) in req
+        .stages
+        .iter()
+        .chain(std::iter::once(&Stage {
+            budget: b,
+            keep: req.k,
+        }))
+        .enumerate()
+    {
+        let sb = st.budget;
+        let last = i == req.stages.len();
+        if !last {
+            if sb.r_q == 0 || sb.r_c == 0 || sb.r_q > b.r_q || sb.r_c > b.r_c {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].budget is {sb}: each stage budget must be within the final budget {b}"
+                )));
+            }
+            if !req.allow_untrained_budget && !cfg.is_trained(sb) {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].budget {sb} is not a trained budget; set allow_untrained_budget to use it"
+                )));
+            }
+            if st.keep < req.k || st.keep > MAX_CANDIDATES {
+                return Err(Error::invalid(format!(
+                    "stages[{i}].keep is {}, must be in k..={MAX_CANDIDATES} (k is {})",
+                    st.keep, req.k
+                )));
+            }
+        }
+        if sb.r_q < prev.r_q || sb.r_c < prev.r_c || sb == prev {
+            // The last entry of the chain is the request's own budget, not a stage.
+            let field = if last {
+                "budget".to_string()
+            } else {
+                format!("stages[{i}].budget")
+            };
+            return Err(Error::invalid(format!(
+                "{field} {sb} does not extend stages[{}].budget {prev}: budgets must be nested and increasing",
+                i - 1
+            )));
+        }
+        prev = sb;
+    }
+    let mut q = req.query[..b.r_q as usize * dim].to_vec();
+    normalize_rows(&mut q, dim, "query")?;
+    Ok(q)
+}
+
+/// The order of results everywhere (one search, a merge across shards): score descending, then
+/// id ascending, so equal scores come back in the same order on every run and every node.
+pub fn hit_order(a: (f32, &str), b: (f32, &str)) -> Ordering {
+    b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1))
+}
