@@ -179,7 +179,7 @@ async fn failed_wal_fsync_makes_writes_unavailable_reads_go_on_and_restart_recov
 }
 
 /// Waits for the server to announce a job held at `point` (it creates the marker file).
-async fn held(plan: &Path, point: &str) {
+pub(crate) async fn held(plan: &Path, point: &str) {
     let marker = metavec_core::testing::held_marker(plan, point);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !marker.exists() {

@@ -182,3 +182,38 @@ async fn identical_vector_zeros_do_not_cap_results() {
         }
     }
 }
+
+/// The race as it was seen: filtered searches while a flush writes the frozen run. The flush is
+/// held (fault-injection seam) after it froze the memtable and before it writes the segment, so
+/// the searches meet the frozen run every time, not by timing luck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_applies_to_the_frozen_run_during_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("fault-plan");
+    let data = generate(&SynthSpec::new(300, 4, DIM as usize, &[(1, 1), (4, 8)], 13));
+    let server = start(&dir.path().join("data"), &plan);
+    let mut c = server.clients().await;
+    c.collections
+        .create_collection(create_req("v", DIM, MC, 4))
+        .await
+        .unwrap();
+    let matching = |r: std::ops::Range<usize>| r.filter(|&i| tag(i) == "a").count();
+    let flush = pb::FlushRequest {
+        collection: "v".into(),
+    };
+    upsert(&mut c, vec![tagged(&data, 0..100)]).await.unwrap();
+    c.admin.flush(flush.clone()).await.unwrap();
+    upsert(&mut c, vec![tagged(&data, 100..200)]).await.unwrap();
+    std::fs::write(&plan, "hold = flush\n").unwrap();
+    let mut admin = c.admin.clone();
+    let flushing = tokio::spawn({
+        let flush = flush.clone();
+        async move { admin.flush(flush).await }
+    });
+    crate::faults::held(&plan, "flush").await;
+    upsert(&mut c, vec![tagged(&data, 200..300)]).await.unwrap();
+    filtered_hits_obey(&mut c, &data, matching(0..300)).await;
+    std::fs::write(&plan, "").unwrap();
+    flushing.await.unwrap().unwrap();
+    filtered_hits_obey(&mut c, &data, matching(0..300)).await;
+}
