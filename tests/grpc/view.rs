@@ -25,7 +25,7 @@ fn start(dir: &Path, plan: &Path) -> Server {
 }
 
 fn tag(i: usize) -> &'static str {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         "a"
     } else {
         "b"
