@@ -28,7 +28,7 @@ fn batch(data: &SynthData, range: std::ops::Range<usize>) -> pb::UpsertRequest {
     }
 }
 
-fn start(dir: &Path, plan: &Path) -> Server {
+pub(crate) fn start(dir: &Path, plan: &Path) -> Server {
     Server::start_env(
         dir,
         &[],

@@ -2,27 +2,15 @@
 //! and a frozen run a failed flush left behind) obeys the filter, and a degenerate graph walk
 //! (identical vector 0s) does not cap the results.
 
-use std::path::Path;
-use std::process::Stdio;
-
 use metavec_api::pb;
 use metavec_core::synth::{generate, SynthData, SynthSpec};
 use tonic::Code;
 
+use crate::faults::start;
 use crate::support::*;
 
 const DIM: u32 = 16;
 const MC: u32 = 8;
-
-fn start(dir: &Path, plan: &Path) -> Server {
-    Server::start_env(
-        dir,
-        &[],
-        "warn",
-        Stdio::inherit(),
-        &[("METAVEC_FAULT_PLAN", plan)],
-    )
-}
 
 fn tag(i: usize) -> &'static str {
     if i.is_multiple_of(3) {
