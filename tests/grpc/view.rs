@@ -76,36 +76,63 @@ async fn filtered_hits_obey(c: &mut Clients, data: &SynthData, want: usize) {
     }
 }
 
-/// A flush that fails on a full disk leaves its frozen run in memory, searched until a later
-/// flush writes it: the filter applies to it as to the memtable and the segments.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filter_applies_to_the_frozen_run_a_failed_flush_leaves() {
+/// A server with collection "v" of 300 tagged documents' first 200: 0..100 sealed in a segment,
+/// 100..200 in the memtable (the next flush freezes them). Returns what the test keeps.
+async fn two_hundred_tagged(
+    seed: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Server,
+    Clients,
+    SynthData,
+) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("fault-plan");
-    let data = generate(&SynthSpec::new(300, 4, DIM as usize, &[(1, 1), (4, 8)], 11));
+    let data = generate(&SynthSpec::new(
+        300,
+        4,
+        DIM as usize,
+        &[(1, 1), (4, 8)],
+        seed,
+    ));
     let server = start(&dir.path().join("data"), &plan);
     let mut c = server.clients().await;
     c.collections
         .create_collection(create_req("v", DIM, MC, 4))
         .await
         .unwrap();
-    let matching = |r: std::ops::Range<usize>| r.filter(|&i| tag(i) == "a").count();
-    // 0..100 in a segment, 100..200 frozen by a failed flush, 200..300 in the memtable.
     upsert(&mut c, vec![tagged(&data, 0..100)]).await.unwrap();
-    let flush = pb::FlushRequest {
-        collection: "v".into(),
-    };
-    c.admin.flush(flush.clone()).await.unwrap();
+    c.admin.flush(flush_v()).await.unwrap();
     upsert(&mut c, vec![tagged(&data, 100..200)]).await.unwrap();
+    (dir, plan, server, c, data)
+}
+
+fn flush_v() -> pb::FlushRequest {
+    pb::FlushRequest {
+        collection: "v".into(),
+    }
+}
+
+fn matching(r: std::ops::Range<usize>) -> usize {
+    r.filter(|&i| tag(i) == "a").count()
+}
+
+/// A flush that fails on a full disk leaves its frozen run in memory, searched until a later
+/// flush writes it: the filter applies to it as to the memtable and the segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_applies_to_the_frozen_run_a_failed_flush_leaves() {
+    // 0..100 in a segment, 100..200 frozen by a failed flush, 200..300 in the memtable.
+    let (_dir, plan, _server, mut c, data) = two_hundred_tagged(11).await;
     std::fs::write(&plan, "path_contains = seg-\nquota = 0\n").unwrap();
-    let err = c.admin.flush(flush.clone()).await.unwrap_err();
+    let err = c.admin.flush(flush_v()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     upsert(&mut c, vec![tagged(&data, 200..300)]).await.unwrap();
     filtered_hits_obey(&mut c, &data, matching(0..300)).await;
 
     // Space comes back: the frozen run is written, and the answers stay the same.
     std::fs::write(&plan, "").unwrap();
-    c.admin.flush(flush).await.unwrap();
+    c.admin.flush(flush_v()).await.unwrap();
     filtered_hits_obey(&mut c, &data, matching(0..300)).await;
 }
 
@@ -176,28 +203,10 @@ async fn identical_vector_zeros_do_not_cap_results() {
 /// the searches meet the frozen run every time, not by timing luck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_applies_to_the_frozen_run_during_a_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("fault-plan");
-    let data = generate(&SynthSpec::new(300, 4, DIM as usize, &[(1, 1), (4, 8)], 13));
-    let server = start(&dir.path().join("data"), &plan);
-    let mut c = server.clients().await;
-    c.collections
-        .create_collection(create_req("v", DIM, MC, 4))
-        .await
-        .unwrap();
-    let matching = |r: std::ops::Range<usize>| r.filter(|&i| tag(i) == "a").count();
-    let flush = pb::FlushRequest {
-        collection: "v".into(),
-    };
-    upsert(&mut c, vec![tagged(&data, 0..100)]).await.unwrap();
-    c.admin.flush(flush.clone()).await.unwrap();
-    upsert(&mut c, vec![tagged(&data, 100..200)]).await.unwrap();
+    let (_dir, plan, _server, mut c, data) = two_hundred_tagged(13).await;
     std::fs::write(&plan, "hold = flush\n").unwrap();
     let mut admin = c.admin.clone();
-    let flushing = tokio::spawn({
-        let flush = flush.clone();
-        async move { admin.flush(flush).await }
-    });
+    let flushing = tokio::spawn(async move { admin.flush(flush_v()).await });
     crate::faults::held(&plan, "flush").await;
     upsert(&mut c, vec![tagged(&data, 200..300)]).await.unwrap();
     filtered_hits_obey(&mut c, &data, matching(0..300)).await;
