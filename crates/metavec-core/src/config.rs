@@ -147,6 +147,71 @@ impl Default for HnswConfig {
     }
 }
 
+/// Where a search takes its candidates from when its budget uses more than vector 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateIndex {
+    /// The token index over the first `index_vectors` vectors of every document (built with
+    /// each segment; see `index::tokens`): deep budgets get their own ranking's candidates.
+    #[default]
+    Tokens,
+    /// Only the vector-0 HNSW: cheaper to build, but a deep budget reranks vector 0's
+    /// neighbours and misses documents that only deeper vectors tell apart.
+    Vector0,
+}
+
+impl CandidateIndex {
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateIndex::Tokens => "tokens",
+            CandidateIndex::Vector0 => "vector0",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<CandidateIndex> {
+        match s.to_ascii_lowercase().as_str() {
+            "tokens" | "token" => Ok(CandidateIndex::Tokens),
+            "vector0" | "vector-0" | "v0" | "hnsw" => Ok(CandidateIndex::Vector0),
+            other => Err(Error::invalid(format!(
+                "candidate index {other:?} is not supported (supported: tokens, vector0)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for CandidateIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Vectors per document the token index covers by default (capped at the stored depth).
+pub const DEFAULT_INDEX_VECTORS: u32 = 8;
+/// Most centroids a token index may have (codes are 16-bit).
+pub const MAX_TOKEN_CENTROIDS: u32 = 65_536;
+
+/// The candidate index of a collection's segments, fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CandidateConfig {
+    pub index: CandidateIndex,
+    /// Vectors per document the token index covers, the first ones (0 = default:
+    /// [`DEFAULT_INDEX_VECTORS`] capped at the stored depth).
+    pub index_vectors: u32,
+    /// Centroids of each segment's token index (0 = about the square root of its token count).
+    pub centroids: u32,
+}
+
+impl Default for CandidateConfig {
+    fn default() -> Self {
+        CandidateConfig {
+            index: CandidateIndex::Tokens,
+            index_vectors: 0,
+            centroids: 0,
+        }
+    }
+}
+
 /// Everything a collection fixes at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
@@ -160,6 +225,10 @@ pub struct CollectionConfig {
     pub budgets: Vec<Budget>,
     pub hnsw: HnswConfig,
     pub dtype: Dtype,
+    /// Collections created before the token index read as its defaults: their segments get
+    /// one when a compaction rewrites them.
+    #[serde(default)]
+    pub candidates: CandidateConfig,
 }
 
 impl CollectionConfig {
@@ -172,6 +241,26 @@ impl CollectionConfig {
             budgets: default_budgets(doc_vectors, query_vectors),
             hnsw: HnswConfig::default(),
             dtype: Dtype::F32,
+            candidates: CandidateConfig::default(),
+        }
+    }
+
+    /// Vectors per document a segment's token index covers (0: none is built): the
+    /// configured count (or the default), capped at `doc_vectors`; none when that is below 2
+    /// (vector 0 alone is the HNSW's) or the collection asked for vector-0 candidates only.
+    pub fn token_vectors(&self) -> u32 {
+        if self.candidates.index != CandidateIndex::Tokens {
+            return 0;
+        }
+        let want = match self.candidates.index_vectors {
+            0 => DEFAULT_INDEX_VECTORS,
+            n => n,
+        };
+        let n = want.min(self.doc_vectors);
+        if n < 2 {
+            0
+        } else {
+            n
         }
     }
 
@@ -234,6 +323,18 @@ impl CollectionConfig {
             return Err(Error::invalid(format!(
                 "hnsw.ef_construction is {}, must be in 1..=4096",
                 self.hnsw.ef_construction
+            )));
+        }
+        if self.candidates.index_vectors > self.doc_vectors {
+            return Err(Error::invalid(format!(
+                "candidate_index.index_vectors is {}, must be in 0..={} (doc_vectors; 0 = default)",
+                self.candidates.index_vectors, self.doc_vectors
+            )));
+        }
+        if self.candidates.centroids > MAX_TOKEN_CENTROIDS {
+            return Err(Error::invalid(format!(
+                "candidate_index.centroids is {}, must be in 0..={MAX_TOKEN_CENTROIDS} (0 = auto)",
+                self.candidates.centroids
             )));
         }
         Ok(())

@@ -28,6 +28,14 @@ pub struct SynthSpec {
     pub level_noise: f32,
     /// Spread of a query vector around its document vector.
     pub query_noise: f32,
+    /// Facets: when non-zero, every level-1 vector (the first level below vector 0) is drawn
+    /// towards one of this many facet centres, picked per vector independently of the document's
+    /// topic, with weight `facet_weight` against its parent. Deeper levels refine level 1 as
+    /// usual. Documents of one topic then nearly coincide at vector 0 (with a small
+    /// `topic_noise`) and differ in what only their deeper vectors say: the profile where
+    /// vector 0 alone cannot rank (see [`SynthSpec::hard`]).
+    pub facets: usize,
+    pub facet_weight: f32,
     pub seed: u64,
 }
 
@@ -48,8 +56,31 @@ impl SynthSpec {
             topic_noise: 0.4,
             level_noise: 0.8,
             query_noise: 2.0,
+            facets: 0,
+            facet_weight: 0.0,
             seed,
         }
+    }
+
+    /// The hard profile: topics of ~200 documents (the topic count grows with N) whose vector 0s
+    /// nearly coincide, and level-1 vectors drawn to facets shared across topics (~200 vectors
+    /// per facet), refined deeper. The documents a deep budget ranks first are mostly not among
+    /// vector 0's nearest few hundred, so vector-0 candidates cannot serve a deep budget.
+    pub fn hard(
+        docs: usize,
+        queries: usize,
+        dim: usize,
+        budgets: &[(u32, u32)],
+        seed: u64,
+    ) -> Self {
+        let mut s = SynthSpec::new(docs, queries, dim, budgets, seed);
+        let level1 = s.doc_levels.get(1).map_or(0, |&e| e - 1);
+        s.topic_noise = TOPIC_NOISE_HARD;
+        s.level_noise = LEVEL_NOISE_HARD;
+        s.query_noise = QUERY_NOISE_HARD;
+        s.facets = (docs * level1 / 200).max(4);
+        s.facet_weight = FACET_WEIGHT_HARD;
+        s
     }
 
     pub fn doc_vectors(&self) -> usize {
@@ -60,6 +91,11 @@ impl SynthSpec {
         *self.query_levels.last().unwrap_or(&1)
     }
 }
+
+const TOPIC_NOISE_HARD: f32 = 0.1;
+const LEVEL_NOISE_HARD: f32 = 0.3;
+const QUERY_NOISE_HARD: f32 = 1.5;
+const FACET_WEIGHT_HARD: f32 = 0.8;
 
 /// Generated data, row-major: docs `[docs, M_c, D]`, queries `[queries, M_q, D]`.
 #[derive(Debug, Clone)]
@@ -129,6 +165,10 @@ pub fn generate(spec: &SynthSpec) -> SynthData {
     for _ in 0..spec.topics {
         noisy_unit(&mut rng, None, 1.0, dim, &mut centres);
     }
+    let mut facets = Vec::with_capacity(spec.facets * dim);
+    for _ in 0..spec.facets {
+        noisy_unit(&mut rng, None, 1.0, dim, &mut facets);
+    }
     let m_c = spec.doc_vectors();
     let mut docs = Vec::with_capacity(spec.docs * m_c * dim);
     let level_start = |l: usize, levels: &[usize]| if l == 0 { 0 } else { levels[l - 1] };
@@ -143,7 +183,14 @@ pub fn generate(spec: &SynthSpec) -> SynthData {
             let pl = l - 1;
             let np = spec.doc_levels[pl] - level_start(pl, &spec.doc_levels);
             let parent = level_start(pl, &spec.doc_levels) + parent_pos(p, n, np);
-            let pv = docs[base + parent * dim..base + (parent + 1) * dim].to_vec();
+            let mut pv = docs[base + parent * dim..base + (parent + 1) * dim].to_vec();
+            if l == 1 && spec.facets > 0 {
+                let f = rng.random_range(0..spec.facets);
+                let w = spec.facet_weight;
+                for (p, c) in pv.iter_mut().zip(&facets[f * dim..(f + 1) * dim]) {
+                    *p = (1.0 - w) * *p + w * c;
+                }
+            }
             noisy_unit(&mut rng, Some(&pv), spec.level_noise, dim, &mut docs);
         }
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!  0      8   magic        0x89 'M' 'V' 'C' '\r' '\n' 0x1A '\n'  (PNG-style: catches text-mode mangling)
-//!  8      4   kind         ASCII tag: "SEGM", "WAL ", "MANI"
+//!  8      4   kind         ASCII tag: "SEGM", "WAL ", "MANI", "TOKS"
 //! 12      2   major        format major version (a reader refuses a major it does not know)
 //! 14      2   minor        format minor version (additive changes only)
 //! 16      4   flags        kind-specific, 0 today
@@ -31,6 +31,8 @@ pub enum FileKind {
     Segment,
     Wal,
     Manifest,
+    /// A segment's token index (`index::tokens`).
+    Tokens,
 }
 
 impl FileKind {
@@ -39,6 +41,7 @@ impl FileKind {
             FileKind::Segment => *b"SEGM",
             FileKind::Wal => *b"WAL ",
             FileKind::Manifest => *b"MANI",
+            FileKind::Tokens => *b"TOKS",
         }
     }
 
@@ -48,6 +51,7 @@ impl FileKind {
             FileKind::Segment => (1, 1),
             FileKind::Wal => (1, 0),
             FileKind::Manifest => (1, 0),
+            FileKind::Tokens => (1, 0),
         }
     }
 }

@@ -34,6 +34,8 @@ use hnsw_rs::hnswio::HnswIo;
 
 use crate::io::Storage;
 
+pub mod tokens;
+
 /// hnsw_rs's layer count; its dump refuses any other value (`NB_LAYER_MAX`).
 const MAX_LAYER: usize = 16;
 /// `max_nb_connection` is dumped as a `u8`.

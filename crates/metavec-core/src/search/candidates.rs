@@ -1,29 +1,56 @@
 //! The candidate stage: every in-memory document of the view, and per sealed segment the
-//! documents an HNSW walk over vector 0 reaches (all live documents in exact mode).
+//! documents its index proposes (all live documents in exact mode):
+//! - a budget with `r_c > 1` on a segment with a token index takes the best documents by
+//!   approximate MaxSim among those the probed posting lists reach (`index::tokens`): the
+//!   documents that budget ranks first, also those whose vector 0 is unremarkable;
+//! - `(1, 1)`, segments written without a token index, and requests that ask for it take the
+//!   documents an HNSW walk over vector 0 reaches.
 
 use rayon::prelude::*;
 use smallvec::smallvec;
 
-use super::request::SearchRequest;
+use super::request::{
+    SearchRequest, DEFAULT_PROBES, DEFAULT_TOKEN_CANDIDATES, TOKEN_QUERY_VECTORS,
+};
 use super::rerank::{Cand, DocRef};
 use crate::collection::View;
+use crate::config::CandidateIndex;
+use crate::index::tokens::Probe;
 
-/// Fresh candidates (no score yet) for a search with query rows `q` (normalised, `dim` wide):
-/// `c` per segment from a walk of breadth `ef`, or every allowed document when `req.exact`.
+/// What the candidate stage proposes.
+pub(super) struct Candidates {
+    pub(super) cands: Vec<Cand>,
+    /// The most document vectors a token-index candidate was matched through (0: no segment
+    /// used its token index). Those candidates meet an implicit first stage at that depth.
+    pub(super) token_depth: u32,
+}
+
+/// Fresh candidates (no score yet) for a search with query rows `q` (normalised, `dim` wide).
 ///
-/// A walk that yields fewer than `c` documents while the segment holds more that the view
-/// allows (a selective filter starves it; identical vector 0s leave hnsw_rs with a graph it
-/// cannot cross) falls back to scanning the segment: the search never returns fewer hits than
-/// it could because of the index.
-pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -> Vec<Cand> {
-    let c = req
+/// A segment whose index yields fewer than its share while it holds more documents that the
+/// view allows (a selective filter starves the walk or the probed lists; identical vector 0s
+/// leave hnsw_rs with a graph it cannot cross) is scanned instead: the search never returns
+/// fewer hits than it could because of an index.
+pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -> Candidates {
+    let b = req.budget;
+    let q0 = &q[..dim];
+    let q0_l1: f32 = q0.iter().map(|x| x.abs()).sum();
+    let hnsw_c = req
         .candidates
         .unwrap_or(super::DEFAULT_CANDIDATES)
         .max(req.k) as usize;
-    let ef = (req.ef.unwrap_or(0) as usize).max(c);
-    let q0 = &q[..dim];
-    let q0_l1: f32 = q0.iter().map(|x| x.abs()).sum();
-    let seg_cands: Vec<Vec<(u32, f32)>> = (0..view.segments().len())
+    let ef = (req.ef.unwrap_or(0) as usize).max(hnsw_c);
+    let token_c = req
+        .candidates
+        .unwrap_or(DEFAULT_TOKEN_CANDIDATES)
+        .max(req.k) as usize;
+    let nq = b.r_q.min(TOKEN_QUERY_VECTORS) as usize;
+    let nprobe = req
+        .nprobe
+        .map_or((DEFAULT_PROBES as usize / nq).max(1), |n| n as usize);
+    let want_tokens =
+        !req.exact && b.r_c > 1 && req.candidate_index != Some(CandidateIndex::Vector0);
+    let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = (0..view.segments().len())
         .into_par_iter()
         .map(|si| {
             let seg = view.seg(si);
@@ -34,22 +61,46 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                     .collect()
             };
             if req.exact {
-                return scan();
+                return (scan(), 0);
+            }
+            let live = view.live(si);
+            if let Some(tokens) = seg.tokens().filter(|_| want_tokens) {
+                if live <= token_c {
+                    // The segment's whole population fits in its share: no index needed.
+                    return (scan(), 0);
+                }
+                let probe = Probe {
+                    nq,
+                    rc: b.r_c as usize,
+                    nprobe,
+                    keep: token_c,
+                };
+                let (found, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
+                let starved = found.len() < token_c
+                    && (view.filter().is_some() || found.len() < req.k as usize);
+                if starved {
+                    return (scan(), 0);
+                }
+                let depth = b.r_c.min(tokens.index_vectors() as u32);
+                return (
+                    found.into_iter().map(|(o, _)| (o, f32::INFINITY)).collect(),
+                    depth,
+                );
             }
             let index = seg.index();
             let found: Vec<(u32, f32)> = index
-                .search(q0, c, ef, &|o| view.allowed(si, o))
+                .search(q0, hnsw_c, ef, &|o| view.allowed(si, o))
                 .into_iter()
                 .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
                 .collect();
-            if found.len() < c.min(view.live(si)) {
-                scan()
+            if found.len() < hnsw_c.min(live) {
+                (scan(), 0)
             } else {
-                found
+                (found, 0)
             }
         })
         .collect();
-    let rq = req.budget.r_q as usize;
+    let rq = b.r_q as usize;
     let fresh = |doc, upper| Cand {
         doc,
         maxes: smallvec![f32::NEG_INFINITY; rq],
@@ -61,8 +112,10 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         .iter()
         .map(|d| fresh(DocRef::Mem(d.clone()), f32::INFINITY))
         .collect();
-    for (si, ords) in seg_cands.iter().enumerate() {
+    let mut token_depth = 0;
+    for (si, (ords, depth)) in seg_cands.iter().enumerate() {
+        token_depth = token_depth.max(*depth);
         cands.extend(ords.iter().map(|&(o, u)| fresh(DocRef::Seg(si, o), u)));
     }
-    cands
+    Candidates { cands, token_depth }
 }

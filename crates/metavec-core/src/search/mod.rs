@@ -1,6 +1,8 @@
 //! The read path, as functions over a collection's point-in-time [`View`]:
-//! candidates (HNSW on vector 0 per segment + every in-memory document) -> exact MaxSim at the
-//! budget over the r_c prefix only, stage by stage for a cascade -> the top k in one order.
+//! candidates (per segment the token index for budgets with r_c > 1, else the HNSW on vector 0;
+//! every in-memory document) -> exact MaxSim at the budget over the r_c prefix only, stage by
+//! stage for a cascade (token-index candidates first meet a stage at the depth the index
+//! matched on) -> the top k in one order.
 //! `exact` scans every live document at the budget: the ground truth.
 //!
 //! - `request`: what a search asks and answers, and its validation;
@@ -22,11 +24,12 @@ mod rerank;
 pub use filter::Filter;
 pub use request::{
     hit_order, prepare_query, Hit, SearchRequest, SearchResponse, SearchStats, Stage, StageStats,
-    DEFAULT_CANDIDATES, MAX_CANDIDATES,
+    DEFAULT_CANDIDATES, DEFAULT_PROBES, DEFAULT_STAGE_KEEP, DEFAULT_TOKEN_CANDIDATES,
+    MAX_CANDIDATES, MAX_NPROBE, TOKEN_QUERY_VECTORS,
 };
 
 use crate::collection::{Collection, View};
-use crate::config::CollectionConfig;
+use crate::config::{Budget, CollectionConfig};
 use crate::error::{Error, Result};
 use rerank::DocRef;
 
@@ -68,13 +71,31 @@ pub fn search(view: &View, cfg: &CollectionConfig, req: &SearchRequest) -> Resul
     };
 
     let t0 = Instant::now();
-    let mut cands = candidates::collect(view, req, &q, dim);
+    let candidates::Candidates {
+        mut cands,
+        token_depth,
+    } = candidates::collect(view, req, &q, dim);
     stats.candidates = cands.len() as u64;
     stats.docs_scored = cands.len() as u64;
     stats.candidate_time = t0.elapsed();
 
+    // Token-index candidates are many and ranked only approximately: when the budget is
+    // deeper than what the index matched on, they first meet an exact stage at that depth.
+    let mut at = std::borrow::Cow::Borrowed(req);
+    let b = req.budget;
+    let first = Budget::new(
+        b.r_q.min(request::TOKEN_QUERY_VECTORS),
+        b.r_c.min(token_depth),
+    );
+    let keep = request::DEFAULT_STAGE_KEEP.max(req.k);
+    if token_depth > 0 && req.stages.is_empty() && first != b && cands.len() > keep as usize {
+        at.to_mut().stages.push(Stage {
+            budget: first,
+            keep,
+        });
+    }
     let t1 = Instant::now();
-    rerank::run_stages(view, req, &q, dim, &mut cands, &mut stats)?;
+    rerank::run_stages(view, &at, &q, dim, &mut cands, &mut stats)?;
     stats.rerank_time = t1.elapsed();
 
     let t2 = Instant::now();

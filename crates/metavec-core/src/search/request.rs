@@ -8,8 +8,20 @@ use crate::config::{Budget, CollectionConfig, MAX_K};
 use crate::document::normalize_rows;
 use crate::error::{Error, Result};
 
-/// Candidates per segment when the request does not say.
+/// Candidates per segment from the vector-0 HNSW when the request does not say.
 pub const DEFAULT_CANDIDATES: u32 = 320;
+/// Candidates per segment from the token index when the request does not say: the best by
+/// approximate MaxSim among the documents the probed posting lists reach.
+pub const DEFAULT_TOKEN_CANDIDATES: u32 = 2000;
+/// Query vectors that probe the token index (the first ones; at most the budget's r_q).
+pub const TOKEN_QUERY_VECTORS: u32 = 4;
+/// Posting lists probed in all when the request does not say: split evenly among the probing
+/// query vectors (32 / n each).
+pub const DEFAULT_PROBES: u32 = 32;
+/// Most centroids a request may probe per query vector.
+pub const MAX_NPROBE: u32 = 65_536;
+/// Candidates the implicit first stage keeps (see [`SearchRequest::stages`]).
+pub const DEFAULT_STAGE_KEEP: u32 = 500;
 /// Largest candidate count a request may ask for.
 pub const MAX_CANDIDATES: u32 = 100_000;
 
@@ -20,8 +32,17 @@ pub struct SearchRequest {
     pub query: Vec<f32>,
     pub budget: Budget,
     pub k: u32,
-    /// Candidates taken from each segment's HNSW (default [`DEFAULT_CANDIDATES`], at least `k`).
+    /// Candidates taken from each segment (at least `k`): from the vector-0 HNSW (default
+    /// [`DEFAULT_CANDIDATES`]) or, for a budget with `r_c > 1` on a segment with a token index,
+    /// the best by approximate MaxSim from the token index (default [`DEFAULT_TOKEN_CANDIDATES`]).
     pub candidates: Option<u32>,
+    /// Token index: posting lists probed per query vector (default [`DEFAULT_PROBES`] split
+    /// among the probing query vectors).
+    pub nprobe: Option<u32>,
+    /// Where candidates come from: `None` = the collection's choice (the token index for
+    /// budgets with `r_c > 1` where a segment has one, else the vector-0 HNSW);
+    /// `Some(Vector0)` forces the vector-0 HNSW (how the bench and tests compare the two).
+    pub candidate_index: Option<crate::config::CandidateIndex>,
     /// HNSW search breadth (default and minimum: the candidate count).
     pub ef: Option<u32>,
     /// Score every live document: exact results, no index.
@@ -32,7 +53,10 @@ pub struct SearchRequest {
     /// Cascade: earlier stages, each scoring the survivors of the previous one at its budget and
     /// keeping its best `keep`; the last stage is `budget`, keeping `k`. Budgets are nested
     /// prefixes, so a stage extends the running per-query-vector maxima of the one before and
-    /// computes only the new (query vector, document vector) pairs. Empty = one stage.
+    /// computes only the new (query vector, document vector) pairs. Empty = one stage, except
+    /// that candidates from the token index first meet an implicit stage at
+    /// `(min(r_q, 4), min(r_c, index_vectors))` keeping [`DEFAULT_STAGE_KEEP`] when that is
+    /// below the budget.
     pub stages: Vec<Stage>,
     /// Skip candidates that provably cannot be kept (results are identical either way; stats
     /// count what was pruned): at a first stage of (1,1), those whose graph-walk score plus its
@@ -64,6 +88,8 @@ impl SearchRequest {
             budget,
             k,
             candidates: None,
+            nprobe: None,
+            candidate_index: None,
             ef: None,
             exact: false,
             allow_untrained_budget: false,
@@ -187,6 +213,13 @@ pub fn prepare_query(req: &SearchRequest, cfg: &CollectionConfig) -> Result<Vec<
         if c == 0 || c > MAX_CANDIDATES {
             return Err(Error::invalid(format!(
                 "candidates is {c}, must be in 1..={MAX_CANDIDATES}"
+            )));
+        }
+    }
+    if let Some(n) = req.nprobe {
+        if n == 0 || n > MAX_NPROBE {
+            return Err(Error::invalid(format!(
+                "nprobe is {n}, must be in 1..={MAX_NPROBE}"
             )));
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::CollectionConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{align_up, encode_preamble, FileKind, ALIGN, PREAMBLE_LEN};
+use crate::index::tokens::{TokenIndex, TokenParams};
 use crate::index::{HnswParams, VectorIndex};
 use crate::io::{file_crc, tmp_path, RealFs, Storage, StorageWriter};
 
@@ -66,7 +67,8 @@ pub fn build_segment_with(
     };
     build_index(storage, dir, id, cfg, docs, path.clone(), file_len).inspect_err(|_| {
         let basename = super::index_basename(id);
-        let graph = VectorIndex::file_names(&basename);
+        let mut graph = VectorIndex::file_names(&basename);
+        graph.push(TokenIndex::file_name(&basename));
         for p in std::iter::once(path).chain(graph.iter().map(|n| dir.join(n))) {
             if let Err(e) = storage.remove(&p) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -101,7 +103,16 @@ fn build_index(
         },
     );
     let basename = super::index_basename(id);
-    let written = index.save_with(storage, dir, &basename)?;
+    let mut written = index.save_with(storage, dir, &basename)?;
+    drop(index);
+    let nv = cfg.token_vectors() as usize;
+    if nv > 0 && !docs.is_empty() {
+        let mut params = TokenParams::new(nv);
+        params.centroids = cfg.candidates.centroids as usize;
+        params.seed ^= id;
+        let tokens = TokenIndex::build(&token_rows(cfg, docs, nv)?, dim, docs.len(), params);
+        written.push(tokens.save_with(storage, dir, &basename)?);
+    }
     let mut index_files = Vec::new();
     for p in written {
         let (crc, len) = file_crc(&p)?;
@@ -119,6 +130,26 @@ fn build_index(
         n_docs: docs.len() as u64,
         index_files,
     })
+}
+
+/// The first `nv` vectors of every document, document-major (`docs x nv x D`), read group by
+/// group (a read never crosses a layout group).
+fn token_rows(cfg: &CollectionConfig, docs: &dyn DocSource, nv: usize) -> Result<Vec<f32>> {
+    let dim = cfg.dim as usize;
+    let bounds = cfg.group_bounds();
+    let mut out = Vec::with_capacity(docs.len() * nv * dim);
+    for i in 0..docs.len() {
+        let mut start = 0usize;
+        for &end in &bounds {
+            if start >= nv {
+                break;
+            }
+            let end = (end as usize).min(nv);
+            out.extend_from_slice(&docs.rows(i, start, end)?);
+            start = end;
+        }
+    }
+    Ok(out)
 }
 
 fn write_segment_file(

@@ -61,7 +61,7 @@ pub fn file_name(id: u64) -> String {
     format!("seg-{id:016x}.mvs")
 }
 
-/// Base name of the HNSW files of segment `id`.
+/// Base name of the index files of segment `id` (HNSW graph and data, token index).
 pub fn index_basename(id: u64) -> String {
     format!("seg-{id:016x}")
 }
@@ -71,7 +71,8 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     let hex = hex
         .strip_suffix(".mvs")
         .or_else(|| hex.strip_suffix(".hnsw.graph"))
-        .or_else(|| hex.strip_suffix(".hnsw.data"))?;
+        .or_else(|| hex.strip_suffix(".hnsw.data"))
+        .or_else(|| hex.strip_suffix(".tok"))?;
     if hex.len() != 16 {
         return None;
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::{CollectionConfig, Dtype};
 use crate::error::{Error, Result};
 use crate::format::{decode_preamble, u32_at, u64_at, FileKind, ALIGN};
+use crate::index::tokens::TokenIndex;
 use crate::index::VectorIndex;
 use crate::io::MappedFile;
 use crate::score::Rows;
@@ -26,6 +27,8 @@ pub struct Segment {
     /// One bit per block per group: set once the block's crc has been checked.
     verified: Vec<Vec<AtomicU64>>,
     index: VectorIndex,
+    /// The token index, for segments written with one (see `index::tokens`).
+    tokens: Option<TokenIndex>,
 }
 
 impl Segment {
@@ -56,7 +59,19 @@ impl Segment {
             .iter()
             .map(|g| cfg.dtype.of_group(g.start))
             .collect();
+        let basename = super::index_basename(id);
+        let tokens = if dir.join(TokenIndex::file_name(&basename)).exists() {
+            Some(TokenIndex::open(
+                dir,
+                &basename,
+                cfg.dim as usize,
+                meta.ids.len(),
+            )?)
+        } else {
+            None
+        };
         Ok(Segment {
+            tokens,
             id,
             map,
             dim: cfg.dim as usize,
@@ -89,6 +104,11 @@ impl Segment {
 
     pub fn payload(&self, ord: usize) -> Option<&str> {
         self.meta.payloads.get(ord).and_then(|p| p.as_deref())
+    }
+
+    /// The token index, when the segment was written with one.
+    pub fn tokens(&self) -> Option<&TokenIndex> {
+        self.tokens.as_ref()
     }
 
     pub fn index(&self) -> &VectorIndex {

@@ -270,6 +270,15 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
             );
             check_against(&engine, want, name);
         }
+        // Segments from before the token index have none; today's engine searches them through
+        // vector 0 and writes one when it rewrites them.
+        let tok_files = || {
+            walk(&data)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().ends_with(".tok"))
+                .count()
+        };
+        assert_eq!(tok_files(), 0, "{name}: no token index before compaction");
         // Today's engine writes on top of the old files: flush the WAL tail, merge, reopen. The
         // answers survive the reopen; with f32 they are still the recorded ones (sealing is
         // lossless there, while int8 quantizes the documents it seals).
@@ -280,6 +289,11 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
             coll.compact().unwrap();
             sealed.push(answers(&engine, want));
         }
+        assert_eq!(
+            tok_files(),
+            expected.collections.len(),
+            "{name}: compaction wrote one token index per collection"
+        );
         drop(engine);
         let engine = engine_with(&data, 64 << 20);
         for (want, sealed) in expected.collections.iter().zip(sealed) {
@@ -293,4 +307,17 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
             }
         }
     }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod bytes;
+mod candidates;
 mod cascade;
 mod compat;
 mod corruption;

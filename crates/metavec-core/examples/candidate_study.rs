@@ -1,0 +1,246 @@
+//! The candidate-stage study of issue #15: on a synthetic profile, how much of the exact top 10
+//! at each budget do candidate lists of different kinds hold (each list reranked exactly at the
+//! budget), and at what cost.
+//!
+//! `cargo build --release --workspace --examples && target/release/examples/candidate_study
+//!  [hard|easy] [docs] [queries] [dim]` (defaults hard 50000 100 64; M_c 16, M_q 8,
+//! ladder (1,1) (2,4) (4,8) (8,16)).
+
+use std::time::Instant;
+
+use metavec_core::index::tokens::{auto_centroids, Probe, TokenIndex, TokenParams};
+use metavec_core::score::dot;
+use metavec_core::synth::{generate, SynthSpec};
+use rayon::prelude::*;
+
+const LADDER: [(u32, u32); 4] = [(1, 1), (2, 4), (4, 8), (8, 16)];
+const K: usize = 10;
+
+fn top(scores: &[f32], n: usize, among: Option<&[u32]>) -> Vec<u32> {
+    let mut idx: Vec<u32> = match among {
+        Some(a) => a.to_vec(),
+        None => (0..scores.len() as u32).collect(),
+    };
+    let by = |a: &u32, b: &u32| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    };
+    if idx.len() > n {
+        idx.select_nth_unstable_by(n - 1, by);
+        idx.truncate(n);
+    }
+    idx.sort_by(by);
+    idx
+}
+
+fn recall(truth: &[u32], got: &[u32]) -> f64 {
+    truth.iter().filter(|t| got.contains(t)).count() as f64 / truth.len() as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let profile = args.first().map_or("hard", String::as_str).to_string();
+    let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let (docs, queries, dim) = (num(1, 50_000), num(2, 100), num(3, 64));
+    let spec = if profile == "hard" {
+        SynthSpec::hard(docs, queries, dim, &LADDER, 7)
+    } else {
+        SynthSpec::new(docs, queries, dim, &LADDER, 7)
+    };
+    let mut spec = spec;
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
+    if let Some(v) = env("STUDY_LEVEL_NOISE") {
+        spec.level_noise = v;
+    }
+    if let Some(v) = env("STUDY_TOPIC_NOISE") {
+        spec.topic_noise = v;
+    }
+    if let Some(v) = env("STUDY_QUERY_NOISE") {
+        spec.query_noise = v;
+    }
+    if let Some(v) = env("STUDY_FACET_WEIGHT") {
+        spec.facet_weight = v;
+    }
+    eprintln!("{spec:?}");
+    let t = Instant::now();
+    let data = generate(&spec);
+    let (mc, mq) = (spec.doc_vectors(), spec.query_vectors());
+    eprintln!(
+        "generated {profile} {docs} x {mc} x {dim} in {:.1?}",
+        t.elapsed()
+    );
+
+    // Exact scores of every document at every budget, per query: [query][budget][doc].
+    let t = Instant::now();
+    let exact: Vec<Vec<Vec<f32>>> = (0..queries)
+        .map(|qi| {
+            let q = data.query(qi);
+            let per_doc: Vec<[f32; 4]> = (0..docs)
+                .into_par_iter()
+                .map(|d| {
+                    let dv = data.doc(d);
+                    let mut out = [0f32; 4];
+                    for (b, &(rq, rc)) in LADDER.iter().enumerate() {
+                        out[b] = (0..rq as usize)
+                            .map(|i| {
+                                (0..rc as usize)
+                                    .map(|j| {
+                                        dot(&q[i * dim..(i + 1) * dim], &dv[j * dim..(j + 1) * dim])
+                                    })
+                                    .fold(f32::NEG_INFINITY, f32::max)
+                            })
+                            .sum();
+                    }
+                    out
+                })
+                .collect();
+            (0..LADDER.len())
+                .map(|b| per_doc.iter().map(|s| s[b]).collect())
+                .collect()
+        })
+        .collect();
+    let truth: Vec<Vec<Vec<u32>>> = exact
+        .iter()
+        .map(|per_b| per_b.iter().map(|s| top(s, K, None)).collect())
+        .collect();
+    eprintln!("exact scores in {:.1?}", t.elapsed());
+    let _ = mq;
+
+    println!("## vector-0 lists (exact v0 top-n, exact rerank at the budget)");
+    println!(
+        "| n | {} |",
+        LADDER.map(|(a, b)| format!("({a},{b})")).join(" | ")
+    );
+    for n in [320, 500, 1000, 2000, 5000, 10000] {
+        let r: Vec<String> = (0..LADDER.len())
+            .map(|b| {
+                let m: f64 = (0..queries)
+                    .map(|qi| {
+                        let list = top(&exact[qi][0], n, None);
+                        recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)))
+                    })
+                    .sum::<f64>()
+                    / queries as f64;
+                format!("{m:.3}")
+            })
+            .collect();
+        println!("| {n} | {} |", r.join(" | "));
+    }
+    println!("\n## exact (2,4) first stage keeping n");
+    for n in [500, 1000, 2000] {
+        let r: Vec<String> = (0..LADDER.len())
+            .map(|b| {
+                let m: f64 = (0..queries)
+                    .map(|qi| {
+                        let list = top(&exact[qi][1], n, None);
+                        recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)))
+                    })
+                    .sum::<f64>()
+                    / queries as f64;
+                format!("{m:.3}")
+            })
+            .collect();
+        println!("| {n} | {} |", r.join(" | "));
+    }
+
+    let tokens_of = |nv: usize| -> Vec<f32> {
+        (0..docs)
+            .flat_map(|d| data.doc(d)[..nv * dim].iter().copied())
+            .collect()
+    };
+    let nvs: Vec<usize> = std::env::var("STUDY_NV")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![8]);
+    let cs: Vec<usize> = std::env::var("STUDY_C")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![0]);
+    for nv in nvs {
+        let toks = tokens_of(nv.min(mc));
+        for &c in &cs {
+            let mut p = TokenParams::new(nv.min(mc));
+            p.centroids = c;
+            let t = Instant::now();
+            let index = TokenIndex::build(&toks, dim, docs, p);
+            let build = t.elapsed();
+            println!(
+                "\n## token index: {} vectors/doc, {} centroids (auto {}), built in {:.2?}, {} bytes ({:.1} per doc)",
+                index.index_vectors(),
+                index.centroids(),
+                auto_centroids(docs * nv),
+                build,
+                index.byte_len(),
+                index.byte_len() as f64 / docs as f64
+            );
+            println!("| budget | nq | nprobe | pool | pool recall | approx keep | exact ({{nq}},{{rc'}}) keep 500 recall | probe us |");
+            for (b, &(rq, rc)) in LADDER.iter().enumerate().skip(1) {
+                let nq = (rq as usize).min(4);
+                let rcp = (rc as usize).min(index.index_vectors());
+                // Exact scores at the intermediate budget (nq, rc').
+                let mid: Vec<Vec<f32>> = (0..queries)
+                    .map(|qi| {
+                        let q = data.query(qi);
+                        (0..docs)
+                            .into_par_iter()
+                            .map(|d| {
+                                let dv = data.doc(d);
+                                (0..nq)
+                                    .map(|i| {
+                                        (0..rcp)
+                                            .map(|j| {
+                                                dot(
+                                                    &q[i * dim..(i + 1) * dim],
+                                                    &dv[j * dim..(j + 1) * dim],
+                                                )
+                                            })
+                                            .fold(f32::NEG_INFINITY, f32::max)
+                                    })
+                                    .sum()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                for nprobe in [4usize, 8, 16, 32] {
+                    for akeep in [usize::MAX, 4000, 2000] {
+                        let (mut pool, mut us, mut prec, mut r) = (0usize, 0f64, 0f64, 0f64);
+                        for qi in 0..queries {
+                            let t = Instant::now();
+                            let (cands, st) = index.search(
+                                data.query(qi),
+                                Probe {
+                                    nq,
+                                    rc: rc as usize,
+                                    nprobe,
+                                    keep: akeep,
+                                },
+                                &|_| true,
+                            );
+                            us += t.elapsed().as_secs_f64() * 1e6;
+                            pool += st.pool;
+                            let list: Vec<u32> = cands.iter().map(|c| c.0).collect();
+                            prec += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)));
+                            let kept = top(&mid[qi], 500, Some(&list));
+                            r += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&kept)));
+                        }
+                        let n = queries as f64;
+                        println!(
+                            "| ({rq},{rc}) | {nq} | {nprobe} | {} | {:.3} | {} | {:.3} | {:.0} |",
+                            pool / queries,
+                            prec / n,
+                            if akeep == usize::MAX {
+                                "all".to_string()
+                            } else {
+                                akeep.to_string()
+                            },
+                            r / n,
+                            us / n
+                        );
+                    }
+                }
+            }
+        }
+    }
+    println!("\nexact scan dots/query at (8,16): {}", docs * 128);
+}

@@ -1,0 +1,493 @@
+//! The token index: the candidate stage of deep budgets. Vector 0 is a summary; documents that
+//! only their deeper vectors tell apart are not among its nearest neighbours, so a budget that
+//! uses deeper vectors takes its candidates here instead of from the vector-0 graph.
+//!
+//! Per segment, the first `index_vectors` vectors of every document ("tokens") are assigned to
+//! one of `C` centroids (spherical k-means on a seeded sample of the segment's tokens). The file
+//! keeps the centroids, one `u16` code per token, and a posting list per centroid of the tokens
+//! assigned to it. A search at budget `(r_q, r_c)`:
+//!
+//! 1. scores each of its first `nq` query vectors against every centroid (`nq x C` dots);
+//! 2. probes, per query vector, the `nprobe` best centroids: the union of the documents with a
+//!    token among the first `min(r_c, index_vectors)` in those lists is the candidate pool;
+//! 3. ranks the pool by an approximate MaxSim from the codes alone, with no vector read:
+//!    `sum_i max_j S[i][code(d, j)]`, and keeps the best `keep` for the exact rerank.
+//!
+//! Building is an assignment (one GEMM per chunk of tokens against the centroids), so it costs
+//! about as much as the segment's own encoding and scales linearly with the documents.
+//!
+//! File (`seg-<id>.tok`), little-endian, every section 64-byte aligned:
+//!
+//! ```text
+//! [preamble 32, kind "TOKS"][header 32: dim u32 | index_vectors u32 | docs u32 | centroids u32 | reserved 16]
+//! [centroids  f32 C x D]
+//! [codes      u16 docs x index_vectors]            token (d, j) at d * index_vectors + j
+//! [offsets    u32 C + 1]                           postings of centroid c: offsets[c]..offsets[c+1]
+//! [postings   u32 docs x index_vectors]            token numbers d * index_vectors + j, ascending
+//! ```
+//! The manifest records the file's length and crc32 like every index file.
+
+use std::path::{Path, PathBuf};
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, ALIGN, PREAMBLE_LEN};
+use crate::io::{write_file_atomic_with, MappedFile, Storage};
+
+const HEADER_LEN: usize = 32;
+/// Tokens per GEMM chunk when assigning.
+const CHUNK: usize = 1024;
+/// Most centroids a code can name.
+pub const MAX_CENTROIDS: usize = u16::MAX as usize + 1;
+
+/// How a token index is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenParams {
+    /// Vectors per document indexed (the first ones).
+    pub index_vectors: usize,
+    /// Centroids; 0 = [`auto_centroids`] of the token count.
+    pub centroids: usize,
+    /// k-means iterations on the sample.
+    pub iterations: usize,
+    /// Most tokens the k-means trains on.
+    pub sample: usize,
+    pub seed: u64,
+}
+
+impl TokenParams {
+    pub fn new(index_vectors: usize) -> Self {
+        TokenParams {
+            index_vectors,
+            centroids: 0,
+            iterations: 8,
+            sample: 65_536,
+            seed: 0x6d65_7461_7665_63,
+        }
+    }
+}
+
+/// Centroids for `tokens` tokens: ~ sqrt(tokens), a power of two in 16..=4096.
+pub fn auto_centroids(tokens: usize) -> usize {
+    ((tokens as f64).sqrt() as usize)
+        .next_power_of_two()
+        .clamp(16, 4096)
+}
+
+/// What a probe asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Query vectors used (the first ones).
+    pub nq: usize,
+    /// Document vectors a candidate may match through (capped at `index_vectors`).
+    pub rc: usize,
+    /// Centroids probed per query vector.
+    pub nprobe: usize,
+    /// Documents kept, best approximate score first.
+    pub keep: usize,
+}
+
+/// What a probe did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeStats {
+    /// Documents in the probed lists (before the filter).
+    pub pool: usize,
+}
+
+#[derive(Debug)]
+enum Backing {
+    Owned(Vec<u64>),
+    Mapped(MappedFile),
+}
+
+/// A built or loaded token index (see the module doc).
+#[derive(Debug)]
+pub struct TokenIndex {
+    backing: Backing,
+    dim: usize,
+    index_vectors: usize,
+    docs: usize,
+    centroids: usize,
+    sections: [(usize, usize); 4],
+}
+
+/// Byte layout of a file for these sizes: (offset, len) of centroids, codes, offsets, postings;
+/// and the total length.
+fn layout(dim: usize, nv: usize, docs: usize, c: usize) -> ([(usize, usize); 4], usize) {
+    let lens = [c * dim * 4, docs * nv * 2, (c + 1) * 4, docs * nv * 4];
+    let mut pos = align_up((PREAMBLE_LEN + HEADER_LEN) as u64) as usize;
+    let mut out = [(0, 0); 4];
+    for (o, len) in out.iter_mut().zip(lens) {
+        *o = (pos, len);
+        pos = align_up((pos + len) as u64) as usize;
+    }
+    (out, pos)
+}
+
+/// `out[r][c] = dot(rows[r], centroids[c])` for row-major `rows` (`n x dim`) and `centroids`
+/// (`k x dim`): one GEMM, single-threaded (callers parallelise over chunks).
+fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
+    let n = rows.len() / dim;
+    let k = centroids.len() / dim;
+    let a = MatRef::from_row_major_slice(rows, n, dim);
+    let b = MatRef::from_row_major_slice(centroids, k, dim);
+    let dst = MatMut::from_row_major_slice_mut(out, n, k);
+    matmul(dst, Accum::Replace, a, b.transpose(), 1.0f32, Par::Seq);
+}
+
+/// Nearest centroid (largest dot) of every row of `rows`.
+fn assign(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
+    let k = centroids.len() / dim;
+    rows.par_chunks(CHUNK * dim)
+        .flat_map_iter(|chunk| {
+            let n = chunk.len() / dim;
+            let mut s = vec![0f32; n * k];
+            scores(chunk, centroids, dim, &mut s);
+            s.chunks_exact(k)
+                .map(|r| {
+                    let mut best = 0;
+                    for (c, &v) in r.iter().enumerate() {
+                        if v > r[best] {
+                            best = c;
+                        }
+                    }
+                    best as u16
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Spherical k-means of `k` centroids over `sample` (row-major, `dim` wide), seeded.
+fn kmeans(sample: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) -> Vec<f32> {
+    let n = sample.len() / dim;
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Initial centroids: k distinct sample rows (a partial Fisher-Yates shuffle).
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in 0..k.min(n) {
+        let j = rng.random_range(i..n);
+        order.swap(i, j);
+    }
+    let mut centroids: Vec<f32> = order[..k.min(n)]
+        .iter()
+        .flat_map(|&i| sample[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    for _ in 0..iterations {
+        let codes = assign(sample, &centroids, dim);
+        let mut sums = vec![0f32; k * dim];
+        let mut counts = vec![0usize; k];
+        for (i, &c) in codes.iter().enumerate() {
+            let c = c as usize;
+            counts[c] += 1;
+            for (s, x) in sums[c * dim..(c + 1) * dim]
+                .iter_mut()
+                .zip(&sample[i * dim..(i + 1) * dim])
+            {
+                *s += x;
+            }
+        }
+        for c in 0..k {
+            let dst = &mut sums[c * dim..(c + 1) * dim];
+            if counts[c] == 0 {
+                // An empty cluster restarts on a random sample row.
+                let i = rng.random_range(0..n);
+                dst.copy_from_slice(&sample[i * dim..(i + 1) * dim]);
+            }
+            normalise(dst);
+        }
+        centroids = sums;
+    }
+    centroids
+}
+
+impl TokenIndex {
+    /// Builds the index of `docs` documents whose first `params.index_vectors` vectors are the
+    /// rows of `tokens` (row-major, document-major: token (d, j) is row `d * nv + j`).
+    pub fn build(tokens: &[f32], dim: usize, docs: usize, params: TokenParams) -> TokenIndex {
+        let nv = params.index_vectors.max(1);
+        debug_assert_eq!(tokens.len(), docs * nv * dim);
+        let n_tokens = docs * nv;
+        let c = if params.centroids == 0 {
+            auto_centroids(n_tokens)
+        } else {
+            params.centroids
+        }
+        .clamp(1, MAX_CENTROIDS)
+        .min(n_tokens.max(1));
+        let centroids = if n_tokens == 0 {
+            vec![0f32; dim]
+        } else {
+            // A seeded sample of whole rows; every token when there are few.
+            let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
+            let sample: Vec<f32> = if n_tokens <= params.sample {
+                tokens.to_vec()
+            } else {
+                (0..params.sample)
+                    .flat_map(|_| {
+                        let i = rng.random_range(0..n_tokens);
+                        tokens[i * dim..(i + 1) * dim].iter().copied()
+                    })
+                    .collect()
+            };
+            kmeans(&sample, dim, c, params.iterations, params.seed)
+        };
+        let c = centroids.len() / dim;
+        let codes = assign(tokens, &centroids, dim);
+        // Postings by counting sort: token numbers ascending within each list.
+        let mut offsets = vec![0u32; c + 1];
+        for &code in &codes {
+            offsets[code as usize + 1] += 1;
+        }
+        for i in 0..c {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut postings = vec![0u32; codes.len()];
+        for (t, &code) in codes.iter().enumerate() {
+            postings[fill[code as usize] as usize] = t as u32;
+            fill[code as usize] += 1;
+        }
+        let bytes = encode(dim, nv, docs, &centroids, &codes, &offsets, &postings);
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let (sections, _) = layout(dim, nv, docs, c);
+        TokenIndex {
+            backing: Backing::Owned(words),
+            dim,
+            index_vectors: nv,
+            docs,
+            centroids: c,
+            sections,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Owned(w) => bytemuck::cast_slice(w),
+            Backing::Mapped(m) => m.bytes(),
+        }
+    }
+
+    fn section<T: bytemuck::Pod>(&self, i: usize) -> &[T] {
+        let (off, len) = self.sections[i];
+        bytemuck::cast_slice(&self.bytes()[off..off + len])
+    }
+
+    pub fn centroid_rows(&self) -> &[f32] {
+        self.section(0)
+    }
+
+    pub fn codes(&self) -> &[u16] {
+        self.section(1)
+    }
+
+    fn offsets(&self) -> &[u32] {
+        self.section(2)
+    }
+
+    fn postings(&self) -> &[u32] {
+        self.section(3)
+    }
+
+    pub fn index_vectors(&self) -> usize {
+        self.index_vectors
+    }
+
+    pub fn centroids(&self) -> usize {
+        self.centroids
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs == 0
+    }
+
+    /// Bytes of the file (and of the index in memory, mapped or owned).
+    pub fn byte_len(&self) -> usize {
+        layout(self.dim, self.index_vectors, self.docs, self.centroids).1
+    }
+
+    /// File name of segment `basename`'s token index.
+    pub fn file_name(basename: &str) -> String {
+        format!("{basename}.tok")
+    }
+
+    /// Writes the index as `dir/<basename>.tok` (atomically, fsynced); returns the path.
+    pub fn save_with(&self, storage: &dyn Storage, dir: &Path, basename: &str) -> Result<PathBuf> {
+        let path = dir.join(Self::file_name(basename));
+        let len = self.byte_len();
+        write_file_atomic_with(storage, &path, &self.bytes()[..len])?;
+        Ok(path)
+    }
+
+    /// Maps `dir/<basename>.tok` and checks that it describes `docs` documents of `dim`.
+    pub fn open(dir: &Path, basename: &str, dim: usize, docs: usize) -> Result<TokenIndex> {
+        let path = dir.join(Self::file_name(basename));
+        let map = MappedFile::open(&path)?;
+        let (_, header) = decode_preamble(map.bytes(), FileKind::Tokens, &path)?;
+        if header.len() < 16 {
+            return Err(Error::corruption(&path, 20, "token index header is short"));
+        }
+        let word = |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().unwrap());
+        let (fdim, nv, fdocs, c) = (
+            word(0) as usize,
+            word(1) as usize,
+            word(2) as usize,
+            word(3) as usize,
+        );
+        if fdim != dim || fdocs != docs || nv == 0 || c == 0 || c > MAX_CENTROIDS {
+            return Err(Error::corruption(
+                &path,
+                PREAMBLE_LEN as u64,
+                format!(
+                    "token index holds {fdocs} documents of dim {fdim} ({nv} vectors each, {c} \
+                     centroids); the segment has {docs} of dim {dim}"
+                ),
+            ));
+        }
+        let (sections, total) = layout(dim, nv, docs, c);
+        let len = map.bytes().len();
+        if len < total {
+            return Err(Error::corruption(
+                &path,
+                len as u64,
+                format!("token index is {len} bytes, its header needs {total}"),
+            ));
+        }
+        let index = TokenIndex {
+            backing: Backing::Mapped(map),
+            dim,
+            index_vectors: nv,
+            docs,
+            centroids: c,
+            sections,
+        };
+        let (offsets, n_tokens) = (index.offsets(), docs * nv);
+        let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
+        if offsets[0] != 0 || offsets[c] as usize != n_tokens || !ordered {
+            return Err(Error::corruption(
+                &path,
+                sections[2].0 as u64,
+                "posting offsets are not a partition of the tokens",
+            ));
+        }
+        if index.codes().iter().any(|&x| x as usize >= c)
+            || index.postings().iter().any(|&t| t as usize >= n_tokens)
+        {
+            return Err(Error::corruption(
+                &path,
+                sections[1].0 as u64,
+                "a code or posting is out of range",
+            ));
+        }
+        Ok(index)
+    }
+
+    /// Candidates for query rows `q` (normalised, `dim` wide, at least `p.nq` of them): see the
+    /// module doc. Only documents with `allow(ord)` are kept. Returns (ordinal, approximate
+    /// score), best first.
+    pub fn search(
+        &self,
+        q: &[f32],
+        p: Probe,
+        allow: &dyn Fn(usize) -> bool,
+    ) -> (Vec<(u32, f32)>, ProbeStats) {
+        let (dim, nv, c) = (self.dim, self.index_vectors, self.centroids);
+        let nq = p.nq.min(q.len() / dim).max(1);
+        let rc = p.rc.clamp(1, nv);
+        let mut s = vec![0f32; nq * c];
+        scores(&q[..nq * dim], self.centroid_rows(), dim, &mut s);
+        let mut seen = vec![0u64; self.docs.div_ceil(64)];
+        let mut pool: Vec<u32> = Vec::new();
+        let (offsets, postings) = (self.offsets(), self.postings());
+        let nprobe = p.nprobe.clamp(1, c);
+        let mut order: Vec<u32> = (0..c as u32).collect();
+        for row in s.chunks_exact(c) {
+            let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
+            if nprobe < c {
+                order.select_nth_unstable_by(nprobe - 1, by_score);
+            }
+            for &cent in &order[..nprobe] {
+                let list =
+                    &postings[offsets[cent as usize] as usize..offsets[cent as usize + 1] as usize];
+                for &t in list {
+                    let (d, j) = (t as usize / nv, t as usize % nv);
+                    if j < rc && seen[d / 64] & (1 << (d % 64)) == 0 {
+                        seen[d / 64] |= 1 << (d % 64);
+                        pool.push(d as u32);
+                    }
+                }
+            }
+        }
+        let stats = ProbeStats { pool: pool.len() };
+        let codes = self.codes();
+        let mut scored: Vec<(u32, f32)> = pool
+            .into_iter()
+            .filter(|&d| allow(d as usize))
+            .map(|d| {
+                let dc = &codes[d as usize * nv..d as usize * nv + rc];
+                let approx: f32 = s
+                    .chunks_exact(c)
+                    .map(|row| {
+                        dc.iter()
+                            .map(|&x| row[x as usize])
+                            .fold(f32::NEG_INFINITY, f32::max)
+                    })
+                    .sum();
+                (d, approx)
+            })
+            .collect();
+        let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > p.keep && p.keep > 0 {
+            scored.select_nth_unstable_by(p.keep - 1, by);
+            scored.truncate(p.keep);
+        }
+        scored.sort_by(by);
+        (scored, stats)
+    }
+}
+
+fn encode(
+    dim: usize,
+    nv: usize,
+    docs: usize,
+    centroids: &[f32],
+    codes: &[u16],
+    offsets: &[u32],
+    postings: &[u32],
+) -> Vec<u8> {
+    let c = centroids.len() / dim;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    for w in [dim, nv, docs, c] {
+        header.extend_from_slice(&(w as u32).to_le_bytes());
+    }
+    header.resize(HEADER_LEN, 0);
+    let (sections, total) = layout(dim, nv, docs, c);
+    let mut out = encode_preamble(FileKind::Tokens, 0, &header);
+    out.resize(total, 0);
+    let parts: [&[u8]; 4] = [
+        bytemuck::cast_slice(centroids),
+        bytemuck::cast_slice(codes),
+        bytemuck::cast_slice(offsets),
+        bytemuck::cast_slice(postings),
+    ];
+    for ((off, len), part) in sections.iter().zip(parts) {
+        out[*off..off + len].copy_from_slice(part);
+    }
+    debug_assert_eq!(ALIGN, 64);
+    out
+}
