@@ -126,3 +126,23 @@ def test_errors_are_typed_and_name_the_field(client, data):
         client.create_collection("py", DIM, MC, MQ)
     with pytest.raises(ValueError):
         client.upsert("py", ["x"], docs[0])
+
+
+def test_candidate_index_is_chosen_at_creation_and_overridable_per_search(client, data):
+    docs, queries = data
+    assert client.get_collection("py")["candidate_index"] == "tokens"
+    info = client.create_collection("py-v0", DIM, MC, MQ, candidate_index="vector0")
+    assert info["candidate_index"] == "vector0"
+    client.upsert("py-v0", [f"v-{i}" for i in range(len(docs))], docs)
+    client.flush("py-v0")
+    exact = client.search("py-v0", queries[0], budget=(4, 8), k=5, exact=True)
+    # 300 documents fit in one segment's share of candidates: every path is exact here.
+    for kw in [{}, {"candidate_index": "vector0"}, {"nprobe": 2}]:
+        res = client.search("py-v0", queries[0], budget=(4, 8), k=5, **kw)
+        assert [h.id for h in res.hits] == [h.id for h in exact.hits], kw
+    with pytest.raises(metavec.InvalidArgument) as e:
+        client.search("py", queries[0], budget=(4, 8), candidate_index="ivf")
+    assert "candidate_index" in e.value.message
+    with pytest.raises(metavec.InvalidArgument) as e:
+        client.create_collection("py-bad", DIM, MC, MQ, index_vectors=MC + 1)
+    assert "index_vectors" in e.value.message

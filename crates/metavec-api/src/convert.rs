@@ -119,6 +119,19 @@ impl TryFrom<&pb::CreateCollectionRequest> for CollectionConfig {
         if !r.dtype.is_empty() {
             cfg.dtype = core::Dtype::parse(&r.dtype)?;
         }
+        if let Some(c) = &r.candidate_index {
+            if !c.kind.is_empty() {
+                cfg.candidates.index = core::config::CandidateIndex::parse(&c.kind)
+                    .map_err(|_| {
+                        invalid(format!(
+                            "candidate_index.kind is {:?}, must be \"tokens\" or \"vector0\"",
+                            c.kind
+                        ))
+                    })?;
+            }
+            cfg.candidates.index_vectors = c.index_vectors;
+            cfg.candidates.centroids = c.centroids;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -136,6 +149,11 @@ impl From<&CollectionConfig> for pb::CollectionConfig {
                 ef_construction: c.hnsw.ef_construction,
             }),
             dtype: c.dtype.name().into(),
+            candidate_index: Some(pb::CandidateIndexParams {
+                kind: c.candidates.index.name().into(),
+                index_vectors: c.candidates.index_vectors,
+                centroids: c.candidates.centroids,
+            }),
         }
     }
 }
@@ -300,6 +318,21 @@ fn knobs(
     Ok(q)
 }
 
+/// The token-index knobs of a search: `nprobe` (0 = default) and `candidate_index` ("" = the
+/// collection's choice, "vector0", "tokens").
+fn candidate_knobs(q: &mut core::SearchRequest, nprobe: u32, index: &str) -> Result<(), Error> {
+    q.nprobe = (nprobe != 0).then_some(nprobe);
+    q.candidate_index = match index {
+        "" => None,
+        s => Some(core::config::CandidateIndex::parse(s).map_err(|_| {
+            invalid(format!(
+                "candidate_index is {s:?}, must be \"\", \"tokens\" or \"vector0\""
+            ))
+        })?),
+    };
+    Ok(())
+}
+
 impl TryFrom<&pb::SearchRequest> for core::SearchRequest {
     type Error = Error;
 
@@ -343,6 +376,7 @@ fn search_request_at_dim(r: &pb::SearchRequest, dim: u32) -> Result<core::Search
         &r.filter,
     )?;
     q.stages = stages;
+    candidate_knobs(&mut q, r.nprobe, &r.candidate_index)?;
     q.prune = !r.no_prune;
     q.latency_target = (r.latency_target_us > 0)
         .then(|| std::time::Duration::from_micros(r.latency_target_us as u64));
@@ -366,7 +400,7 @@ pub fn search_batch_request(
     if r.queries.is_empty() {
         return Err(invalid("queries is empty".into()));
     }
-    let shared = knobs(
+    let mut shared = knobs(
         budget(r.budget.as_ref())?,
         r.k,
         r.candidates,
@@ -376,6 +410,7 @@ pub fn search_batch_request(
         r.allow_untrained_budget,
         &r.filter,
     )?;
+    candidate_knobs(&mut shared, r.nprobe, &r.candidate_index)?;
     r.queries
         .iter()
         .enumerate()

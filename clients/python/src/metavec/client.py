@@ -161,8 +161,14 @@ class Client:
         *,
         budgets: Optional[Sequence[Budget]] = None,
         dtype: str = "",
+        candidate_index: str = "",
+        index_vectors: int = 0,
     ) -> dict:
-        """Creates a collection; `budgets` defaults to the server's ladder for these counts."""
+        """Creates a collection; `budgets` defaults to the server's ladder for these counts.
+
+        `candidate_index` is where deep budgets take candidates from: "tokens" (the default: a
+        token index over the first `index_vectors` vectors, default 8) or "vector0".
+        """
         req = pb.CreateCollectionRequest(
             name=name,
             dim=dim,
@@ -170,6 +176,7 @@ class Client:
             query_vectors=query_vectors,
             budgets=[pb.Budget(r_q=q, r_c=c) for q, c in budgets or []],
             dtype=dtype,
+            candidate_index=pb.CandidateIndexParams(kind=candidate_index, index_vectors=index_vectors),
         )
         return _info(self._call(self._collections.CreateCollection, req))
 
@@ -254,12 +261,15 @@ class Client:
         stages: Optional[Sequence[tuple[Budget, int]]] = None,
         latency_target_us: int = 0,
         allow_untrained_budget: bool = False,
+        nprobe: int = 0,
+        candidate_index: str = "",
     ) -> SearchResult:
         """MaxSim search of `query` [M_q, D] (or at least r_q rows) at `budget` = (r_q, r_c).
 
         `stages` = [((r_q, r_c), keep), ...] runs a cascade before the final budget. `filter` is
         the payload filter (a dict or its JSON text). `latency_target_us` lets the server pick the
-        budget; the result reports the one used.
+        budget; the result reports the one used. `candidates` and `nprobe` tune the candidate stage
+        (0 = server defaults); `candidate_index="vector0"` forces vector-0 candidates.
         """
         req = pb.SearchRequest(
             collection=collection,
@@ -273,6 +283,8 @@ class Client:
             stages=[pb.Stage(budget=pb.Budget(r_q=b[0], r_c=b[1]), keep=keep) for b, keep in stages or []],
             filter=_payload(filter),
             latency_target_us=latency_target_us,
+            nprobe=nprobe,
+            candidate_index=candidate_index,
         )
         return _result(self._call(self._search.Search, req))
 
@@ -341,6 +353,8 @@ def _info(c) -> dict:
     info["doc_vectors"] = c.config.doc_vectors
     info["query_vectors"] = c.config.query_vectors
     info["dtype"] = c.config.dtype
+    info["candidate_index"] = c.config.candidate_index.kind
+    info["index_vectors"] = c.config.candidate_index.index_vectors
     info["segments"] = len(c.segments)
     return info
 

@@ -118,6 +118,17 @@ pub enum CollectionsCmd {
         /// How segments store vectors 1..: f32 (default), bf16, f16 or int8.
         #[arg(long, default_value = "")]
         dtype: String,
+        /// Candidate index of deep budgets: tokens (default: centroid posting lists over the
+        /// first --index-vectors vectors, so deep budgets get their own ranking's candidates) or
+        /// vector0 (only the vector-0 HNSW).
+        #[arg(long, default_value = "")]
+        candidate_index: String,
+        /// Vectors per document the token index covers (default 8, capped at --doc-vectors).
+        #[arg(long)]
+        index_vectors: Option<u32>,
+        /// Centroids per segment of the token index (default: ~ the square root of its tokens).
+        #[arg(long)]
+        centroids: Option<u32>,
     },
     /// List collections.
     List,
@@ -181,9 +192,17 @@ pub struct SearchArgs {
     pub latency_target_us: Option<u32>,
     #[arg(short, long, default_value_t = 10)]
     pub k: u32,
-    /// Candidates per segment (0 = server default).
+    /// Candidates per segment (0 = server default: 320 from the vector-0 HNSW, 2000 from the
+    /// token index at budgets with r_c > 1).
     #[arg(long, default_value_t = 0)]
     pub candidates: u32,
+    /// Token index: posting lists probed per query vector (0 = server default).
+    #[arg(long, default_value_t = 0)]
+    pub nprobe: u32,
+    /// Force the candidate source: "vector0" (the vector-0 HNSW) or "tokens" (default: the
+    /// collection's choice).
+    #[arg(long, default_value = "")]
+    pub candidate_index: String,
     /// Score every document (exact ground truth).
     #[arg(long)]
     pub exact: bool,
@@ -336,6 +355,9 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             hnsw_m,
             ef_construction,
             dtype,
+            candidate_index,
+            index_vectors,
+            centroids,
         } => {
             let budgets = match budgets {
                 Some(b) => b
@@ -355,6 +377,11 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
                     ef_construction: ef_construction.unwrap_or(0),
                 }),
                 dtype,
+                candidate_index: Some(pb::CandidateIndexParams {
+                    kind: candidate_index,
+                    index_vectors: index_vectors.unwrap_or(0),
+                    centroids: centroids.unwrap_or(0),
+                }),
             };
             print_info(
                 &c.create_collection(req).await.map_err(status)?.into_inner(),
@@ -564,6 +591,8 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             filter: a.filter.clone().unwrap_or_default(),
             latency_target_us: a.latency_target_us.unwrap_or(0),
             allow_partial: false,
+            nprobe: a.nprobe,
+            candidate_index: a.candidate_index.clone(),
         };
         let r = c.search(req).await.map_err(status)?.into_inner();
         let st = r.stats.unwrap_or_default();
