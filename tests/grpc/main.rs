@@ -5,6 +5,7 @@ mod support;
 
 mod auto_budget;
 mod bad_input;
+mod candidates;
 mod cli;
 mod cli_npy;
 mod cli_oracle;

@@ -121,8 +121,8 @@ impl TryFrom<&pb::CreateCollectionRequest> for CollectionConfig {
         }
         if let Some(c) = &r.candidate_index {
             if !c.kind.is_empty() {
-                cfg.candidates.index = core::config::CandidateIndex::parse(&c.kind)
-                    .map_err(|_| {
+                cfg.candidates.index =
+                    core::config::CandidateIndex::parse(&c.kind).map_err(|_| {
                         invalid(format!(
                             "candidate_index.kind is {:?}, must be \"tokens\" or \"vector0\"",
                             c.kind

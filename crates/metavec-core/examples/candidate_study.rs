@@ -64,7 +64,19 @@ fn main() {
     }
     eprintln!("{spec:?}");
     let t = Instant::now();
-    let data = generate(&spec);
+    let mut data = generate(&spec);
+    // STUDY_SEGMENT=n: keep only the first n documents, as one segment of a larger collection
+    // holds (the topic and facet structure stays the whole collection's).
+    let docs = match std::env::var("STUDY_SEGMENT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) if n < docs => {
+            data.docs.truncate(n * spec.doc_vectors() * dim);
+            n
+        }
+        _ => docs,
+    };
     let (mc, mq) = (spec.doc_vectors(), spec.query_vectors());
     eprintln!(
         "generated {profile} {docs} x {mc} x {dim} in {:.1?}",
@@ -203,7 +215,7 @@ fn main() {
                     })
                     .collect();
                 for nprobe in [4usize, 8, 16, 32] {
-                    for akeep in [usize::MAX, 4000, 2000] {
+                    for akeep in [usize::MAX, 2000, 1000] {
                         let (mut pool, mut us, mut prec, mut r) = (0usize, 0f64, 0f64, 0f64);
                         for qi in 0..queries {
                             let t = Instant::now();

@@ -198,7 +198,7 @@ pub struct CandidateConfig {
     /// Vectors per document the token index covers, the first ones (0 = default:
     /// [`DEFAULT_INDEX_VECTORS`] capped at the stored depth).
     pub index_vectors: u32,
-    /// Centroids of each segment's token index (0 = about the square root of its token count).
+    /// Centroids of each segment's token index (0 = about one per 400 tokens, at most 4096).
     pub centroids: u32,
 }
 

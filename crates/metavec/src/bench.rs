@@ -73,6 +73,31 @@ pub struct BenchArgs {
     /// the memory it is given). Implies --no-baseline.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Synthetic profile: "easy" (vector 0 already decides the ranking) or "hard" (documents of a
+    /// topic nearly coincide at vector 0 and only deeper vectors tell them apart; see
+    /// `SynthSpec::hard`).
+    #[arg(long, default_value = "easy")]
+    pub profile: String,
+    /// Also measure every budget with vector-0 candidates only (the HNSW walk), beside the
+    /// collection's default candidate stage.
+    #[arg(long)]
+    pub vector0: bool,
+    /// Flush a segment whenever the memtable passes this many MB, as `metavec serve` does (its
+    /// default is 64); otherwise everything is sealed into one segment. Compaction stays off.
+    #[arg(long)]
+    pub memtable_mb: Option<usize>,
+    /// Token index: posting lists probed per query vector (default: the engine's).
+    #[arg(long)]
+    pub nprobe: Option<u32>,
+    /// Candidate index of the collection: tokens (default) or vector0.
+    #[arg(long, default_value = "tokens")]
+    pub candidate_index: String,
+    /// Token index: centroids per segment (default: the engine's).
+    #[arg(long)]
+    pub centroids: Option<u32>,
+    /// Token index: vectors per document indexed (default: the engine's).
+    #[arg(long)]
+    pub index_vectors: Option<u32>,
     /// Also measure each budget as a two-stage cascade: first the largest trained budget below
     /// it, keeping this many candidates, then the budget itself (recall still against the exact
     /// scan at the budget). Budgets with no trained budget below them are skipped.
@@ -85,6 +110,10 @@ struct Row {
     /// "grouped" (metavec's layout) or "contiguous" (the per-document baseline).
     layout: &'static str,
     budget: String,
+    /// Where candidates came from: "default" (the collection's candidate stage: the token
+    /// index at r_c > 1) or "vector0" (the vector-0 HNSW only).
+    candidates_from: &'static str,
+    candidates_per_query: u64,
     /// The cascade's first stage, as "r_qxr_c:keep" (absent for a plain search).
     #[serde(skip_serializing_if = "Option::is_none")]
     stage: Option<String>,
@@ -141,7 +170,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     };
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let opts = CollectionOptions {
-        memtable_max_bytes: usize::MAX,
+        memtable_max_bytes: a.memtable_mb.map_or(usize::MAX, |mb| mb << 20),
         compact_max_segments: usize::MAX,
         ..Default::default()
     };
@@ -196,9 +225,15 @@ pub fn run(mut a: BenchArgs) -> CliResult {
                 CollectionConfig::new(a.dim as u32, a.doc_vectors as u32, a.query_vectors as u32);
             let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
             let t = Instant::now();
-            let d = generate(&SynthSpec::new(a.docs, a.queries, a.dim, &ladder, a.seed));
+            let spec = match a.profile.as_str() {
+                "easy" => SynthSpec::new(a.docs, a.queries, a.dim, &ladder, a.seed),
+                "hard" => SynthSpec::hard(a.docs, a.queries, a.dim, &ladder, a.seed),
+                p => return Err(format!("--profile {p:?}: expected easy or hard").into()),
+            };
+            let d = generate(&spec);
             say(format!(
-                "generated {} docs x {} x {} in {:.1}s",
+                "generated {} profile: {} docs x {} x {} in {:.1}s",
+                a.profile,
                 a.docs,
                 a.doc_vectors,
                 a.dim,
@@ -230,6 +265,10 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     }
     let mut cfg = CollectionConfig::new(dim as u32, mc as u32, mq as u32);
     cfg.dtype = metavec_core::Dtype::parse(&a.dtype).map_err(|e| format!("--dtype: {e}"))?;
+    cfg.candidates.index = metavec_core::config::CandidateIndex::parse(&a.candidate_index)
+        .map_err(|e| format!("--candidate-index: {e}"))?;
+    cfg.candidates.centroids = a.centroids.unwrap_or(0);
+    cfg.candidates.index_vectors = a.index_vectors.unwrap_or(0);
     let budgets: Vec<Budget> = match &a.budgets {
         Some(s) => s
             .split(',')
@@ -260,17 +299,19 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     let info = coll.info();
     let seg_bytes: u64 = info.segments.iter().map(|s| s.file_bytes).sum();
     let index_bytes: u64 = info.segments.iter().map(|s| s.index_bytes).sum();
+    let token_bytes = files_ending(&root, ".tok");
     let head = serde_json::json!({
         "docs": n, "dim": dim, "doc_vectors": mc, "query_vectors": mq, "queries": nq,
         "ingest_docs_per_s": (!ingest.is_zero()).then(|| (n as f64 / ingest.as_secs_f64()).round()),
         "build_s": (build.as_secs_f64() * 100.0).round() / 100.0,
-        "segment_bytes": seg_bytes, "index_bytes": index_bytes, "threads": rayon::current_num_threads(),
+        "segment_bytes": seg_bytes, "index_bytes": index_bytes, "token_index_bytes": token_bytes,
+        "segments": info.segments.len(), "threads": rayon::current_num_threads(),
     });
     if a.json {
         outln!("{head}");
     } else {
         outln!(
-            "{n} docs x {mc} x {dim} ({}): {}, segment {} MB, HNSW {} MB, {} threads",
+            "{n} docs x {mc} x {dim} ({}): {}, {} segments {} MB, HNSW {} MB, token index {} MB ({} B/doc), {} threads",
             coll.config().dtype,
             if ingest.is_zero() {
                 "stored collection reused".to_string()
@@ -281,8 +322,11 @@ pub fn run(mut a: BenchArgs) -> CliResult {
                     build.as_secs_f64()
                 )
             },
+            info.segments.len(),
             seg_bytes / 1_000_000,
-            index_bytes / 1_000_000,
+            (index_bytes - token_bytes) / 1_000_000,
+            token_bytes / 1_000_000,
+            token_bytes / n.max(1) as u64,
             rayon::current_num_threads()
         );
     }
@@ -293,9 +337,20 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for &b in &budgets {
-        let row = measure(&coll, &data, b, &a, &one, "grouped", &[])?;
+        let row = measure(&coll, &data, b, &a, &one, "grouped", &[], false)?;
         print_row(&row, rows.is_empty(), a.json)?;
         rows.push(row);
+    }
+    let mut v0_rows = Vec::new();
+    if a.vector0 {
+        if !a.json {
+            outln!("vector-0 candidates only (the HNSW walk), same collection and queries");
+        }
+        for &b in &budgets {
+            let row = measure(&coll, &data, b, &a, &one, "grouped", &[], true)?;
+            print_row(&row, v0_rows.is_empty(), a.json)?;
+            v0_rows.push(row);
+        }
     }
     if let Some(keep) = a.cascade {
         if !a.json {
@@ -317,13 +372,13 @@ pub fn run(mut a: BenchArgs) -> CliResult {
                 budget: below,
                 keep: keep.max(a.k),
             }];
-            let row = measure(&coll, &data, b, &a, &one, "grouped", &stages)?;
+            let row = measure(&coll, &data, b, &a, &one, "grouped", &stages, false)?;
             print_row(&row, header, a.json)?;
             header = false;
         }
     }
     if let Some(path) = &a.plot {
-        plot(path, &rows)?;
+        plot(path, &rows, &v0_rows)?;
     }
     if a.no_baseline {
         return Ok(());
@@ -342,10 +397,29 @@ pub fn run(mut a: BenchArgs) -> CliResult {
         outln!("baseline: the same engine with a per-document contiguous layout");
     }
     for (i, &b) in budgets.iter().enumerate() {
-        let row = measure(&coll, &data, b, &a, &one, "contiguous", &[])?;
+        let row = measure(&coll, &data, b, &a, &one, "contiguous", &[], false)?;
         print_row(&row, i == 0, a.json)?;
     }
     Ok(())
+}
+
+/// Total bytes of the files under `dir` whose names end with `suffix`.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                files_ending(&p, suffix)
+            } else if p.to_string_lossy().ends_with(suffix) {
+                e.metadata().map_or(0, |m| m.len())
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 /// The data set and the query rows to time.
@@ -486,6 +560,7 @@ fn ms(x: f64) -> f64 {
 }
 
 /// Times budget `b` on `coll`: one thread, all threads, then the exact scan (recall truth).
+#[allow(clippy::too_many_arguments)]
 fn measure(
     coll: &Collection,
     d: &Data<'_>,
@@ -494,6 +569,7 @@ fn measure(
     one: &rayon::ThreadPool,
     layout: &'static str,
     stages: &[metavec_core::search::Stage],
+    vector0: bool,
 ) -> Result<Row, String> {
     let (mq, dim) = (d.mq, d.dim);
     let reqs: Vec<SearchRequest> = (0..d.nq)
@@ -504,6 +580,10 @@ fn measure(
                 a.k,
             );
             r.candidates = a.candidates;
+            r.nprobe = a.nprobe;
+            if vector0 {
+                r.candidate_index = Some(metavec_core::config::CandidateIndex::Vector0);
+            }
             r.allow_untrained_budget = true;
             r.stages = stages.to_vec();
             r
@@ -606,6 +686,8 @@ fn measure(
     Ok(Row {
         layout,
         budget: format!("{}x{}", b.r_q, b.r_c),
+        candidates_from: if vector0 { "vector0" } else { "default" },
+        candidates_per_query: per_query(&|s| s.candidates),
         stage: stages
             .first()
             .map(|s| format!("{}x{}:{}", s.budget.r_q, s.budget.r_c, s.keep)),
@@ -636,8 +718,9 @@ fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
     }
     if header {
         outln!(
-            "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>9} {:>11} {:>10} {:>11} {:>8}",
+            "{:<8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>9} {:>11} {:>10} {:>11} {:>8}",
             "budget",
+            "cands",
             "QPS(1t)",
             "QPS(all)",
             "p50 ms",
@@ -654,8 +737,9 @@ fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
         );
     }
     outln!(
-        "{:<8} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3} {:>12} {:>9} {:>11} {:>10} {:>11} {:>7}x",
+        "{:<8} {:>7} {:>9} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>7.3} {:>12} {:>9} {:>11} {:>10} {:>11} {:>7}x",
         row.budget,
+        row.candidates_per_query,
         row.qps_1_thread,
         row.qps_all_threads,
         row.p50_ms,
@@ -690,18 +774,15 @@ fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
     Ok(())
 }
 
-/// Recall@10 against p50 latency, one point per budget.
-fn plot(path: &std::path::Path, rows: &[Row]) -> Result<(), String> {
+/// Recall@10 against p50 latency, one point per budget: the default candidate stage in blue,
+/// vector-0 candidates (with --vector0) in red.
+fn plot(path: &std::path::Path, rows: &[Row], v0: &[Row]) -> Result<(), String> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let xmax = rows.iter().map(|r| r.p50_ms).fold(0.0, f64::max) * 1.15 + 0.01;
-    let ymin = rows
-        .iter()
-        .map(|r| r.recall_at_10)
-        .fold(1.0, f64::min)
-        .min(0.9)
-        - 0.02;
+    let all = || rows.iter().chain(v0);
+    let xmax = all().map(|r| r.p50_ms).fold(0.0, f64::max) * 1.15 + 0.01;
+    let ymin = all().map(|r| r.recall_at_10).fold(1.0, f64::min).min(0.9) - 0.02;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "metavec: recall@10 vs p50 latency per budget",
@@ -718,16 +799,32 @@ fn plot(path: &std::path::Path, rows: &[Row]) -> Result<(), String> {
         .y_desc("recall@10 vs exact")
         .draw()
         .map_err(|e| e.to_string())?;
-    let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.p50_ms, r.recall_at_10)).collect();
+    for (series, color, name) in [
+        (rows, BLUE, "default candidates"),
+        (v0, RED, "vector-0 candidates"),
+    ] {
+        if series.is_empty() {
+            continue;
+        }
+        let pts: Vec<(f64, f64)> = series.iter().map(|r| (r.p50_ms, r.recall_at_10)).collect();
+        chart
+            .draw_series(LineSeries::new(pts, &color))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(series.iter().map(|r| {
+                EmptyElement::at((r.p50_ms, r.recall_at_10))
+                    + Circle::new((0, 0), 4, color.filled())
+                    + Text::new(r.budget.clone(), (6, -14), ("sans-serif", 13))
+            }))
+            .map_err(|e| e.to_string())?;
+    }
     chart
-        .draw_series(LineSeries::new(pts.clone(), &BLUE))
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(rows.iter().map(|r| {
-            EmptyElement::at((r.p50_ms, r.recall_at_10))
-                + Circle::new((0, 0), 4, BLUE.filled())
-                + Text::new(r.budget.clone(), (6, -14), ("sans-serif", 13))
-        }))
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }

@@ -4,13 +4,15 @@
 //!   approximate MaxSim among those the probed posting lists reach (`index::tokens`): the
 //!   documents that budget ranks first, also those whose vector 0 is unremarkable;
 //! - `(1, 1)`, segments written without a token index, and requests that ask for it take the
-//!   documents an HNSW walk over vector 0 reaches.
+//!   documents an HNSW walk over vector 0 reaches; at `(1, 1)` a segment with a token index adds
+//!   the best of its vector-0 posting lists (a cluster of near-identical vector 0s, which the
+//!   graph walk only partly reaches, sits in one or two lists).
 
 use rayon::prelude::*;
 use smallvec::smallvec;
 
 use super::request::{
-    SearchRequest, DEFAULT_PROBES, DEFAULT_TOKEN_CANDIDATES, TOKEN_QUERY_VECTORS,
+    SearchRequest, DEFAULT_PROBES, DEFAULT_TOKEN_CANDIDATES, TOKEN_QUERY_VECTORS, V0_PROBES,
 };
 use super::rerank::{Cand, DocRef};
 use crate::collection::View;
@@ -48,8 +50,10 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
     let nprobe = req
         .nprobe
         .map_or((DEFAULT_PROBES as usize / nq).max(1), |n| n as usize);
-    let want_tokens =
-        !req.exact && b.r_c > 1 && req.candidate_index != Some(CandidateIndex::Vector0);
+    let token_ok = !req.exact && req.candidate_index != Some(CandidateIndex::Vector0);
+    let want_tokens = token_ok && b.r_c > 1;
+    let want_tokens_v0 = token_ok && b.r_c == 1;
+    let nprobe_v0 = req.nprobe.unwrap_or(V0_PROBES) as usize;
     let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = (0..view.segments().len())
         .into_par_iter()
         .map(|si| {
@@ -88,16 +92,34 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                 );
             }
             let index = seg.index();
-            let found: Vec<(u32, f32)> = index
+            let mut found: Vec<(u32, f32)> = index
                 .search(q0, hnsw_c, ef, &|o| view.allowed(si, o))
                 .into_iter()
                 .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
                 .collect();
             if found.len() < hnsw_c.min(live) {
-                (scan(), 0)
-            } else {
-                (found, 0)
+                return (scan(), 0);
             }
+            if let Some(tokens) = seg.tokens().filter(|_| want_tokens_v0) {
+                // Vector 0s that nearly coincide (a topic's documents) defeat the graph: the
+                // walk reaches part of the cluster. The token index's lists hold whole clusters;
+                // their documents join the walk's (each scored once).
+                let probe = Probe {
+                    nq: 1,
+                    rc: 1,
+                    nprobe: nprobe_v0,
+                    keep: hnsw_c,
+                };
+                let (extra, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
+                let have: std::collections::HashSet<u32> = found.iter().map(|f| f.0).collect();
+                found.extend(
+                    extra
+                        .into_iter()
+                        .filter(|(o, _)| !have.contains(o))
+                        .map(|(o, _)| (o, f32::INFINITY)),
+                );
+            }
+            (found, 0)
         })
         .collect();
     let rq = b.r_q as usize;

@@ -18,6 +18,9 @@ pub const TOKEN_QUERY_VECTORS: u32 = 4;
 /// Posting lists probed in all when the request does not say: split evenly among the probing
 /// query vectors (32 / n each).
 pub const DEFAULT_PROBES: u32 = 32;
+/// Vector-0 posting lists probed at budgets with `r_c = 1` (beside the HNSW walk) when the
+/// request does not say.
+pub const V0_PROBES: u32 = 4;
 /// Most centroids a request may probe per query vector.
 pub const MAX_NPROBE: u32 = 65_536;
 /// Candidates the implicit first stage keeps (see [`SearchRequest::stages`]).

@@ -21,6 +21,8 @@ fn vector_bytes_read_are_proportional_to_r_c_on_the_same_candidates() {
             let mut req = SearchRequest::new(q.clone(), budget, 10);
             req.exact = exact;
             req.candidates = Some(300);
+            // Vector-0 candidates: the same documents at every budget.
+            req.candidate_index = Some(metavec_core::config::CandidateIndex::Vector0);
             // Unpruned: every candidate is scored at every budget, (1,1) included.
             req.prune = false;
             let s = coll.search(&req).unwrap().stats;

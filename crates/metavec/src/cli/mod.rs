@@ -126,7 +126,7 @@ pub enum CollectionsCmd {
         /// Vectors per document the token index covers (default 8, capped at --doc-vectors).
         #[arg(long)]
         index_vectors: Option<u32>,
-        /// Centroids per segment of the token index (default: ~ the square root of its tokens).
+        /// Centroids per segment of the token index (default: ~ one per 400 tokens, at most 4096).
         #[arg(long)]
         centroids: Option<u32>,
     },
