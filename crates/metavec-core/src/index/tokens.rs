@@ -64,24 +64,25 @@ impl TokenParams {
         TokenParams {
             index_vectors,
             centroids: 0,
-            iterations: 8,
-            sample: 65_536,
+            iterations: 6,
+            sample: 16 * AUTO_MAX_CENTROIDS,
             seed: 0x6d65_7461_7665_63,
         }
     }
 }
 
 /// Tokens per centroid the automatic centroid count aims at.
-pub const TOKENS_PER_CENTROID: usize = 400;
+pub const TOKENS_PER_CENTROID: usize = 64;
 /// Most centroids the automatic count picks (the query scores every centroid, and k-means and
 /// the assignment cost grow with the count).
 pub const AUTO_MAX_CENTROIDS: usize = 4096;
 
 /// Centroids for `tokens` tokens: about one per [`TOKENS_PER_CENTROID`], a power of two in
-/// 16..=[`AUTO_MAX_CENTROIDS`]. A fixed list length keeps what a probe reaches, and how finely
-/// the codes rank it, the same at every segment size (measured: at 200,000 documents 2,048
-/// centroids ranked the probed documents so coarsely that keeping 2,000 lost 0.1 recall@10 at
-/// (4,8); 4,096 lost 0.01).
+/// 16..=[`AUTO_MAX_CENTROIDS`]. Fine centroids make both halves of a probe precise: the lists
+/// probed hold the documents that match, and the codes rank them (measured on a 25,000-document
+/// segment of the hard profile at 200,000: with 512 centroids the probed union held 0.97 of the
+/// (4,8) top 10 but the codes kept only 0.64 of it in their best 2,000; with 4,096 a union of
+/// 2,900 documents held 0.95, all of it kept).
 pub fn auto_centroids(tokens: usize) -> usize {
     (tokens / TOKENS_PER_CENTROID)
         .max(1)
@@ -98,9 +99,15 @@ pub struct Probe {
     pub rc: usize,
     /// Centroids probed per query vector.
     pub nprobe: usize,
-    /// Documents kept, best approximate score first.
+    /// Documents kept, best approximate score first: at least this many, and at least one in
+    /// [`POOL_KEEP_DIVISOR`] of the pool (long lists in a large segment rank more coarsely).
     pub keep: usize,
 }
+
+/// A probe keeps at least `pool / POOL_KEEP_DIVISOR` documents (measured on a 200,000-document
+/// segment of the hard profile, where lists average ~390 tokens: keeping a fixed 1,000 of a
+/// ~20,000-document pool lost 0.06 recall@10 at (2,4), keeping 2,000-2,500 lost 0.02).
+pub const POOL_KEEP_DIVISOR: usize = 8;
 
 /// What a probe did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -445,6 +452,7 @@ impl TokenIndex {
             }
         }
         let stats = ProbeStats { pool: pool.len() };
+        let keep = p.keep.max(pool.len() / POOL_KEEP_DIVISOR);
         let codes = self.codes();
         let mut scored: Vec<(u32, f32)> = pool
             .into_iter()
@@ -463,9 +471,9 @@ impl TokenIndex {
             })
             .collect();
         let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if scored.len() > p.keep && p.keep > 0 {
-            scored.select_nth_unstable_by(p.keep - 1, by);
-            scored.truncate(p.keep);
+        if scored.len() > keep && keep > 0 {
+            scored.select_nth_unstable_by(keep - 1, by);
+            scored.truncate(keep);
         }
         scored.sort_by(by);
         (scored, stats)

@@ -104,11 +104,13 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                 // Vector 0s that nearly coincide (a topic's documents) defeat the graph: the
                 // walk reaches part of the cluster. The token index's lists hold whole clusters;
                 // their documents join the walk's (each scored once).
+                // Every document of those lists: at r_c = 1 the codes cannot rank (a list's
+                // vector 0s share one code), and one exact dot each is cheap.
                 let probe = Probe {
                     nq: 1,
                     rc: 1,
                     nprobe: nprobe_v0,
-                    keep: hnsw_c,
+                    keep: usize::MAX,
                 };
                 let (extra, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
                 let have: std::collections::HashSet<u32> = found.iter().map(|f| f.0).collect();

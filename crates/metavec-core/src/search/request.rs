@@ -12,15 +12,15 @@ use crate::error::{Error, Result};
 pub const DEFAULT_CANDIDATES: u32 = 320;
 /// Candidates per segment from the token index when the request does not say: the best by
 /// approximate MaxSim among the documents the probed posting lists reach.
-pub const DEFAULT_TOKEN_CANDIDATES: u32 = 2000;
+pub const DEFAULT_TOKEN_CANDIDATES: u32 = 1000;
 /// Query vectors that probe the token index (the first ones; at most the budget's r_q).
 pub const TOKEN_QUERY_VECTORS: u32 = 4;
 /// Posting lists probed in all when the request does not say: split evenly among the probing
-/// query vectors (32 / n each).
-pub const DEFAULT_PROBES: u32 = 32;
+/// query vectors (128 / n each: 32 for four, 64 for two).
+pub const DEFAULT_PROBES: u32 = 128;
 /// Vector-0 posting lists probed at budgets with `r_c = 1` (beside the HNSW walk) when the
 /// request does not say.
-pub const V0_PROBES: u32 = 4;
+pub const V0_PROBES: u32 = 16;
 /// Most centroids a request may probe per query vector.
 pub const MAX_NPROBE: u32 = 65_536;
 /// Candidates the implicit first stage keeps (see [`SearchRequest::stages`]).
