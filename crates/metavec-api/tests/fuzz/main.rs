@@ -45,6 +45,11 @@ fn create_seed() -> pb::CreateCollectionRequest {
             ef_construction: 100,
         }),
         dtype: "f32".into(),
+        candidate_index: Some(pb::CandidateIndexParams {
+            kind: "tokens".into(),
+            index_vectors: 4,
+            centroids: 16,
+        }),
     }
 }
 
@@ -254,6 +259,11 @@ fn fuzz_proto_conversion() {
                 ef_construction: h.1,
             }),
             dtype: h.2.clone(),
+            candidate_index: Some(pb::CandidateIndexParams {
+                kind: b.1.clone(),
+                index_vectors: c.1 % 11,
+                centroids: h.0,
+            }),
         };
         check_create(&create)?;
         let upsert = pb::UpsertRequest {
@@ -279,6 +289,8 @@ fn fuzz_proto_conversion() {
                 .map(|(budget, keep)| pb::Stage { budget, keep })
                 .collect(),
             filter: st.1,
+            nprobe: s.2 % 7,
+            candidate_index: b.1.clone(),
             ..Default::default()
         };
         check_search(&search, &cfg)?;

@@ -75,7 +75,8 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     };
     let before = searches(&c);
     let seg_files = |d: &std::path::Path| std::fs::read_dir(d.join("segments")).unwrap().count();
-    assert_eq!(seg_files(c.dir()), 9);
+    // Per segment: the segment file, two HNSW files, the token index.
+    assert_eq!(seg_files(c.dir()), 12);
     let live = c.len();
 
     let r = c.compact().unwrap();
@@ -89,7 +90,7 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     assert_eq!(searches(&c), before, "compaction changed search results");
     assert_eq!(
         seg_files(c.dir()),
-        3,
+        4,
         "old segment files are removed after the commit"
     );
     // Nothing to do the second time.

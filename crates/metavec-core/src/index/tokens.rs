@@ -510,3 +510,137 @@ fn encode(
     debug_assert_eq!(ALIGN, 64);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::RealFs;
+    use proptest::prelude::*;
+    use rand::Rng;
+
+    fn unit_rows(rng: &mut StdRng, n: usize, dim: usize) -> Vec<f32> {
+        let mut out: Vec<f32> = (0..n * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        out.chunks_mut(dim).for_each(normalise);
+        out
+    }
+
+    /// The approximate score the module doc defines, computed the slow way.
+    fn reference(index: &TokenIndex, q: &[f32], dim: usize, nq: usize, rc: usize, d: usize) -> f32 {
+        let (c, nv) = (index.centroids(), index.index_vectors());
+        let cent = index.centroid_rows();
+        (0..nq)
+            .map(|i| {
+                (0..rc)
+                    .map(|j| {
+                        let code = index.codes()[d * nv + j] as usize;
+                        assert!(code < c);
+                        crate::score::dot_scalar(
+                            &q[i * dim..(i + 1) * dim],
+                            &cent[code * dim..(code + 1) * dim],
+                        )
+                    })
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Probing every list reaches every allowed document, and its score is the codes'
+        /// MaxSim; the saved file maps back to the same index.
+        #[test]
+        fn full_probe_scores_every_allowed_document_by_its_codes(
+            docs in 1usize..120, nv in 1usize..5, dim in 2usize..12, c in 1usize..40,
+            nq in 1usize..4, rc in 1usize..5, seed in 0u64..1000,
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let tokens = unit_rows(&mut rng, docs * nv, dim);
+            let mut p = TokenParams::new(nv);
+            p.centroids = c;
+            let built = TokenIndex::build(&tokens, dim, docs, p);
+            let dir = tempfile::tempdir().unwrap();
+            built.save_with(&RealFs, dir.path(), "seg").unwrap();
+            let index = TokenIndex::open(dir.path(), "seg", dim, docs).unwrap();
+            prop_assert_eq!(index.codes(), built.codes());
+            prop_assert_eq!(index.centroid_rows(), built.centroid_rows());
+            let q = unit_rows(&mut rng, nq, dim);
+            let probe = Probe { nq, rc, nprobe: index.centroids(), keep: usize::MAX };
+            let (found, stats) = index.search(&q, probe, &|d| d % 3 != 1);
+            prop_assert_eq!(stats.pool, docs);
+            let allowed: Vec<usize> = (0..docs).filter(|d| d % 3 != 1).collect();
+            prop_assert_eq!(found.len(), allowed.len());
+            for w in found.windows(2) {
+                prop_assert!(w[0].1 >= w[1].1, "best first");
+            }
+            for &(d, s) in &found {
+                prop_assert!(d % 3 != 1);
+                let want = reference(&index, &q, dim, nq, rc.min(nv), d as usize);
+                prop_assert!((s - want).abs() <= 1e-4, "doc {}: {} vs {}", d, s, want);
+            }
+        }
+    }
+
+    #[test]
+    fn keep_cuts_to_the_best_and_at_least_an_eighth_of_the_pool() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (docs, nv, dim) = (400, 4, 8);
+        let index = TokenIndex::build(
+            &unit_rows(&mut rng, docs * nv, dim),
+            dim,
+            docs,
+            TokenParams::new(nv),
+        );
+        let q = unit_rows(&mut rng, 2, dim);
+        let all = Probe {
+            nq: 2,
+            rc: 4,
+            nprobe: index.centroids(),
+            keep: usize::MAX,
+        };
+        let (every, _) = index.search(&q, all, &|_| true);
+        let (best, _) = index.search(&q, Probe { keep: 60, ..all }, &|_| true);
+        assert_eq!(best.len(), 60, "400 / 8 = 50 < 60");
+        assert_eq!(&best[..], &every[..60]);
+        let (eighth, _) = index.search(&q, Probe { keep: 10, ..all }, &|_| true);
+        assert_eq!(eighth.len(), 50);
+    }
+
+    #[test]
+    fn damaged_files_are_refused_naming_the_file() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let (docs, nv, dim) = (50, 2, 4);
+        let index = TokenIndex::build(
+            &unit_rows(&mut rng, docs * nv, dim),
+            dim,
+            docs,
+            TokenParams::new(nv),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = index.save_with(&RealFs, dir.path(), "seg").unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // Wrong shape for the segment.
+        assert!(TokenIndex::open(dir.path(), "seg", dim, docs + 1).is_err());
+        assert!(TokenIndex::open(dir.path(), "seg", dim + 1, docs).is_err());
+        // Truncated.
+        std::fs::write(&path, &good[..good.len() - 8]).unwrap();
+        let e = TokenIndex::open(dir.path(), "seg", dim, docs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seg.tok"), "{e}");
+        // A code out of range.
+        let mut bad = good.clone();
+        let (codes_at, _) = layout(dim, nv, docs, index.centroids()).0[1];
+        bad[codes_at..codes_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert!(TokenIndex::open(dir.path(), "seg", dim, docs).is_err());
+        // A header bit flip fails the preamble's crc.
+        let mut bad = good.clone();
+        bad[40] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(TokenIndex::open(dir.path(), "seg", dim, docs).is_err());
+        std::fs::write(&path, &good).unwrap();
+        assert!(TokenIndex::open(dir.path(), "seg", dim, docs).is_ok());
+    }
+}

@@ -19,6 +19,17 @@ use crate::collection::View;
 use crate::config::CandidateIndex;
 use crate::index::tokens::Probe;
 
+/// Token-index candidates kept across all segments, in shares of the per-segment count: two,
+/// or four for budgets of at most 8 dots per candidate, whose codes rank more coarsely (fewer
+/// tokens matched) and whose exact stage is cheap.
+fn global_shares(b: crate::config::Budget) -> usize {
+    if b.r_q * b.r_c <= 8 {
+        4
+    } else {
+        2
+    }
+}
+
 /// What the candidate stage proposes.
 pub(super) struct Candidates {
     pub(super) cands: Vec<Cand>,
@@ -86,10 +97,8 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                     return (scan(), 0);
                 }
                 let depth = b.r_c.min(tokens.index_vectors() as u32);
-                return (
-                    found.into_iter().map(|(o, _)| (o, f32::INFINITY)).collect(),
-                    depth,
-                );
+                // (ordinal, approximate score): the scores meet the other segments' below.
+                return (found, depth);
             }
             let index = seg.index();
             let mut found: Vec<(u32, f32)> = index
@@ -137,9 +146,32 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         .map(|d| fresh(DocRef::Mem(d.clone()), f32::INFINITY))
         .collect();
     let mut token_depth = 0;
+    // Token-index candidates of several segments compete on their approximate scores: the
+    // best `global_shares` shares go on (at least the largest segment's own keep), so the exact
+    // stage does not grow with the number of segments.
+    let mut from_tokens: Vec<(f32, usize, u32)> = Vec::new();
+    let mut largest = 0;
     for (si, (ords, depth)) in seg_cands.iter().enumerate() {
-        token_depth = token_depth.max(*depth);
-        cands.extend(ords.iter().map(|&(o, u)| fresh(DocRef::Seg(si, o), u)));
+        if *depth > 0 {
+            token_depth = token_depth.max(*depth);
+            largest = largest.max(ords.len());
+            from_tokens.extend(ords.iter().map(|&(o, approx)| (approx, si, o)));
+        } else {
+            cands.extend(ords.iter().map(|&(o, u)| fresh(DocRef::Seg(si, o), u)));
+        }
     }
+    let global = (global_shares(b) * token_c).max(largest);
+    if from_tokens.len() > global {
+        let by = |a: &(f32, usize, u32), b: &(f32, usize, u32)| {
+            b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+        };
+        from_tokens.select_nth_unstable_by(global - 1, by);
+        from_tokens.truncate(global);
+    }
+    cands.extend(
+        from_tokens
+            .into_iter()
+            .map(|(_, si, o)| fresh(DocRef::Seg(si, o), f32::INFINITY)),
+    );
     Candidates { cands, token_depth }
 }

@@ -20,6 +20,9 @@ fn cascade_computes_only_new_pairs_and_scores_like_a_single_stage() {
         let q = data.query(qi).to_vec();
         let mut req = SearchRequest::new(q.clone(), Budget::new(16, 64), 10);
         req.candidates = Some(400);
+        // Vector-0 candidates: the same 400 per segment whatever the stages (the token index
+        // would add its own first stage to a plain deep search).
+        req.candidate_index = Some(metavec_core::config::CandidateIndex::Vector0);
         // Unpruned, so every stage scores all it is given (pruning is checked below).
         req.prune = false;
         req.stages = vec![
