@@ -66,7 +66,7 @@ impl TokenParams {
             centroids: 0,
             iterations: 6,
             sample: 16 * AUTO_MAX_CENTROIDS,
-            seed: 0x6d65_7461_7665_63,
+            seed: 0x006d_6574_6176_6563,
         }
     }
 }
