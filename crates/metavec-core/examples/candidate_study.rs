@@ -119,41 +119,33 @@ fn main() {
     eprintln!("exact scores in {:.1?}", t.elapsed());
     let _ = mq;
 
+    // One table row: per budget, the recall of the exact top n at budget `first`, reranked.
+    let row = |first: usize, n: usize| -> String {
+        let r: Vec<String> = (0..LADDER.len())
+            .map(|b| {
+                let m: f64 = (0..queries)
+                    .map(|qi| {
+                        let list = top(&exact[qi][first], n, None);
+                        recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)))
+                    })
+                    .sum::<f64>()
+                    / queries as f64;
+                format!("{m:.3}")
+            })
+            .collect();
+        format!("| {n} | {} |", r.join(" | "))
+    };
     println!("## vector-0 lists (exact v0 top-n, exact rerank at the budget)");
     println!(
         "| n | {} |",
         LADDER.map(|(a, b)| format!("({a},{b})")).join(" | ")
     );
     for n in [320, 500, 1000, 2000, 5000, 10000] {
-        let r: Vec<String> = (0..LADDER.len())
-            .map(|b| {
-                let m: f64 = (0..queries)
-                    .map(|qi| {
-                        let list = top(&exact[qi][0], n, None);
-                        recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)))
-                    })
-                    .sum::<f64>()
-                    / queries as f64;
-                format!("{m:.3}")
-            })
-            .collect();
-        println!("| {n} | {} |", r.join(" | "));
+        println!("{}", row(0, n));
     }
     println!("\n## exact (2,4) first stage keeping n");
     for n in [500, 1000, 2000] {
-        let r: Vec<String> = (0..LADDER.len())
-            .map(|b| {
-                let m: f64 = (0..queries)
-                    .map(|qi| {
-                        let list = top(&exact[qi][1], n, None);
-                        recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)))
-                    })
-                    .sum::<f64>()
-                    / queries as f64;
-                format!("{m:.3}")
-            })
-            .collect();
-        println!("| {n} | {} |", r.join(" | "));
+        println!("{}", row(1, n));
     }
 
     let tokens_of = |nv: usize| -> Vec<f32> {

@@ -6,7 +6,7 @@ use metavec_core::config::CandidateIndex;
 use metavec_core::synth::{generate, SynthData, SynthSpec};
 use metavec_core::{Budget, CollectionConfig, Document, SearchRequest};
 
-use crate::support::{engine_with, ladder, recall};
+use crate::support::{engine_with, files_under, ladder, recall};
 
 const DOCS: usize = 12_000;
 const QUERIES: usize = 20;
@@ -132,7 +132,7 @@ fn vector0_collections_build_no_token_index_and_shrinking_keeps_working() {
     load_hard(&coll, &data, 0..4_000);
     coll.flush().unwrap();
     let seg_files = |suffix: &str| -> usize {
-        walk(dir.path())
+        files_under(dir.path())
             .iter()
             .filter(|p| p.to_string_lossy().ends_with(suffix))
             .count()
@@ -177,17 +177,4 @@ fn vector0_collections_build_no_token_index_and_shrinking_keeps_working() {
     assert!(coll
         .search(&SearchRequest::new(data.query(1).to_vec(), b, 10))
         .is_err());
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

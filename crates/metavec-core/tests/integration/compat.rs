@@ -14,7 +14,7 @@ use metavec_core::synth::{generate, SynthSpec};
 use metavec_core::{Budget, CollectionConfig, Document, Dtype, Engine, SearchRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::support::engine_with;
+use crate::support::{engine_with, files_under};
 
 /// The fixture today's engine writes ([`write_fixture`]): bump it with every format change.
 const CURRENT: &str = "format-1.1-tokens-1";
@@ -280,7 +280,7 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
         // Segments from before the token index have none; today's engine searches them through
         // vector 0 and writes one when it rewrites them.
         let tok_files = || {
-            walk(&data)
+            files_under(&data)
                 .into_iter()
                 .filter(|p| p.to_string_lossy().ends_with(".tok"))
                 .count()
@@ -318,17 +318,4 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
             }
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -72,3 +72,17 @@ pub fn collection_dir(data: &Path, name: &str) -> PathBuf {
     assert_eq!(found.len(), 1, "one directory for {name}: {found:?}");
     found.remove(0)
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
