@@ -430,7 +430,6 @@ impl TokenIndex {
         let mut s = vec![0f32; nq * c];
         scores(&q[..nq * dim], self.centroid_rows(), dim, &mut s);
         let mut seen = vec![0u64; self.docs.div_ceil(64)];
-        let mut pool: Vec<u32> = Vec::new();
         let (offsets, postings) = (self.offsets(), self.postings());
         let nprobe = p.nprobe.clamp(1, c);
         let mut order: Vec<u32> = (0..c as u32).collect();
@@ -444,18 +443,28 @@ impl TokenIndex {
                     &postings[offsets[cent as usize] as usize..offsets[cent as usize + 1] as usize];
                 for &t in list {
                     let (d, j) = (t as usize / nv, t as usize % nv);
-                    if j < rc && seen[d / 64] & (1 << (d % 64)) == 0 {
+                    if j < rc {
                         seen[d / 64] |= 1 << (d % 64);
-                        pool.push(d as u32);
                     }
                 }
             }
         }
-        let stats = ProbeStats { pool: pool.len() };
-        let keep = p.keep.max(pool.len() / POOL_KEEP_DIVISOR);
+        // The pool in ascending order (the bitset's), so the codes are read front to back.
+        let pool = seen.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    (w * 64) as u32 + b
+                })
+            })
+        });
+        let pool_len: usize = seen.iter().map(|w| w.count_ones() as usize).sum();
+        let stats = ProbeStats { pool: pool_len };
+        let keep = p.keep.max(pool_len / POOL_KEEP_DIVISOR);
         let codes = self.codes();
         let mut scored: Vec<(u32, f32)> = pool
-            .into_iter()
             .filter(|&d| allow(d as usize))
             .map(|d| {
                 let dc = &codes[d as usize * nv..d as usize * nv + rc];
