@@ -36,7 +36,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, ALIGN, PREAMBLE_LEN};
+use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, PREAMBLE_LEN};
 use crate::io::{write_file_atomic_with, MappedFile, Storage};
 
 const HEADER_LEN: usize = 32;
@@ -276,9 +276,7 @@ impl TokenIndex {
             postings[fill[code as usize] as usize] = t as u32;
             fill[code as usize] += 1;
         }
-        let bytes = encode(dim, nv, docs, &centroids, &codes, &offsets, &postings);
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let words = encode(dim, nv, docs, &centroids, &codes, &offsets, &postings);
         let (sections, _) = layout(dim, nv, docs, c);
         TokenIndex {
             backing: Backing::Owned(words),
@@ -489,6 +487,7 @@ impl TokenIndex {
     }
 }
 
+/// The file's bytes, in words (so the owned index can be read in place like a mapped one).
 fn encode(
     dim: usize,
     nv: usize,
@@ -497,7 +496,7 @@ fn encode(
     codes: &[u16],
     offsets: &[u32],
     postings: &[u32],
-) -> Vec<u8> {
+) -> Vec<u64> {
     let c = centroids.len() / dim;
     let mut header = Vec::with_capacity(HEADER_LEN);
     for w in [dim, nv, docs, c] {
@@ -505,8 +504,10 @@ fn encode(
     }
     header.resize(HEADER_LEN, 0);
     let (sections, total) = layout(dim, nv, docs, c);
-    let mut out = encode_preamble(FileKind::Tokens, 0, &header);
-    out.resize(total, 0);
+    let mut words = vec![0u64; total.div_ceil(8)];
+    let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..total];
+    let preamble = encode_preamble(FileKind::Tokens, 0, &header);
+    out[..preamble.len()].copy_from_slice(&preamble);
     let parts: [&[u8]; 4] = [
         bytemuck::cast_slice(centroids),
         bytemuck::cast_slice(codes),
@@ -516,8 +517,7 @@ fn encode(
     for ((off, len), part) in sections.iter().zip(parts) {
         out[*off..off + len].copy_from_slice(part);
     }
-    debug_assert_eq!(ALIGN, 64);
-    out
+    words
 }
 
 #[cfg(test)]

@@ -111,10 +111,10 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
             }
             if let Some(tokens) = seg.tokens().filter(|_| want_tokens_v0) {
                 // Vector 0s that nearly coincide (a topic's documents) defeat the graph: the
-                // walk reaches part of the cluster. The token index's lists hold whole clusters;
-                // their documents join the walk's (each scored once).
-                // Every document of those lists: at r_c = 1 the codes cannot rank (a list's
-                // vector 0s share one code), and one exact dot each is cheap.
+                // walk reaches part of the cluster. The token index's lists hold whole clusters,
+                // and every document of them joins the walk's (each scored once): at r_c = 1
+                // the codes cannot rank (a list's vector 0s share one code), and one exact dot
+                // each is cheap.
                 let probe = Probe {
                     nq: 1,
                     rc: 1,
