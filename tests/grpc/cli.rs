@@ -599,7 +599,7 @@ fn config_file_then_env_then_flags() {
     assert_eq!(file_only["compact_dead_ratio"].as_float(), Some(0.5));
     assert_eq!(
         file_only["compact_max_segments"].as_integer(),
-        Some(8),
+        Some(32),
         "defaults fill the rest"
     );
     assert_eq!(

@@ -87,6 +87,9 @@ async fn metrics_report_rpcs_and_per_budget_search_figures() {
         r#"metavec_maintenance_total{collection="m",work="snapshot"} 1"#,
         r#"metavec_maintenance_total{collection="m",work="compaction"} 0"#,
         r#"metavec_maintenance_milliseconds_total{collection="m",work="flush"}"#,
+        r#"metavec_maintenance_documents_total{collection="m",work="flush"} 1"#,
+        r#"metavec_maintenance_documents_total{collection="m",work="compaction"} 0"#,
+        r#"metavec_maintenance_bytes_total{collection="m",work="flush"}"#,
         r#"metavec_wal_bytes{collection="m"}"#,
         r#"metavec_collection_segment_bytes{collection="m"}"#,
     ];

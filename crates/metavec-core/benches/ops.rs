@@ -30,6 +30,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let opts = CollectionOptions {
         memtable_max_bytes: usize::MAX,
+        compact_fanout: usize::MAX,
         compact_max_segments: usize::MAX,
         compact_dead_ratio: 2.0,
         ..Default::default()

@@ -93,8 +93,8 @@ impl Engine {
         })
     }
 
-    /// Stops every background flusher (waiting for flushes in progress). Dropping the engine
-    /// does this too; after it, the directory may be opened again.
+    /// Stops every collection's background threads (waiting for flushes in progress, cancelling
+    /// merges). Dropping the engine does this too; after it, the directory may be opened again.
     pub fn close(&self) {
         for c in self.collections.read().values() {
             c.shutdown();
@@ -201,7 +201,12 @@ impl Engine {
             // A failed snapshot (disk full, say) leaves no half-written directory behind.
             let _ = std::fs::remove_dir_all(crate::io::tmp_path(&dest));
         })?;
-        coll.record_work(crate::collection::Work::Snapshot, started.elapsed());
+        coll.record_work(
+            crate::collection::Work::Snapshot,
+            started.elapsed(),
+            0,
+            info.bytes(),
+        );
         tracing::info!(snapshot = %name, files = info.files.len(), bytes = info.bytes(), "snapshot taken");
         Ok(info)
     }
@@ -304,8 +309,10 @@ impl Engine {
         // Outside the DDL lock: other collections' DDL need not wait for this one's maintenance.
         if let Some(c) = coll {
             // The background thread (its flush or compaction sees the drop), then any flush,
-            // compaction or snapshot an operator started: each holds `flush_lock` while it runs.
+            // compaction or snapshot an operator started: a merge holds `merge_lock` while it
+            // runs, a flush or snapshot `flush_lock`.
             c.shutdown();
+            drop(c.merge_lock.lock());
             drop(c.flush_lock.lock());
         }
         if let Err(e) = std::fs::remove_dir_all(&dir) {

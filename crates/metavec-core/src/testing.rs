@@ -285,6 +285,12 @@ impl Storage for FaultyFs {
         }
         RealFs.hard_link(from, to)
     }
+    /// The real free space, or the quota when it is smaller.
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let real = RealFs.available_space(dir)?;
+        let quota = self.applies(dir).then(|| self.plan.lock().quota).flatten();
+        Ok(quota.map_or(real, |q| q.min(real)))
+    }
     fn before_external_write(&self, path: &Path) -> io::Result<()> {
         if self.applies(path) && self.plan.lock().quota == Some(0) {
             // The outside writer opens the path (create, truncate) and writes into /dev/full.

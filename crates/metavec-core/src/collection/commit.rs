@@ -48,10 +48,13 @@ impl Collection {
                 let next_gen = self.wal.rotate()?;
                 st.freeze(next_gen, self.config.dim as usize);
             }
+            // Taken now, so that a merge committing meanwhile cannot use the same id.
+            let seg_id = st.next_segment_id;
+            st.next_segment_id += 1;
             (
                 st.frozen.clone().expect("frozen above"),
                 st.frozen_wal_end,
-                st.next_segment_id,
+                seg_id,
             )
         };
         self.opts
@@ -90,8 +93,16 @@ impl Collection {
         if let Err(e) = self.wal.remove_below(wal_end) {
             tracing::warn!(collection = %self.name, error = %e, "could not remove checkpointed WAL files; they go at next open");
         }
-        self.record_work(Work::Flush, started.elapsed());
+        let written = entry_bytes(&self.state.read(), seg_id);
+        self.record_work(
+            Work::Flush,
+            started.elapsed(),
+            run.docs.len() as u64,
+            written,
+        );
         tracing::info!(collection = %self.name, segment = seg_id, docs = run.docs.len(), "flushed memtable");
+        // A new segment may fill a size tier.
+        self.nudge_compactor();
         Ok(Some(seg_id))
     }
 
@@ -166,6 +177,16 @@ impl Collection {
         st.wal_start = wal_start;
         Ok(())
     }
+}
+
+/// Bytes of segment `id`'s files (0 if it is gone already).
+fn entry_bytes(st: &State, id: u64) -> u64 {
+    st.segments
+        .iter()
+        .find(|s| s.seg.id() == id)
+        .map_or(0, |s| {
+            s.entry.file_len + s.entry.index_files.iter().map(|f| f.len).sum::<u64>()
+        })
 }
 
 pub(crate) fn entry_with_tombstones(slot: &Slot) -> SegmentEntry {

@@ -5,6 +5,10 @@
 //! score the memtable and take `Arc`s of the segments and copy-on-write tombstones, then release it:
 //! the rest of a search runs on that point-in-time view. A flush freezes the memtable under the
 //! lock, builds the segment outside it, and installs it under the lock.
+//!
+//! Background work runs on two threads per collection: the flusher seals a memtable past its
+//! threshold, and the compactor runs the merges the size-tiered policy asks for. A merge never
+//! holds up a flush (see [`crate::compaction`]).
 
 mod commit;
 mod recover;
@@ -39,10 +43,16 @@ pub struct CollectionOptions {
     pub memtable_max_bytes: usize,
     /// Check every vector block's crc when a segment is opened (otherwise: on first touch).
     pub verify_on_open: bool,
-    /// Background compaction merges all segments when there are more than this many.
+    /// Size-tiered compaction: this many segments of one size tier (sizes within a factor of
+    /// the fanout) are merged into one of the next tier (see [`crate::compaction::policy`]).
+    pub compact_fanout: usize,
+    /// More sealed segments than this after the tier rule: the smallest are merged.
     pub compact_max_segments: usize,
-    /// ... or when more than this fraction of sealed documents is tombstoned.
+    /// A segment with more than this fraction of its documents deleted or overwritten is
+    /// rewritten.
     pub compact_dead_ratio: f64,
+    /// A merge reads its sources at most this fast, in MB/s of vectors (0: no limit).
+    pub compact_max_mb_per_s: f64,
     /// The file system the durable write paths go through (tests inject faults here); by
     /// default [`crate::io::default_storage`].
     pub storage: Arc<dyn crate::io::Storage>,
@@ -53,8 +63,10 @@ impl Default for CollectionOptions {
         CollectionOptions {
             memtable_max_bytes: 64 << 20,
             verify_on_open: false,
-            compact_max_segments: 8,
+            compact_fanout: 4,
+            compact_max_segments: 32,
             compact_dead_ratio: 0.3,
+            compact_max_mb_per_s: 0.0,
             storage: crate::io::default_storage(),
         }
     }
@@ -85,8 +97,15 @@ pub struct SegmentInfo {
 pub struct MaintenanceStats {
     pub flushes: u64,
     pub flush_seconds: f64,
+    /// Documents and bytes (segment + index files) flushes wrote.
+    pub flushed_docs: u64,
+    pub flushed_bytes: u64,
     pub compactions: u64,
     pub compaction_seconds: f64,
+    /// Documents and bytes compactions wrote: `compacted_docs / flushed_docs` is how many times
+    /// a document was rewritten on average.
+    pub compacted_docs: u64,
+    pub compacted_bytes: u64,
     pub snapshots: u64,
     pub snapshot_seconds: f64,
 }
@@ -121,12 +140,17 @@ pub struct Collection {
     pub(crate) opts: CollectionOptions,
     pub(crate) wal: Wal,
     state: RwLock<State>,
-    /// Serialises everything that commits a manifest: flush, compaction, snapshot.
+    /// Serialises flushes and snapshots, and the commit of a merge with them.
     pub(crate) flush_lock: Mutex<()>,
+    /// One merge at a time (held for the whole merge; flushes do not wait for it).
+    pub(crate) merge_lock: Mutex<()>,
     dropped: AtomicBool,
-    /// Wakes the background flusher; `None` once the collection is shut down.
+    /// Set by `shutdown`: a merge in progress stops.
+    closing: AtomicBool,
+    /// Wake the background flusher and compactor; `None` once the collection is shut down.
     flush_signal: Mutex<Option<mpsc::SyncSender<()>>>,
-    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compact_signal: Mutex<Option<mpsc::SyncSender<()>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Moving average of search latency (ms) per budget, for auto budget.
     pub(crate) latency: Mutex<std::collections::HashMap<crate::config::Budget, f64>>,
     maintenance: Mutex<MaintenanceStats>,
@@ -167,47 +191,72 @@ impl Collection {
         opts: CollectionOptions,
     ) -> Result<Arc<Collection>> {
         let coll = Arc::new(Self::recover(name, dir, config, opts)?);
-        let (tx, rx) = mpsc::sync_channel::<()>(1);
-        let weak = Arc::downgrade(&coll);
-        let handle = std::thread::Builder::new()
-            .name(format!("flush-{name}"))
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    let Some(c) = weak.upgrade() else { break };
-                    if let Err(e) = c.background_tick() {
-                        tracing::error!(
-                            collection = %c.name,
-                            error = %e,
-                            "background flush or compaction failed; the next write retries it"
-                        );
-                    }
-                }
-            })
-            .map_err(|e| Error::io(dir, e))?;
-        *coll.flush_signal.lock() = Some(tx);
-        *coll.flusher.lock() = Some(handle);
+        let (flush_tx, flush_rx) = mpsc::sync_channel::<()>(1);
+        let (compact_tx, compact_rx) = mpsc::sync_channel::<()>(1);
+        let flusher = Self::worker(&coll, format!("flush-{name}"), flush_rx, |c| {
+            c.background_flush()
+        })?;
+        let compactor = Self::worker(&coll, format!("compact-{name}"), compact_rx, |c| {
+            while c.compact_step()?.is_some() {}
+            Ok(())
+        })?;
+        *coll.flush_signal.lock() = Some(flush_tx);
+        *coll.compact_signal.lock() = Some(compact_tx);
+        *coll.workers.lock() = vec![flusher, compactor];
+        coll.nudge_compactor();
         Ok(coll)
     }
 
-    /// One round of background work: flush a memtable past its threshold, then compact if the
-    /// policy asks for it.
-    fn background_tick(&self) -> Result<()> {
-        if self.check_live().is_err() {
-            return Ok(());
-        }
+    /// A background thread that runs `job` each time `rx` is signalled, until the channel closes
+    /// or the collection is gone.
+    fn worker(
+        coll: &Arc<Collection>,
+        name: String,
+        rx: mpsc::Receiver<()>,
+        job: fn(&Collection) -> Result<()>,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        let weak = Arc::downgrade(coll);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let Some(c) = weak.upgrade() else { break };
+                    if c.check_live().is_err() || c.check_open().is_err() {
+                        continue;
+                    }
+                    if let Err(e) = job(&c) {
+                        if c.check_live().is_ok() && c.check_open().is_ok() {
+                            tracing::error!(
+                                collection = %c.name,
+                                error = %e,
+                                "background flush or compaction failed; the next write retries it"
+                            );
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io(&coll.dir, e))
+    }
+
+    /// The flusher's round: flush a memtable past its threshold, then wake the compactor.
+    fn background_flush(&self) -> Result<()> {
         let over = self.state.read().mem.bytes >= self.opts.memtable_max_bytes;
         if over {
             self.flush()?;
         }
-        if self.needs_compaction() {
-            self.compact()?;
-        }
         Ok(())
     }
 
-    /// Wakes the background thread (a full channel means it is already due to run).
+    /// Wakes the flusher (a full channel means it is already due to run).
     fn nudge(&self) {
         if let Some(tx) = &*self.flush_signal.lock() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Wakes the compactor, which merges while the policy asks for it.
+    pub(crate) fn nudge_compactor(&self) {
+        if let Some(tx) = &*self.compact_signal.lock() {
             let _ = tx.try_send(());
         }
     }
@@ -216,15 +265,30 @@ impl Collection {
         &self.opts
     }
 
-    /// Stops the background flusher, waiting for a flush in progress. Later writes still work
-    /// (they no longer trigger flushes); the engine calls this before it lets go of the directory.
+    /// Stops the background threads: a flush in progress finishes, a merge in progress is
+    /// cancelled. Later writes still work (they no longer trigger flushes); the engine calls this
+    /// before it lets go of the directory.
     pub(crate) fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
         self.flush_signal.lock().take();
-        if let Some(h) = self.flusher.lock().take() {
+        self.compact_signal.lock().take();
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for h in workers {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
             }
         }
+    }
+
+    /// Fails once the collection is closing (how a merge in progress is cancelled).
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::FailedPrecondition(format!(
+                "collection {:?} is closing: the compaction was cancelled",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -299,20 +363,42 @@ impl Collection {
         self.wal.sync(pos)?;
         if count > 0 {
             // Deletes raise the tombstone ratio the compaction policy watches.
-            self.nudge();
+            self.nudge_compactor();
         }
         Ok(WriteAck { seq, count })
     }
 
-    /// Counts one finished flush, compaction or snapshot and its duration.
-    pub(crate) fn record_work(&self, work: Work, took: std::time::Duration) {
+    /// Counts one finished flush, compaction or snapshot, its duration, and the documents and
+    /// bytes it wrote.
+    pub(crate) fn record_work(&self, work: Work, took: std::time::Duration, docs: u64, bytes: u64) {
         let mut m = self.maintenance.lock();
         let secs = took.as_secs_f64();
         match work {
-            Work::Flush => (m.flushes += 1, m.flush_seconds += secs),
-            Work::Compaction => (m.compactions += 1, m.compaction_seconds += secs),
-            Work::Snapshot => (m.snapshots += 1, m.snapshot_seconds += secs),
-        };
+            Work::Flush => {
+                m.flushes += 1;
+                m.flush_seconds += secs;
+                m.flushed_docs += docs;
+                m.flushed_bytes += bytes;
+            }
+            Work::Compaction => {
+                m.compactions += 1;
+                m.compaction_seconds += secs;
+                m.compacted_docs += docs;
+                m.compacted_bytes += bytes;
+            }
+            Work::Snapshot => {
+                m.snapshots += 1;
+                m.snapshot_seconds += secs;
+            }
+        }
+    }
+
+    /// A fresh segment id (never handed out twice, even to a flush and a merge running at once).
+    pub(crate) fn take_segment_id(&self) -> u64 {
+        let mut st = self.state.write();
+        let id = st.next_segment_id;
+        st.next_segment_id += 1;
+        id
     }
 
     /// Bytes of WAL on disk not yet covered by a segment.

@@ -97,9 +97,12 @@ impl Collection {
             wal,
             state: RwLock::new(state),
             flush_lock: Mutex::new(()),
+            merge_lock: Mutex::new(()),
             dropped: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             flush_signal: Mutex::new(None),
-            flusher: Mutex::new(None),
+            compact_signal: Mutex::new(None),
+            workers: Mutex::new(Vec::new()),
             latency: Mutex::default(),
             maintenance: Mutex::default(),
         })

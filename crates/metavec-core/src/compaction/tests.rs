@@ -34,6 +34,7 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     ));
     // Background compaction off: this test compacts by hand.
     let manual = CollectionOptions {
+        compact_fanout: usize::MAX,
         compact_max_segments: usize::MAX,
         compact_dead_ratio: 2.0,
         ..Default::default()
@@ -185,8 +186,9 @@ fn writes_and_searches_go_on_during_compaction_and_match_the_oracle() {
 #[test]
 fn background_policy_compacts_when_segments_pile_up() {
     let dir = tempfile::tempdir().unwrap();
+    // Three segments of one size tier make a full tier at fanout 3.
     let opts = CollectionOptions {
-        compact_max_segments: 2,
+        compact_fanout: 3,
         ..Default::default()
     };
     let e = engine(dir.path(), opts);
@@ -308,4 +310,216 @@ fn shrink_to_budget_keeps_results_at_kept_budgets_and_refuses_deeper_ones() {
         .segments
         .iter()
         .all(|s| s.groups.last().unwrap().vectors == "4..8"));
+}
+
+/// Waits until the background compactor has nothing left to do.
+fn settle(c: &crate::Collection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // A step takes the merge lock: it waits for a background merge in progress.
+        if c.compact_step().unwrap().is_none() && !c.needs_compaction() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction never settled"
+        );
+    }
+}
+
+#[test]
+fn tiered_compaction_rewrites_each_document_a_logarithmic_number_of_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CollectionConfig::new(8, 4, 2);
+    let opts = CollectionOptions {
+        compact_fanout: 3,
+        ..Default::default()
+    };
+    let e = engine(dir.path(), opts);
+    let c = e.create_collection("c", cfg.clone()).unwrap();
+    let (n, flush) = (2430, 30);
+    let data = generate(&SynthSpec::new(n, 4, 8, &[(1, 1), (2, 4)], 9));
+    let mut most = 0;
+    for start in (0..n).step_by(flush) {
+        c.upsert(docs(&data, start..start + flush)).unwrap();
+        c.flush().unwrap();
+        most = most.max(c.info().segments.len());
+    }
+    settle(&c);
+    let info = c.info();
+    let m = info.maintenance;
+    assert_eq!(m.flushed_docs, n as u64);
+    // 81 flushes of 30 at fanout 3: tiers 3 (27..81) to 7 (2187..6561), so at most four
+    // rewrites per document; merging everything past a segment cap rewrites it ~n/flush times.
+    let rewrites = m.compacted_docs as f64 / m.flushed_docs as f64;
+    assert!(
+        (2.0..=4.0).contains(&rewrites),
+        "{rewrites} rewrites per document ({m:?})"
+    );
+    // Fewer than `fanout` segments per tier once merges settle (plus the flush just made).
+    assert!(
+        info.segments.len() <= 2 * 5,
+        "{} segments",
+        info.segments.len()
+    );
+    assert!(most <= 2 * 5 + 1, "{most} segments at some point");
+    assert_eq!(c.len(), n);
+    // Every document is where the id map says, with its vectors.
+    let ids: Vec<String> = (0..n).step_by(97).map(SynthData::id).collect();
+    for (id, got) in ids.iter().zip(c.get(&ids).unwrap()) {
+        let i: usize = id[4..].parse().unwrap();
+        let mut want = data.doc(i).to_vec();
+        normalize_rows(&mut want, 8, "d").unwrap();
+        assert_eq!(got.unwrap().vectors, want, "{id}");
+    }
+    drop(c);
+    drop(e);
+    let e = engine(dir.path(), CollectionOptions::default());
+    assert_eq!(e.collection("c").unwrap().len(), n);
+}
+
+#[test]
+fn flushes_go_on_while_a_merge_runs_and_never_share_its_segment_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::testing::FaultyFs::new();
+    let opts = CollectionOptions {
+        compact_fanout: 2,
+        storage: fs.storage(),
+        ..Default::default()
+    };
+    fs.set(crate::testing::FaultPlan {
+        hold: vec!["compaction".into()],
+        ..Default::default()
+    });
+    let e = engine(dir.path(), opts.clone());
+    let c = e
+        .create_collection("c", CollectionConfig::new(8, 4, 2))
+        .unwrap();
+    let data = generate(&SynthSpec::new(120, 2, 8, &[(1, 1), (2, 4)], 2));
+    for r in [0..30, 30..60] {
+        c.upsert(docs(&data, r)).unwrap();
+        c.flush().unwrap();
+    }
+    // Two segments of one tier: the background merge starts and stops at the hold.
+    assert!(
+        fs.wait_held("compaction", std::time::Duration::from_secs(30)),
+        "the background merge never started"
+    );
+    // Meanwhile: writes, two flushes and a snapshot commit their manifests.
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (c, data) = (c.clone(), data.clone());
+        std::thread::spawn(move || {
+            for r in [60..90, 90..120] {
+                c.upsert(docs(&data, r)).unwrap();
+                tx.send(c.flush().unwrap()).unwrap();
+            }
+        });
+    }
+    let timeout = std::time::Duration::from_secs(30);
+    let flushed: Vec<u64> = (0..2)
+        .map(|_| {
+            rx.recv_timeout(timeout)
+                .expect("a flush waited for the merge")
+                .unwrap()
+        })
+        .collect();
+    let during = c.info();
+    assert_eq!(during.segments.len(), 4, "{:?}", during.segments);
+    fs.heal();
+    settle(&c);
+    let info = c.info();
+    let ids: Vec<u64> = info.segments.iter().map(|s| s.id).collect();
+    assert!(
+        flushed
+            .iter()
+            .all(|f| during.segments.iter().any(|s| s.id == *f)),
+        "{flushed:?} {:?}",
+        during.segments
+    );
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "segment ids {ids:?}");
+    assert_eq!(c.len(), 120);
+    assert!(info.maintenance.compactions >= 1);
+    let all: Vec<String> = (0..120).map(SynthData::id).collect();
+    assert!(c.get(&all).unwrap().iter().all(Option::is_some));
+    drop(c);
+    drop(e);
+    let e = engine(dir.path(), CollectionOptions::default());
+    let c = e.collection("c").unwrap();
+    assert_eq!(c.len(), 120);
+    assert!(c.get(&all).unwrap().iter().all(Option::is_some));
+}
+
+#[test]
+fn a_merge_without_disk_space_is_refused_before_it_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::testing::FaultyFs::new();
+    let opts = CollectionOptions {
+        compact_fanout: usize::MAX,
+        memtable_max_bytes: 1 << 20,
+        storage: fs.storage(),
+        ..Default::default()
+    };
+    let e = engine(dir.path(), opts);
+    let c = e
+        .create_collection("c", CollectionConfig::new(32, 4, 2))
+        .unwrap();
+    let data = generate(&SynthSpec::new(400, 2, 32, &[(1, 1), (2, 4)], 3));
+    for r in [0..200, 200..400] {
+        c.upsert(docs(&data, r)).unwrap();
+        c.flush().unwrap();
+    }
+    let before: Vec<u64> = c.info().segments.iter().map(|s| s.id).collect();
+    // Room for the flushes the merge keeps space for, not for the merge itself.
+    fs.set(crate::testing::FaultPlan {
+        quota: Some(2 << 20),
+        ..Default::default()
+    });
+    match c.compact() {
+        Err(crate::Error::ResourceExhausted(m)) => {
+            assert!(m.contains("needs about") && m.contains("free"), "{m}")
+        }
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    let after: Vec<u64> = c.info().segments.iter().map(|s| s.id).collect();
+    assert_eq!(before, after);
+    let files = std::fs::read_dir(crate::Collection::segments_dir(c.dir()))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2 * 4, "a refused merge leaves no file");
+    fs.heal();
+    let r = c.compact().unwrap();
+    assert_eq!((r.docs_out, c.info().segments.len()), (400, 1));
+    assert_eq!(c.len(), 400);
+}
+
+#[test]
+fn a_throttled_merge_reads_no_faster_than_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CollectionOptions {
+        compact_fanout: usize::MAX,
+        compact_max_mb_per_s: 1.0,
+        ..Default::default()
+    };
+    let e = engine(dir.path(), opts);
+    let c = e
+        .create_collection("c", CollectionConfig::new(64, 8, 2))
+        .unwrap();
+    let data = generate(&SynthSpec::new(600, 2, 64, &[(1, 1), (2, 4), (4, 8)], 4));
+    for r in [0..300, 300..600] {
+        c.upsert(docs(&data, r)).unwrap();
+        c.flush().unwrap();
+    }
+    // 600 x 8 x 64 f32 = 1.2 MB of vectors read at 1 MB/s: not under 1.2 s (a lower bound
+    // only: the sleep makes it, however fast the machine).
+    let r = c.compact().unwrap();
+    assert_eq!(r.docs_out, 600);
+    assert!(
+        r.elapsed >= std::time::Duration::from_millis(1150),
+        "{:?}",
+        r.elapsed
+    );
 }

@@ -43,6 +43,12 @@ pub trait Storage: Send + Sync + Debug {
     /// goes on at once; a fault-injecting one may hold the job there until its plan releases it
     /// or `cancelled()` turns true (how tests order a race deterministically).
     fn hold(&self, _point: &str, _cancelled: &dyn Fn() -> bool) {}
+    /// Bytes an unprivileged writer may still put in the file system holding `dir` (what a
+    /// merge checks before it reserves its output).
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
 }
 
 /// The storage engines use unless told otherwise: the real file system. In a build with the

@@ -36,5 +36,16 @@ pub fn refresh(engine: &Engine) {
             metrics::counter!("metavec_maintenance_milliseconds_total", "collection" => c.clone(), "work" => name)
                 .absolute((secs * 1e3).round() as u64);
         }
+        // Documents and bytes written by flushes and merges: (flush + compaction) / flush is the
+        // write amplification of the segments.
+        for (name, docs, bytes) in [
+            ("flush", m.flushed_docs, m.flushed_bytes),
+            ("compaction", m.compacted_docs, m.compacted_bytes),
+        ] {
+            metrics::counter!("metavec_maintenance_documents_total", "collection" => c.clone(), "work" => name)
+                .absolute(docs);
+            metrics::counter!("metavec_maintenance_bytes_total", "collection" => c.clone(), "work" => name)
+                .absolute(bytes);
+        }
     }
 }

@@ -26,8 +26,10 @@ pub struct ServeFile {
     pub max_message_bytes: Option<usize>,
     pub memtable_mb: Option<usize>,
     pub verify_on_open: Option<bool>,
+    pub compact_fanout: Option<u64>,
     pub compact_max_segments: Option<usize>,
     pub compact_dead_ratio: Option<f64>,
+    pub compact_max_mb_per_s: Option<f64>,
     pub api_key: Option<String>,
     pub read_only_key: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
@@ -70,8 +72,10 @@ impl ServeArgs {
             max_message_bytes,
             memtable_mb,
             verify_on_open,
+            compact_fanout,
             compact_max_segments,
             compact_dead_ratio,
+            compact_max_mb_per_s,
             metrics_listen,
             tls_cert,
             tls_key,
@@ -106,8 +110,10 @@ impl ServeArgs {
             max_message_bytes: Some(self.max_message_bytes),
             memtable_mb: Some(self.memtable_mb),
             verify_on_open: Some(self.verify_on_open),
+            compact_fanout: Some(self.compact_fanout),
             compact_max_segments: Some(self.compact_max_segments),
             compact_dead_ratio: Some(self.compact_dead_ratio),
+            compact_max_mb_per_s: Some(self.compact_max_mb_per_s),
             api_key: redact(&self.api_key),
             read_only_key: redact(&self.read_only_key),
             metrics_listen: self.metrics_listen,
@@ -161,12 +167,21 @@ pub struct ServeArgs {
     /// Check every vector block checksum when a collection opens (slower start).
     #[arg(long, env = "METAVEC_VERIFY_ON_OPEN")]
     pub verify_on_open: bool,
-    /// Background compaction merges a collection's segments when it has more than this many.
-    #[arg(long, default_value_t = 8, env = "METAVEC_COMPACT_MAX_SEGMENTS")]
+    /// Size-tiered compaction: this many segments of one size tier are merged into one of the
+    /// next (a document is rewritten about log_fanout(docs / flush size) times).
+    #[arg(long, default_value_t = 4, env = "METAVEC_COMPACT_FANOUT", value_parser = clap::value_parser!(u64).range(2..))]
+    pub compact_fanout: u64,
+    /// More sealed segments than this in a collection: the smallest are merged.
+    #[arg(long, default_value_t = 32, env = "METAVEC_COMPACT_MAX_SEGMENTS")]
     pub compact_max_segments: usize,
-    /// ... or when more than this fraction of its sealed documents is deleted or overwritten.
+    /// A segment with more than this fraction of its documents deleted or overwritten is
+    /// rewritten.
     #[arg(long, default_value_t = 0.3, env = "METAVEC_COMPACT_DEAD_RATIO")]
     pub compact_dead_ratio: f64,
+    /// A merge reads at most this many MB/s of vectors (0: no limit), to leave disk bandwidth
+    /// to ingest and searches.
+    #[arg(long, default_value_t = 0.0, env = "METAVEC_COMPACT_MAX_MB_PER_S")]
+    pub compact_max_mb_per_s: f64,
     /// Require `authorization: Bearer <key>` on every RPC but health and reflection.
     #[arg(long, env = "METAVEC_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
@@ -209,8 +224,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         collection: CollectionOptions {
             memtable_max_bytes: args.memtable_mb << 20,
             verify_on_open: args.verify_on_open,
+            compact_fanout: args.compact_fanout as usize,
             compact_max_segments: args.compact_max_segments,
             compact_dead_ratio: args.compact_dead_ratio,
+            compact_max_mb_per_s: args.compact_max_mb_per_s,
             ..Default::default()
         },
     };
