@@ -86,7 +86,8 @@ fn cli_round_trip_and_offline_checks() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let (docs, queries, dim, mc, mq, n) = dataset(tmp.path());
-    let mut server = Server::start(&data_dir, &[]);
+    // No background merges: the `compact` below must find the segments the test made.
+    let mut server = Server::start(&data_dir, &["--compact-fanout", "64"]);
     let a = server.addr.clone();
     let (dim_s, mc_s, mq_s) = (dim.to_string(), mc.to_string(), mq.to_string());
     ok(metavec(
