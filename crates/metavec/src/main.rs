@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod router;
+mod scale;
 mod server;
 
 use std::path::PathBuf;
@@ -61,13 +62,32 @@ enum Command {
         data_dir: PathBuf,
     },
     /// End-to-end benchmark: ingest a .npy set (or synthetic data) into a temporary engine and
-    /// measure every budget against the exact scan.
-    Bench(bench::BenchArgs),
+    /// measure every budget against the exact scan; `bench scale` drives a real server as its
+    /// collection grows.
+    Bench(BenchCmd),
     /// Check every checksum of a stopped server's data directory; non-zero exit on damage.
     Verify {
         #[arg(long, default_value = "./metavec-data")]
         data_dir: PathBuf,
     },
+}
+
+/// `metavec bench [ARGS]` (the in-process benchmark), or `metavec bench scale [ARGS]`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    #[command(subcommand)]
+    scenario: Option<BenchScenario>,
+    #[command(flatten)]
+    args: bench::BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchScenario {
+    /// Resumable scale scenario: start `metavec serve`, stream a seeded synthetic set into it
+    /// over gRPC, and at each checkpoint record ingest rate, write amplification, memory, disk,
+    /// latency and recall per budget, and recovery after kill -9.
+    Scale(Box<scale::ScaleArgs>),
 }
 
 fn init_tracing(format: &str, quiet: bool) {
@@ -136,7 +156,14 @@ fn main() -> std::process::ExitCode {
             Command::Snapshot(cmd) => cli::admin(r, cli::AdminOp::Snapshot(cmd)).await,
             Command::Inspect { data_dir } => cli::offline(&data_dir, false, r.json),
             Command::Verify { data_dir } => cli::offline(&data_dir, true, r.json),
-            Command::Bench(a) => bench::run(a),
+            Command::Bench(BenchCmd {
+                scenario: Some(BenchScenario::Scale(a)),
+                ..
+            }) => {
+                let json = a.json || r.json;
+                scale::run(scale::ScaleArgs { json, ..*a }).await
+            }
+            Command::Bench(b) => bench::run(b.args),
         }
     });
     match result {
