@@ -21,6 +21,7 @@ mod metrics;
 mod python;
 mod router;
 mod rust_client;
+mod scale;
 mod security;
 mod shrunk;
 mod soak;
