@@ -14,9 +14,10 @@
 
 mod report;
 mod server;
+mod state;
 mod truth;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,12 +32,12 @@ use metavec_core::config::default_budgets;
 use metavec_core::synth::{SynthSpec, SynthStream};
 use metavec_core::Dtype;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::cli::{CliError, CliResult};
 use report::{BudgetRow, Resume, Row};
 use server::{Launch, Maintenance, Server};
+use state::{save, Live, Params, State, STATE_VERSION};
 use truth::{Scorer, Truth};
 
 /// The collection the scenario fills.
@@ -45,9 +46,7 @@ const COLLECTION: &str = "scale";
 const K: usize = 10;
 /// Searches per budget before timing (cold pages, connection).
 const WARMUP: usize = 5;
-const STATE_FILE: &str = "scale-state.json";
 const RESULTS_FILE: &str = "scale-results.jsonl";
-const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
@@ -108,100 +107,6 @@ pub struct ScaleArgs {
     /// write bandwidth (0 = skip).
     #[arg(long, default_value_t = 1024)]
     pub disk_probe_mb: usize,
-}
-
-/// What fixes a run: a resume with other values is refused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Params {
-    docs: usize,
-    dim: usize,
-    doc_vectors: usize,
-    query_vectors: usize,
-    budgets: Vec<(usize, usize)>,
-    dtype: String,
-    profile: String,
-    queries: usize,
-    checkpoints: usize,
-    seed: u64,
-    memtable_mb: Option<usize>,
-    server_args: Vec<String>,
-    memory_limit_mb: Option<u64>,
-}
-
-/// A reading of the running server, saved with the state: if the bench dies with it, the next
-/// run counts its bytes written from here.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Live {
-    pid: u32,
-    write_bytes: u64,
-    maintenance: Maintenance,
-}
-
-/// Everything a resume needs (DIR/scale-state.json).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    version: u32,
-    params: Params,
-    /// Documents 0..acked are durable (their Upsert streams were answered).
-    acked: usize,
-    truth: Truth,
-    /// Bytes written and maintenance done by server processes that have exited.
-    written_done: u64,
-    maintenance_done: Maintenance,
-    live: Option<Live>,
-    /// Documents sent over the wire, resends after a resume included.
-    sent_docs: u64,
-    /// Ingest wall time since the last checkpoint.
-    interval_ingest_s: f64,
-    disk_mb_s: Option<f64>,
-    /// Resumes since the last checkpoint.
-    resumes: Vec<Resume>,
-    rows: Vec<Row>,
-}
-
-impl State {
-    fn written(&self, server: &Server) -> u64 {
-        self.written_done + server::write_bytes(server.pid()).unwrap_or(0)
-    }
-}
-
-/// Writes `state` to DIR/scale-state.json: a temporary file, fsynced, renamed, directory fsynced.
-fn save(dir: &Path, state: &State) -> Result<(), String> {
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&text)
-            .and_then(|()| f.sync_all())
-            .map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
-}
-
-/// The fields where two parameter sets differ, as "name: stored vs given".
-fn differences(stored: &Params, given: &Params) -> Vec<String> {
-    let (a, b) = (
-        serde_json::to_value(stored).unwrap_or_default(),
-        serde_json::to_value(given).unwrap_or_default(),
-    );
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return vec!["(unreadable)".into()];
-    };
-    a.iter()
-        .filter(|(k, v)| b.get(*k) != Some(v))
-        .map(|(k, v)| {
-            format!(
-                "{k}: {v} in the state, {} given",
-                b.get(k).unwrap_or(&serde_json::Value::Null)
-            )
-        })
-        .collect()
 }
 
 fn status(what: &str) -> impl Fn(tonic::Status) -> String + '_ {
@@ -318,40 +223,7 @@ pub async fn run(a: ScaleArgs) -> CliResult {
     let dir = dir
         .canonicalize()
         .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
-    let state_path = dir.join(STATE_FILE);
-    let stored: Option<State> = match std::fs::read(&state_path) {
-        Ok(bytes) => Some(
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", state_path.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", state_path.display()).into()),
-    };
-    if let Some(s) = &stored {
-        if s.version != STATE_VERSION {
-            return Err(format!(
-                "{}: state version {}, this build writes {STATE_VERSION}",
-                state_path.display(),
-                s.version
-            )
-            .into());
-        }
-        let diff = differences(&s.params, &params);
-        if !diff.is_empty() {
-            return Err(format!(
-                "{} was written with other parameters ({}); pass the same flags to resume, or \
-                 use another --data-dir",
-                state_path.display(),
-                diff.join("; ")
-            )
-            .into());
-        }
-    } else if dir.join("data").exists() {
-        return Err(format!(
-            "{} holds a data directory but no {STATE_FILE}: use an empty --data-dir",
-            dir.display()
-        )
-        .into());
-    }
+    let stored = state::load(&dir, &params)?;
     let say = |s: String| {
         if !json {
             eprintln!("{s}");
