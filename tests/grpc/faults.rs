@@ -308,7 +308,7 @@ async fn full_disk_writing_the_graph_is_resource_exhausted_naming_it_and_leaves_
         .unwrap();
     upsert(&mut c, vec![batch(&data, 0..60)]).await.unwrap();
 
-    // hnsw_rs writes the graph itself, into a disk with no space left.
+    // The graph file goes into a disk with no space left.
     std::fs::write(&plan, "path_contains = hnsw\nquota = 0\n").unwrap();
     let err = c.admin.flush(flush_req()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");

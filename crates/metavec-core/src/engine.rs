@@ -3,7 +3,8 @@
 //! ```text
 //! <data>/catalog/                       sled: the collection catalogue
 //! <data>/collections/<name>.<gen>/MANIFEST
-//! <data>/collections/<name>.<gen>/segments/seg-<id>.mvs, seg-<id>.hnsw.graph, seg-<id>.hnsw.data, seg-<id>.tok
+//! <data>/collections/<name>.<gen>/segments/seg-<id>.mvs, seg-<id>.hnsw, seg-<id>.tok
+//!   (segments written before the `.hnsw` graph file: seg-<id>.hnsw.graph and seg-<id>.hnsw.data)
 //! <data>/collections/<name>.<gen>/wal/wal-<gen>.log
 //! ```
 //! Every collection gets a directory generation of its own (see [`crate::catalog`]); a collection

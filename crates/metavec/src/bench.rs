@@ -171,6 +171,7 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let opts = CollectionOptions {
         memtable_max_bytes: a.memtable_mb.map_or(usize::MAX, |mb| mb << 20),
+        compact_fanout: usize::MAX,
         compact_max_segments: usize::MAX,
         ..Default::default()
     };

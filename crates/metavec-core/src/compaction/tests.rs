@@ -76,8 +76,8 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     };
     let before = searches(&c);
     let seg_files = |d: &std::path::Path| std::fs::read_dir(d.join("segments")).unwrap().count();
-    // Per segment: the segment file, two HNSW files, the token index.
-    assert_eq!(seg_files(c.dir()), 12);
+    // Per segment: the segment file, the graph, the token index.
+    assert_eq!(seg_files(c.dir()), 9);
     let live = c.len();
 
     let r = c.compact().unwrap();
@@ -91,7 +91,7 @@ fn compaction_drops_dead_docs_and_keeps_results() {
     assert_eq!(searches(&c), before, "compaction changed search results");
     assert_eq!(
         seg_files(c.dir()),
-        4,
+        3,
         "old segment files are removed after the commit"
     );
     // Nothing to do the second time.
@@ -339,11 +339,9 @@ fn tiered_compaction_rewrites_each_document_a_logarithmic_number_of_times() {
     let c = e.create_collection("c", cfg.clone()).unwrap();
     let (n, flush) = (2430, 30);
     let data = generate(&SynthSpec::new(n, 4, 8, &[(1, 1), (2, 4)], 9));
-    let mut most = 0;
     for start in (0..n).step_by(flush) {
         c.upsert(docs(&data, start..start + flush)).unwrap();
         c.flush().unwrap();
-        most = most.max(c.info().segments.len());
     }
     settle(&c);
     let info = c.info();
@@ -356,13 +354,13 @@ fn tiered_compaction_rewrites_each_document_a_logarithmic_number_of_times() {
         (2.0..=4.0).contains(&rewrites),
         "{rewrites} rewrites per document ({m:?})"
     );
-    // Fewer than `fanout` segments per tier once merges settle (plus the flush just made).
+    // Fewer than `fanout` segments per tier once merges settle (plus the flush just made). While
+    // flushes come faster than the (lower-priority) merges, more may be waiting: not checked.
     assert!(
         info.segments.len() <= 2 * 5,
         "{} segments",
         info.segments.len()
     );
-    assert!(most <= 2 * 5 + 1, "{most} segments at some point");
     assert_eq!(c.len(), n);
     // Every document is where the id map says, with its vectors.
     let ids: Vec<String> = (0..n).step_by(97).map(SynthData::id).collect();
@@ -489,7 +487,7 @@ fn a_merge_without_disk_space_is_refused_before_it_writes_and_loses_nothing() {
     let files = std::fs::read_dir(crate::Collection::segments_dir(c.dir()))
         .unwrap()
         .count();
-    assert_eq!(files, 2 * 4, "a refused merge leaves no file");
+    assert_eq!(files, 2 * 3, "a refused merge leaves no file");
     fs.heal();
     let r = c.compact().unwrap();
     assert_eq!((r.docs_out, c.info().segments.len()), (400, 1));

@@ -33,6 +33,8 @@ pub enum FileKind {
     Manifest,
     /// A segment's token index (`index::tokens`).
     Tokens,
+    /// A segment's vector-0 graph as searches walk it (`index::walk`).
+    Graph,
 }
 
 impl FileKind {
@@ -42,6 +44,7 @@ impl FileKind {
             FileKind::Wal => *b"WAL ",
             FileKind::Manifest => *b"MANI",
             FileKind::Tokens => *b"TOKS",
+            FileKind::Graph => *b"HNSW",
         }
     }
 
@@ -52,6 +55,7 @@ impl FileKind {
             FileKind::Wal => (1, 0),
             FileKind::Manifest => (1, 0),
             FileKind::Tokens => (1, 0),
+            FileKind::Graph => (1, 0),
         }
     }
 }

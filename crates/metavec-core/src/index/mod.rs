@@ -1,4 +1,12 @@
-//! HNSW over vector 0 of each document of a segment (hnsw_rs), persisted beside the segment.
+//! HNSW over vector 0 of each document of a segment: hnsw_rs builds it, metavec persists and
+//! searches it.
+//!
+//! A segment's graph is the file `seg-<id>.hnsw` (kind `HNSW` 1.0, see [`walk`]):
+//! the int8 copy of vector 0 and the adjacency lists exactly as the walk reads them, written by
+//! metavec through its storage seam and mapped at open, so no graph structure lives on the heap
+//! and hnsw_rs's own structures are dropped as soon as the graph is built. Segments written
+//! before that file existed carry hnsw_rs's dump (`.hnsw.graph` + `.hnsw.data`), which is still read (checked
+//! first, see below) and frozen into an owned copy.
 //!
 //! hnsw_rs 0.3.5 edges handled here:
 //! - its `DistDot` asserts when two unit vectors dot to a hair above 1.0 by rounding, and its
@@ -101,12 +109,10 @@ impl Distance<f32> for UnitDot {
 
 type Graph<'a> = Hnsw<'a, f32, UnitDot>;
 
-/// The vector-0 graph of one segment; data ids are document ordinals.
-///
-/// hnsw_rs builds and persists the graph; searches walk a frozen copy ([`walk`]). A freshly
-/// built graph is kept until it is saved; a loaded one is dropped once frozen.
+/// The vector-0 graph of one segment; data ids are document ordinals. Searches walk its frozen
+/// form ([`walk`]): the mapped `.hnsw` file, or an owned copy (just built, or read from a legacy
+/// hnsw_rs dump).
 pub struct VectorIndex {
-    built: Option<Box<Graph<'static>>>,
     frozen: walk::Frozen,
     len: usize,
     dim: usize,
@@ -152,35 +158,45 @@ fn freeze(g: &Graph<'_>, n: usize, dim: usize) -> Result<walk::Frozen, String> {
     walk::Frozen::new(dim, vectors, &neighbours)
 }
 
+/// hnsw_rs's graph over `vectors` (data ids 0..n), in searching mode.
+fn build_graph(vectors: &[f32], dim: usize, params: HnswParams) -> Graph<'static> {
+    let n = vectors.len() / dim;
+    let mut g: Graph<'static> = Hnsw::new(
+        params.m.clamp(2, MAX_M),
+        n,
+        MAX_LAYER,
+        params.ef_construction.max(1),
+        UnitDot,
+    );
+    let items: Vec<(&[f32], usize)> = vectors
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| (v, i))
+        .collect();
+    g.parallel_insert_slice(&items);
+    g.set_searching_mode(true);
+    g
+}
+
 impl VectorIndex {
-    /// Builds over `vectors.len() / dim` unit vectors (row-major); data ids 0..n.
+    fn empty(dim: usize) -> VectorIndex {
+        VectorIndex {
+            frozen: walk::Frozen::default(),
+            len: 0,
+            dim,
+        }
+    }
+
+    /// Builds over `vectors.len() / dim` unit vectors (row-major); data ids 0..n. hnsw_rs's
+    /// structures are dropped before this returns.
     pub fn build(vectors: &[f32], dim: usize, params: HnswParams) -> VectorIndex {
         let n = vectors.len().checked_div(dim).unwrap_or(0);
         if n == 0 {
-            return VectorIndex {
-                built: None,
-                frozen: walk::Frozen::default(),
-                len: 0,
-                dim,
-            };
+            return Self::empty(dim);
         }
-        let mut g: Graph<'static> = Hnsw::new(
-            params.m.clamp(2, MAX_M),
-            n,
-            MAX_LAYER,
-            params.ef_construction.max(1),
-            UnitDot,
-        );
-        let items: Vec<(&[f32], usize)> = vectors
-            .chunks_exact(dim)
-            .enumerate()
-            .map(|(i, v)| (v, i))
-            .collect();
-        g.parallel_insert_slice(&items);
-        g.set_searching_mode(true);
+        let g = build_graph(vectors, dim, params);
         let frozen = freeze(&g, n, dim).expect("a graph just built holds data ids 0..n");
         VectorIndex {
-            built: Some(Box::new(g)),
             frozen,
             len: n,
             dim,
@@ -189,6 +205,11 @@ impl VectorIndex {
 
     /// File names (not paths) `save` writes for `basename`.
     pub fn file_names(basename: &str) -> Vec<String> {
+        vec![walk::Frozen::file_name(basename)]
+    }
+
+    /// File names of the hnsw_rs dump that segments written before the `.hnsw` file carry.
+    pub fn legacy_file_names(basename: &str) -> Vec<String> {
         SUFFIXES.iter().map(|s| format!("{basename}.{s}")).collect()
     }
 
@@ -200,113 +221,97 @@ impl VectorIndex {
         self.len == 0
     }
 
-    /// Writes the graph as `<basename>.hnsw.graph` and `<basename>.hnsw.data` in `dir`, atomically.
-    /// Returns the paths written (none for an empty index: `load` with `expected_len == 0` needs
-    /// no files).
-    pub fn save(&self, dir: &Path, basename: &str) -> Result<Vec<PathBuf>, IndexError> {
+    /// Bytes of the graph (its file; in memory, mapped or owned).
+    pub fn byte_len(&self) -> usize {
+        if self.len == 0 {
+            0
+        } else {
+            self.frozen.byte_len()
+        }
+    }
+
+    /// Writes the graph as `<basename>.hnsw` in `dir`, atomically and fsynced. Returns the paths
+    /// written (none for an empty index: `load` with `expected_len == 0` needs no file).
+    pub fn save(&self, dir: &Path, basename: &str) -> crate::Result<Vec<PathBuf>> {
         self.save_with(&crate::io::RealFs, dir, basename)
     }
 
-    /// [`VectorIndex::save`] with the fsyncs, renames and clean-up going through `storage`
-    /// (hnsw_rs writes the dump files itself).
+    /// [`VectorIndex::save`] through `storage`.
     pub fn save_with(
         &self,
         storage: &dyn Storage,
         dir: &Path,
         basename: &str,
-    ) -> Result<Vec<PathBuf>, IndexError> {
+    ) -> crate::Result<Vec<PathBuf>> {
         if self.len == 0 {
             return Ok(Vec::new());
         }
+        Ok(vec![self.frozen.save_with(storage, dir, basename)?])
+    }
+
+    /// Builds a graph over `vectors` and writes it the way segments before the `.hnsw` file stored
+    /// it: hnsw_rs's dump, `<basename>.hnsw.graph` and `<basename>.hnsw.data` (for compatibility
+    /// tests; nothing writes this format any more).
+    #[doc(hidden)]
+    pub fn write_legacy_dump(
+        vectors: &[f32],
+        dim: usize,
+        params: HnswParams,
+        dir: &Path,
+        basename: &str,
+    ) -> Result<Vec<PathBuf>, IndexError> {
+        let g = build_graph(vectors, dim, params);
+        let storage = crate::io::RealFs;
         let tmp_base = format!("{basename}.tmp");
-        let tmp_names = Self::file_names(&tmp_base);
-        let result = self.save_inner(storage, dir, basename, &tmp_base);
+        let result = dump(&g, &storage, dir, basename, &tmp_base);
         if result.is_err() {
-            for name in &tmp_names {
+            for name in Self::legacy_file_names(&tmp_base) {
                 let _ = storage.remove(&dir.join(name));
             }
         }
         result
     }
 
-    fn save_inner(
-        &self,
-        storage: &dyn Storage,
-        dir: &Path,
-        basename: &str,
-        tmp_base: &str,
-    ) -> Result<Vec<PathBuf>, IndexError> {
-        // hnsw_rs panics (rather than erring) when it cannot create the files.
-        let Some(g) = &self.built else {
-            return Err(err(
-                dir,
-                "only a freshly built graph can be saved (a loaded one is already on disk)",
-            ));
-        };
-        for name in Self::file_names(tmp_base) {
-            let p = dir.join(name);
-            storage.before_external_write(&p).map_err(storage_err(&p))?;
-        }
-        // The files hnsw_rs writes, as one path for messages.
-        let dump_path = dir.join(format!("{tmp_base}.hnsw.{{graph,data}}"));
-        let dumped = catch_unwind(AssertUnwindSafe(|| g.file_dump(dir, tmp_base)))
-            .map_err(|_| err(&dump_path, "hnsw_rs panicked while writing the graph"))?
-            .map_err(|e| match e.downcast_ref::<std::io::Error>() {
-                // Its own writes failed (a full disk, say): keep the OS error, so ENOSPC stays
-                // ENOSPC (ResourceExhausted) instead of becoming a plain io error.
-                Some(io) => IndexError::Storage {
-                    path: dump_path.clone(),
-                    source: match io.raw_os_error() {
-                        Some(code) => std::io::Error::from_raw_os_error(code),
-                        None => std::io::Error::new(io.kind(), io.to_string()),
-                    },
-                },
-                None => err(&dump_path, format!("dump failed: {e}")),
-            })?;
-        // hnsw_rs picks another basename only when the graph is mmap-backed, which ours never is.
-        if dumped != tmp_base {
-            for name in Self::file_names(&dumped) {
-                let _ = std::fs::remove_file(dir.join(name));
-            }
-            return Err(err(
-                dir,
-                format!("hnsw_rs dumped under {dumped:?}, expected {tmp_base:?}"),
-            ));
-        }
-        let mut out = Vec::new();
-        for (tmp, fin) in Self::file_names(tmp_base)
-            .iter()
-            .zip(Self::file_names(basename))
-        {
-            let (tmp, fin) = (dir.join(tmp), dir.join(fin));
-            storage.sync_file(&tmp).map_err(storage_err(&tmp))?;
-            storage.rename(&tmp, &fin).map_err(storage_err(&fin))?;
-            out.push(fin);
-        }
-        storage.sync_dir(dir).map_err(storage_err(dir))?;
-        Ok(out)
-    }
-
-    /// Reloads what `save` wrote; checks the dimension and the point count.
+    /// Opens segment `basename`'s graph in `dir`: the mapped `.hnsw` file, or (older segments)
+    /// hnsw_rs's dump, checked and then frozen. Checks the dimension and the point
+    /// count; a malformed file is a corruption error naming it.
     pub fn load(
         dir: &Path,
         basename: &str,
         dim: usize,
         expected_len: usize,
-    ) -> Result<VectorIndex, IndexError> {
+    ) -> crate::Result<VectorIndex> {
         if expected_len == 0 {
+            return Ok(Self::empty(dim));
+        }
+        if dir.join(walk::Frozen::file_name(basename)).exists() {
             return Ok(VectorIndex {
-                built: None,
-                frozen: walk::Frozen::default(),
-                len: 0,
+                frozen: walk::Frozen::open(dir, basename, dim, expected_len)?,
+                len: expected_len,
                 dim,
             });
         }
+        let path = dir.join(format!("{basename}.hnsw.graph"));
+        let frozen = Self::load_legacy(dir, basename, dim, expected_len)
+            .map_err(|e| crate::Error::corruption(&path, 0, e.to_string()))?;
+        Ok(VectorIndex {
+            frozen,
+            len: expected_len,
+            dim,
+        })
+    }
+
+    fn load_legacy(
+        dir: &Path,
+        basename: &str,
+        dim: usize,
+        expected_len: usize,
+    ) -> Result<walk::Frozen, IndexError> {
         check_dump(dir, basename, dim, expected_len)?;
         let path = dir.join(format!("{basename}.hnsw.graph"));
         // check_dump leaves hnsw_rs nothing to choke on; should it panic anyway (an assert we did
         // not anticipate), the panic becomes an error instead of taking the process down.
-        let frozen = catch_unwind(AssertUnwindSafe(|| {
+        catch_unwind(AssertUnwindSafe(|| {
             let io = HnswIo::new(dir, basename);
             let g = io
                 .load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
@@ -323,13 +328,7 @@ impl VectorIndex {
             freeze(&g, n, dim)
         }))
         .map_err(|_| err(&path, "hnsw_rs panicked while reading the graph"))?
-        .map_err(|e| err(&path, e))?;
-        Ok(VectorIndex {
-            built: None,
-            frozen,
-            len: expected_len,
-            dim,
-        })
+        .map_err(|e| err(&path, e))
     }
 
     /// Top-`k` ids by (approximate: the walk scores an int8 copy) dot product with `query`, best
@@ -356,6 +355,44 @@ impl VectorIndex {
     pub fn search_all(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
         self.frozen.search(query, k.min(self.len), ef, None)
     }
+}
+
+/// hnsw_rs's dump of `g` under `tmp_base`, fsynced and renamed to `basename`'s names.
+fn dump(
+    g: &Graph<'_>,
+    storage: &dyn Storage,
+    dir: &Path,
+    basename: &str,
+    tmp_base: &str,
+) -> Result<Vec<PathBuf>, IndexError> {
+    for name in VectorIndex::legacy_file_names(tmp_base) {
+        let p = dir.join(name);
+        storage.before_external_write(&p).map_err(storage_err(&p))?;
+    }
+    // The files hnsw_rs writes, as one path for messages.
+    let dump_path = dir.join(format!("{tmp_base}.hnsw.{{graph,data}}"));
+    // hnsw_rs panics (rather than erring) when it cannot create the files.
+    let dumped = catch_unwind(AssertUnwindSafe(|| g.file_dump(dir, tmp_base)))
+        .map_err(|_| err(&dump_path, "hnsw_rs panicked while writing the graph"))?
+        .map_err(|e| err(&dump_path, format!("dump failed: {e}")))?;
+    if dumped != tmp_base {
+        return Err(err(
+            dir,
+            format!("hnsw_rs dumped under {dumped:?}, expected {tmp_base:?}"),
+        ));
+    }
+    let mut out = Vec::new();
+    for (tmp, fin) in VectorIndex::legacy_file_names(tmp_base)
+        .iter()
+        .zip(VectorIndex::legacy_file_names(basename))
+    {
+        let (tmp, fin) = (dir.join(tmp), dir.join(fin));
+        storage.sync_file(&tmp).map_err(storage_err(&tmp))?;
+        storage.rename(&tmp, &fin).map_err(storage_err(&fin))?;
+        out.push(fin);
+    }
+    storage.sync_dir(dir).map_err(storage_err(dir))?;
+    Ok(out)
 }
 
 // hnsw_rs 0.3.5's dump format (private constants of src/hnswio.rs). Native byte order.

@@ -100,17 +100,36 @@ fn recall_save_load_and_filter() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["seg-000001.hnsw.data", "seg-000001.hnsw.graph"]);
+    assert_eq!(names, ["seg-000001.hnsw"]);
 
     let back = VectorIndex::load(dir.path(), "seg-000001", dim, 2_000).unwrap();
     assert_eq!(back.len(), 2_000);
+    assert_eq!(back.byte_len(), idx.byte_len());
     for q in qs.chunks(dim) {
         assert_eq!(idx.search(q, 10, 64, &all), back.search(q, 10, 64, &all));
     }
-    // A loaded graph keeps only its frozen search form: saving it again is refused, clearly.
-    let e = back.save(dir.path(), "again").unwrap_err().to_string();
-    assert!(e.contains("freshly built"), "{e}");
-    assert!(!dir.path().join("again.hnsw.graph").exists());
+    // The mapped graph is the file: saved again, it writes the same bytes.
+    let again = back.save(dir.path(), "again").unwrap();
+    assert_eq!(
+        std::fs::read(&again[0]).unwrap(),
+        std::fs::read(&files[0]).unwrap()
+    );
+
+    // The graph hnsw_rs dumped for segments written before the `.hnsw` file: read, frozen, and
+    // walked alike (the same build parameters give the same graph up to insertion order, so
+    // compare recall, not lists).
+    let legacy = VectorIndex::write_legacy_dump(&v, dim, P, dir.path(), "old").unwrap();
+    assert_eq!(legacy.len(), 2);
+    let old = VectorIndex::load(dir.path(), "old", dim, 2_000).unwrap();
+    let mut old_hit = 0;
+    for q in qs.chunks(dim) {
+        let got: Vec<usize> = old.search(q, 10, 64, &all).iter().map(|x| x.0).collect();
+        old_hit += brute(&v, dim, q, 10)
+            .iter()
+            .filter(|i| got.contains(i))
+            .count();
+    }
+    assert!(old_hit as f64 / 200.0 >= 0.9, "legacy recall {old_hit}/200");
 
     let even = |i: usize| i & 1 == 0;
     for g in [&idx, &back] {
@@ -213,45 +232,44 @@ fn unit_dot_keeps_its_recorded_name() {
 #[test]
 fn garbage_files_are_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    for name in VectorIndex::file_names("bad") {
+    for name in VectorIndex::legacy_file_names("bad") {
         std::fs::write(dir.path().join(name), b"definitely not an hnsw dump").unwrap();
     }
     assert!(VectorIndex::load(dir.path(), "bad", 8, 10).is_err());
-    // One of the two files missing.
-    let idx = VectorIndex::build(&unit_vectors(10, 8, 5), 8, P);
-    idx.save(dir.path(), "half").unwrap();
+    std::fs::write(dir.path().join("bad.hnsw"), b"not a graph file either").unwrap();
+    let e = VectorIndex::load(dir.path(), "bad", 8, 10).unwrap_err();
+    assert!(
+        matches!(e, crate::Error::Corruption { .. }) && e.to_string().contains("bad.hnsw"),
+        "{e}"
+    );
+    // One of the two legacy files missing.
+    let v = unit_vectors(10, 8, 5);
+    VectorIndex::write_legacy_dump(&v, 8, P, dir.path(), "half").unwrap();
     std::fs::remove_file(dir.path().join("half.hnsw.data")).unwrap();
     assert!(VectorIndex::load(dir.path(), "half", 8, 10).is_err());
 }
 
-/// hnsw_rs's loader exits the process on a short `.hnsw.data`, aborts on huge counts and reads
-/// out of bounds on short records: every truncation and every single-byte corruption must come
-/// back as Ok (a corruption hnsw_rs cannot notice, e.g. in a vector) or Err, never a crash.
-#[test]
-fn truncated_or_corrupted_dumps_never_crash() {
-    let dim = 4;
-    let n = 30;
-    let v = unit_vectors(n, dim, 6);
-    let idx = VectorIndex::build(
-        &v,
-        dim,
-        HnswParams {
-            m: 4,
-            ef_construction: 16,
-        },
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let files = idx.save(dir.path(), "good").unwrap();
+/// Every truncation and every single-byte corruption of `files` (copied under the basename
+/// `x`) comes back as Ok (a corruption no check can notice, e.g. in a vector) or Err, never a
+/// crash; a truncation is always an Err.
+fn damage_never_crashes(
+    dir: &Path,
+    files: &[PathBuf],
+    names: &[String],
+    dim: usize,
+    n: usize,
+    v: &[f32],
+) {
     for (which, src) in files.iter().enumerate() {
-        for (src, dst) in files.iter().zip(VectorIndex::file_names("x")) {
-            std::fs::copy(src, dir.path().join(dst)).unwrap();
+        for (src, dst) in files.iter().zip(names) {
+            std::fs::copy(src, dir.join(dst)).unwrap();
         }
         let good = std::fs::read(src).unwrap();
-        let target = dir.path().join(&VectorIndex::file_names("x")[which]);
+        let target = dir.join(&names[which]);
         for cut in 0..good.len() {
             std::fs::write(&target, &good[..cut]).unwrap();
             assert!(
-                VectorIndex::load(dir.path(), "x", dim, n).is_err(),
+                VectorIndex::load(dir, "x", dim, n).is_err(),
                 "file {which} cut at {cut}"
             );
         }
@@ -259,15 +277,51 @@ fn truncated_or_corrupted_dumps_never_crash() {
             let mut bad = good.clone();
             bad[pos] ^= 0xa5;
             std::fs::write(&target, &bad).unwrap();
-            if let Ok(g) = VectorIndex::load(dir.path(), "x", dim, n) {
+            if let Ok(g) = VectorIndex::load(dir, "x", dim, n) {
                 for q in v.chunks(dim) {
                     let _ = g.search(q, 5, 8, &all);
                 }
             }
         }
+        std::fs::remove_file(&target).unwrap();
     }
-    let back = VectorIndex::load(dir.path(), "good", dim, n).unwrap();
-    assert_eq!(back.search(&v[..dim], 1, 8, &all)[0].0, 0);
+}
+
+/// hnsw_rs's loader exits the process on a short `.hnsw.data`, aborts on huge counts and reads
+/// out of bounds on short records; metavec's own graph file is range-checked at open.
+#[test]
+fn truncated_or_corrupted_graphs_never_crash() {
+    let dim = 4;
+    let n = 30;
+    let v = unit_vectors(n, dim, 6);
+    let params = HnswParams {
+        m: 4,
+        ef_construction: 16,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = VectorIndex::write_legacy_dump(&v, dim, params, dir.path(), "old").unwrap();
+    damage_never_crashes(
+        dir.path(),
+        &legacy,
+        &VectorIndex::legacy_file_names("x"),
+        dim,
+        n,
+        &v,
+    );
+    let idx = VectorIndex::build(&v, dim, params);
+    let files = idx.save(dir.path(), "good").unwrap();
+    damage_never_crashes(
+        dir.path(),
+        &files,
+        &VectorIndex::file_names("x"),
+        dim,
+        n,
+        &v,
+    );
+    for name in ["good", "old"] {
+        let back = VectorIndex::load(dir.path(), name, dim, n).unwrap();
+        assert_eq!(back.search(&v[..dim], 1, 8, &all)[0].0, 0);
+    }
 }
 
 #[test]

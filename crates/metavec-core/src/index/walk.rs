@@ -18,34 +18,89 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, PREAMBLE_LEN};
+use crate::io::{write_file_atomic_with, MappedFile, Storage};
+
+/// Most layers a graph file may describe (hnsw_rs builds at most 16).
+const MAX_LAYERS: usize = 16;
+/// Header: dim, n, layers, entry, then the edge count of each of the 16 possible layers.
+const HEADER_LEN: usize = 4 * 4 + MAX_LAYERS * 4;
 
 /// One layer's adjacency: the neighbours of node `i` are `ids[offsets[i]..offsets[i + 1]]`.
-#[derive(Debug, Default)]
-struct Csr {
-    offsets: Vec<u32>,
-    ids: Vec<u32>,
+#[derive(Debug, Clone, Copy)]
+struct Csr<'a> {
+    offsets: &'a [u32],
+    ids: &'a [u32],
 }
 
-impl Csr {
-    fn of(&self, node: u32) -> &[u32] {
+impl<'a> Csr<'a> {
+    fn of(&self, node: u32) -> &'a [u32] {
         let i = node as usize;
         match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => &self.ids[a as usize..b as usize],
+            (Some(&a), Some(&b)) => self.ids.get(a as usize..b as usize).unwrap_or(&[]),
             _ => &[],
         }
     }
 }
 
-/// A searchable, immutable copy of an HNSW graph over `n` unit vectors of width `dim`.
+#[derive(Debug)]
+enum Backing {
+    /// Built in this process: the file's bytes, in words so they are aligned like a map.
+    Owned(Vec<u64>),
+    Mapped(MappedFile),
+}
+
+impl Default for Backing {
+    fn default() -> Self {
+        Backing::Owned(Vec::new())
+    }
+}
+
+/// A searchable, immutable copy of an HNSW graph over `n` unit vectors of width `dim`, laid out
+/// as its file `seg-<id>.hnsw` (kind `HNSW`): after the preamble and header, 64-byte aligned
+/// sections of vector 0 of every node as int8 (`dim` per node), each node's f32 scale, then per
+/// layer (0 first, holding every node) `n + 1` u32 offsets and the u32 neighbour ids. A loaded
+/// graph is that file mapped: searches read it in place, and nothing of it is on the heap.
 #[derive(Debug, Default)]
 pub(super) struct Frozen {
+    backing: Backing,
     dim: usize,
-    /// Vector 0 of every node as int8, `dim` values per node, and each node's scale.
-    codes: Vec<i8>,
-    scales: Vec<f32>,
-    /// `layers[0]` is the bottom layer, holding every node.
-    layers: Vec<Csr>,
+    n: usize,
     entry: u32,
+    codes: (usize, usize),
+    scales: (usize, usize),
+    /// Per layer: the (offset, len) of its offsets and of its ids.
+    layers: Vec<[(usize, usize); 2]>,
+}
+
+/// (offset, len) of every section for these sizes, and the file length.
+#[allow(clippy::type_complexity)]
+fn layout(
+    dim: usize,
+    n: usize,
+    edges: &[usize],
+) -> (
+    (usize, usize),
+    (usize, usize),
+    Vec<[(usize, usize); 2]>,
+    usize,
+) {
+    let mut pos = align_up((PREAMBLE_LEN + HEADER_LEN) as u64) as usize;
+    let mut take = |len: usize| {
+        let at = pos;
+        pos = align_up((pos + len) as u64) as usize;
+        (at, len)
+    };
+    let codes = take(n * dim);
+    let scales = take(n * 4);
+    let layers = edges
+        .iter()
+        .map(|&e| [take((n + 1) * 4), take(e * 4)])
+        .collect();
+    (codes, scales, layers, pos)
 }
 
 /// A (score, node) pair ordered by score, then by node for determinism.
@@ -75,7 +130,7 @@ impl Frozen {
         dim: usize,
         vectors: Vec<f32>,
         neighbours: &[Vec<Vec<u32>>],
-    ) -> Result<Frozen, String> {
+    ) -> std::result::Result<Frozen, String> {
         let n = neighbours.len();
         if vectors.len() != n * dim {
             return Err(format!(
@@ -84,23 +139,26 @@ impl Frozen {
             ));
         }
         let top = neighbours.iter().map(Vec::len).max().unwrap_or(0);
-        let mut layers = Vec::with_capacity(top);
+        if top > MAX_LAYERS {
+            return Err(format!(
+                "{top} layers; a graph file holds at most {MAX_LAYERS}"
+            ));
+        }
+        let mut csrs: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(top);
         for l in 0..top {
-            let mut csr = Csr {
-                offsets: Vec::with_capacity(n + 1),
-                ids: Vec::new(),
-            };
-            csr.offsets.push(0);
+            let mut offsets = Vec::with_capacity(n + 1);
+            let mut ids = Vec::new();
+            offsets.push(0u32);
             for nb in neighbours {
                 if let Some(list) = nb.get(l) {
                     if let Some(&bad) = list.iter().find(|&&id| id as usize >= n) {
                         return Err(format!("neighbour id {bad} out of range (n = {n})"));
                     }
-                    csr.ids.extend_from_slice(list);
+                    ids.extend_from_slice(list);
                 }
-                csr.offsets.push(csr.ids.len() as u32);
+                offsets.push(ids.len() as u32);
             }
-            layers.push(csr);
+            csrs.push((offsets, ids));
         }
         // The entry point: the lowest-numbered node of the top layer (deterministic, so a graph
         // and its reloaded copy walk alike).
@@ -109,17 +167,161 @@ impl Frozen {
             .position(|nb| nb.len() == top)
             .unwrap_or(0) as u32;
         let (codes, scales) = crate::score::compact::encode_int8(&vectors, dim);
+        drop(vectors);
+        let edges: Vec<usize> = csrs.iter().map(|c| c.1.len()).collect();
+        let (codes_at, scales_at, layers, total) = layout(dim, n, &edges);
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        for w in [dim, n, top, entry as usize] {
+            header.extend_from_slice(&(w as u32).to_le_bytes());
+        }
+        for l in 0..MAX_LAYERS {
+            header.extend_from_slice(&(edges.get(l).copied().unwrap_or(0) as u32).to_le_bytes());
+        }
+        let mut words = vec![0u64; total.div_ceil(8)];
+        let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..total];
+        let preamble = encode_preamble(FileKind::Graph, 0, &header);
+        out[..preamble.len()].copy_from_slice(&preamble);
+        let mut put = |(at, len): (usize, usize), bytes: &[u8]| {
+            out[at..at + len].copy_from_slice(bytes);
+        };
+        put(codes_at, bytemuck::cast_slice(&codes));
+        put(scales_at, bytemuck::cast_slice(&scales));
+        for (l, (offsets, ids)) in csrs.iter().enumerate() {
+            put(layers[l][0], bytemuck::cast_slice(offsets));
+            put(layers[l][1], bytemuck::cast_slice(ids));
+        }
         Ok(Frozen {
+            backing: Backing::Owned(words),
             dim,
-            codes,
-            scales,
-            layers,
+            n,
             entry,
+            codes: codes_at,
+            scales: scales_at,
+            layers,
         })
     }
 
+    /// The file's bytes (owned or mapped).
+    pub(super) fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Owned(w) => bytemuck::cast_slice(w),
+            Backing::Mapped(m) => m.bytes(),
+        }
+    }
+
+    fn section<T: bytemuck::Pod>(&self, (at, len): (usize, usize)) -> &[T] {
+        bytemuck::cast_slice(&self.bytes()[at..at + len])
+    }
+
+    fn codes(&self) -> &[i8] {
+        self.section(self.codes)
+    }
+
+    fn scales(&self) -> &[f32] {
+        self.section(self.scales)
+    }
+
+    fn layer(&self, l: usize) -> Csr<'_> {
+        Csr {
+            offsets: self.section(self.layers[l][0]),
+            ids: self.section(self.layers[l][1]),
+        }
+    }
+
+    /// Bytes of the file, and of the graph in memory (owned, or mapped and paged in on use).
+    pub(super) fn byte_len(&self) -> usize {
+        let edges: Vec<usize> = self.layers.iter().map(|l| l[1].1 / 4).collect();
+        layout(self.dim, self.n, &edges).3
+    }
+
+    /// File name of segment `basename`'s graph.
+    pub(super) fn file_name(basename: &str) -> String {
+        format!("{basename}.hnsw")
+    }
+
+    /// Writes the graph as `dir/<basename>.hnsw` (atomically, fsynced); returns the path.
+    pub(super) fn save_with(
+        &self,
+        storage: &dyn Storage,
+        dir: &Path,
+        basename: &str,
+    ) -> Result<PathBuf> {
+        let path = dir.join(Self::file_name(basename));
+        write_file_atomic_with(storage, &path, &self.bytes()[..self.byte_len()])?;
+        Ok(path)
+    }
+
+    /// Maps `dir/<basename>.hnsw` and checks that it is a graph over `n` nodes of `dim`: every
+    /// section inside the file, every offset list ordered and ending at its edge count, every
+    /// neighbour id and the entry point below `n`.
+    pub(super) fn open(dir: &Path, basename: &str, dim: usize, n: usize) -> Result<Frozen> {
+        let path = dir.join(Self::file_name(basename));
+        let map = MappedFile::open(&path)?;
+        map.advise_random();
+        let (_, header) = decode_preamble(map.bytes(), FileKind::Graph, &path)?;
+        let bad = |at: usize, m: String| Error::corruption(&path, at as u64, m);
+        if header.len() < HEADER_LEN {
+            return Err(bad(20, "graph header is short".into()));
+        }
+        let word = |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().unwrap());
+        let (fdim, fn_, top, entry) = (
+            word(0) as usize,
+            word(1) as usize,
+            word(2) as usize,
+            word(3),
+        );
+        if fdim != dim
+            || fn_ != n
+            || top > MAX_LAYERS
+            || (n > 0 && (top == 0 || entry as usize >= n))
+        {
+            return Err(bad(
+                PREAMBLE_LEN,
+                format!(
+                    "graph holds {fn_} nodes of dim {fdim} ({top} layers, entry {entry}); the \
+                     segment has {n} of dim {dim}"
+                ),
+            ));
+        }
+        let edges: Vec<usize> = (0..top).map(|l| word(4 + l) as usize).collect();
+        let (codes, scales, layers, total) = layout(dim, n, &edges);
+        let len = map.bytes().len();
+        if len < total {
+            return Err(bad(
+                len,
+                format!("graph file is {len} bytes, its header needs {total}"),
+            ));
+        }
+        let g = Frozen {
+            backing: Backing::Mapped(map),
+            dim,
+            n,
+            entry,
+            codes,
+            scales,
+            layers,
+        };
+        for (l, &e) in edges.iter().enumerate() {
+            let csr = g.layer(l);
+            let ordered = csr.offsets.windows(2).all(|w| w[0] <= w[1]);
+            if csr.offsets.first() != Some(&0) || csr.offsets[n] as usize != e || !ordered {
+                return Err(bad(
+                    g.layers[l][0].0,
+                    format!("layer {l}'s neighbour offsets are not an ordered list ending at {e}"),
+                ));
+            }
+            if let Some(&id) = csr.ids.iter().find(|&&id| id as usize >= n) {
+                return Err(bad(
+                    g.layers[l][1].0,
+                    format!("layer {l} names node {id}, past the {n} nodes"),
+                ));
+            }
+        }
+        Ok(g)
+    }
+
     fn len(&self) -> usize {
-        self.scales.len()
+        self.n
     }
 
     /// How far the walk's score of `node` may be from the f32 dot product, for a query whose
@@ -128,7 +330,7 @@ impl Frozen {
     /// of both sums (384 terms: ~1e-5). Used to skip exact rescoring that cannot change a
     /// result.
     pub(super) fn slack(&self, query_l1: f32, node: usize) -> f32 {
-        self.scales
+        self.scales()
             .get(node)
             .map_or(f32::INFINITY, |s| query_l1 * s * 0.5 * 1.001 + 1e-4)
     }
@@ -137,7 +339,7 @@ impl Frozen {
     /// node (the beam scores its fresh neighbours through the same entry, several at a time).
     fn dot(&self, q: &[f32], node: u32, int8_dots: crate::score::compact::Int8DotsFn) -> f32 {
         let mut out = [0.0f32];
-        int8_dots(q, self.dim, &self.codes, &self.scales, &[node], &mut out);
+        int8_dots(q, self.dim, self.codes(), self.scales(), &[node], &mut out);
         out[0]
     }
 
@@ -160,7 +362,7 @@ impl Frozen {
 
         // Greedy descent through the upper layers to the node nearest to q.
         let mut cur = Scored(self.dot(q, self.entry, int8_dots), self.entry);
-        for layer in self.layers[1..].iter().rev() {
+        for layer in (1..self.layers.len()).rev().map(|l| self.layer(l)) {
             loop {
                 let mut moved = false;
                 for &nb in layer.of(cur.1) {
@@ -192,7 +394,8 @@ impl Frozen {
         if ok(cur.1) {
             best.push(Reverse(cur));
         }
-        let layer0 = &self.layers[0];
+        let layer0 = self.layer(0);
+        let (codes, scales) = (self.codes(), self.scales());
         let mut fresh = Vec::with_capacity(64);
         let mut scores = Vec::with_capacity(64);
         while let Some(c) = frontier.pop() {
@@ -205,7 +408,7 @@ impl Frozen {
             fresh.extend(layer0.of(c.1).iter().copied().filter(|&nb| !seen(nb)));
             for &nb in &fresh {
                 let i = nb as usize * self.dim;
-                crate::score::simd::prefetch(&self.codes[i..i + self.dim]);
+                crate::score::simd::prefetch(&codes[i..i + self.dim]);
             }
             // The neighbour list of the node likely expanded next, while these are scored.
             if let Some(next) = frontier.peek() {
@@ -213,7 +416,7 @@ impl Frozen {
             }
             // Scored several at a time: independent dot products overlap in the FMA pipeline.
             scores.resize(fresh.len(), 0.0);
-            int8_dots(q, self.dim, &self.codes, &self.scales, &fresh, &mut scores);
+            int8_dots(q, self.dim, codes, scales, &fresh, &mut scores);
             for (&nb, &score) in fresh.iter().zip(&scores) {
                 let s = Scored(score, nb);
                 let full = best.len() >= ef;

@@ -61,7 +61,8 @@ pub fn file_name(id: u64) -> String {
     format!("seg-{id:016x}.mvs")
 }
 
-/// Base name of the index files of segment `id` (HNSW graph and data, token index).
+/// Base name of the index files of segment `id` (the `.hnsw` graph, or hnsw_rs's `.hnsw.graph`
+/// and `.hnsw.data` in older segments; the `.tok` token index).
 pub fn index_basename(id: u64) -> String {
     format!("seg-{id:016x}")
 }
@@ -72,6 +73,7 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
         .strip_suffix(".mvs")
         .or_else(|| hex.strip_suffix(".hnsw.graph"))
         .or_else(|| hex.strip_suffix(".hnsw.data"))
+        .or_else(|| hex.strip_suffix(".hnsw"))
         .or_else(|| hex.strip_suffix(".tok"))?;
     if hex.len() != 16 {
         return None;

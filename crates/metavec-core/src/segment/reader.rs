@@ -52,8 +52,7 @@ impl Segment {
             &super::index_basename(id),
             cfg.dim as usize,
             meta.ids.len(),
-        )
-        .map_err(|e| Error::corruption(dir.join(super::index_basename(id)), 0, e.to_string()))?;
+        )?;
         let dtypes = meta
             .groups
             .iter()

@@ -17,17 +17,26 @@ use serde::{Deserialize, Serialize};
 use crate::support::{engine_with, files_under};
 
 /// The fixture today's engine writes ([`write_fixture`]): bump it with every format change.
-const CURRENT: &str = "format-1.1-tokens-1";
+const CURRENT: &str = "format-1.1-graph-1";
 
 /// Every fixture checked in, oldest first. Each must open with today's engine.
 const FIXTURES: &[&str] = &[
     "format-1.1-catalog-1",
     "format-1.1-catalog-2",
     "format-1.1-tokens-1",
+    "format-1.1-graph-1",
 ];
 
 /// Fixtures written before the token index (their segments have none until compacted).
 const BEFORE_TOKENS: &[&str] = &["format-1.1-catalog-1", "format-1.1-catalog-2"];
+
+/// Fixtures whose segments carry hnsw_rs's dumps (`.hnsw.graph`, `.hnsw.data`) instead of the
+/// `.hnsw` graph file.
+const BEFORE_GRAPH: &[&str] = &[
+    "format-1.1-catalog-1",
+    "format-1.1-catalog-2",
+    "format-1.1-tokens-1",
+];
 
 const DIM: u32 = 8;
 const MC: u32 = 4;
@@ -290,6 +299,18 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
         } else {
             assert!(tok_files() > 0, "{name}: written with token indexes");
         }
+        // Graphs: hnsw_rs dumps in the older fixtures, `.hnsw` files after.
+        let ending = |suffix: &str| {
+            files_under(&data)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .count()
+        };
+        if BEFORE_GRAPH.contains(&name) {
+            assert!(ending(".hnsw.graph") > 0 && ending(".hnsw") == 0, "{name}");
+        } else {
+            assert!(ending(".hnsw.graph") == 0 && ending(".hnsw") > 0, "{name}");
+        }
         // Today's engine writes on top of the old files: flush the WAL tail, merge, reopen. The
         // answers survive the reopen; with f32 they are still the recorded ones (sealing is
         // lossless there, while int8 quantizes the documents it seals).
@@ -304,6 +325,14 @@ fn every_fixture_opens_and_answers_as_when_it_was_written() {
             tok_files(),
             expected.collections.len(),
             "{name}: compaction wrote one token index per collection"
+        );
+        assert_eq!(
+            (
+                ending(".hnsw"),
+                ending(".hnsw.graph") + ending(".hnsw.data")
+            ),
+            (expected.collections.len(), 0),
+            "{name}: compaction wrote one graph file per collection and no dump"
         );
         drop(engine);
         let engine = engine_with(&data, 64 << 20);

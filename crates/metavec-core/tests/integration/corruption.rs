@@ -140,7 +140,7 @@ fn damaged_manifest_or_index_fails_that_collection_only() {
     let graph = std::fs::read_dir(collection_dir(dir.path(), "b").join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))
+        .find(|p| p.to_string_lossy().ends_with(".hnsw"))
         .unwrap();
     let mut g = std::fs::read(&graph).unwrap();
     g[10] ^= 1;

@@ -265,18 +265,20 @@ fn setup_for_index(dir: &Path, fs: &FaultyFs) -> (Engine, Arc<Collection>) {
 }
 
 #[test]
-fn full_disk_while_dumping_the_hnsw_graph_fails_the_flush_cleanly_and_it_retries() {
+fn full_disk_while_writing_the_hnsw_graph_fails_the_flush_cleanly_and_it_retries() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
     let (engine, coll) = setup_for_index(dir.path(), &fs);
-    // hnsw_rs writes the dump itself, into a disk with no space left (the seam makes its files
-    // /dev/full): its own write fails with ENOSPC.
+    // The graph file is written into a disk with no space left: its write fails with ENOSPC.
     fs.set(full("hnsw"));
     let err = coll.flush().unwrap_err();
     assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
     assert!(err.to_string().contains(".hnsw."), "names the file: {err}");
-    assert!(!has_tmp(dir.path()), "the temporary dump is cleaned up");
+    assert!(
+        !has_tmp(dir.path()),
+        "the temporary graph file is cleaned up"
+    );
     assert!(coll.info().segments.is_empty());
     let seg_dir = coll.dir().join("segments");
     let left: Vec<_> = std::fs::read_dir(&seg_dir).unwrap().flatten().collect();
