@@ -22,6 +22,7 @@
 //! Search: HNSW candidates per segment + memtable scan -> MaxSim over the r_c prefix -> top-k.
 #![deny(unsafe_code)]
 
+pub mod background;
 pub mod catalog;
 pub mod collection;
 pub mod compaction;

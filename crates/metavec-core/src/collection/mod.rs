@@ -219,6 +219,7 @@ impl Collection {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
+                crate::background::lower_priority();
                 while rx.recv().is_ok() {
                     let Some(c) = weak.upgrade() else { break };
                     if c.check_live().is_err() || c.check_open().is_err() {

@@ -94,14 +94,11 @@ fn build_index(
     for i in 0..docs.len() {
         v0.extend_from_slice(&docs.rows(i, 0, 1)?);
     }
-    let index = VectorIndex::build(
-        &v0,
-        dim,
-        HnswParams {
-            m: cfg.hnsw.m as usize,
-            ef_construction: cfg.hnsw.ef_construction as usize,
-        },
-    );
+    let params = HnswParams {
+        m: cfg.hnsw.m as usize,
+        ef_construction: cfg.hnsw.ef_construction as usize,
+    };
+    let index = crate::background::install(|| VectorIndex::build(&v0, dim, params));
     let basename = super::index_basename(id);
     let mut written = index.save_with(storage, dir, &basename)?;
     drop(index);
@@ -110,7 +107,9 @@ fn build_index(
         let mut params = TokenParams::new(nv);
         params.centroids = cfg.candidates.centroids as usize;
         params.seed ^= id;
-        let tokens = TokenIndex::build(&token_rows(cfg, docs, nv)?, dim, docs.len(), params);
+        let rows = token_rows(cfg, docs, nv)?;
+        let n = docs.len();
+        let tokens = crate::background::install(|| TokenIndex::build(&rows, dim, n, params));
         written.push(tokens.save_with(storage, dir, &basename)?);
     }
     let mut index_files = Vec::new();
