@@ -54,7 +54,22 @@ fn cat_err(e: sled::Error) -> Error {
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Catalog> {
-        let db = sled::Config::new().path(path).open().map_err(cat_err)?;
+        // sled releases its file lock when the last of its background threads lets go of a
+        // dropped database, which can be a moment after the drop: a reopen in the same process
+        // (an engine closed and opened again) retries briefly before it calls the directory busy.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(cat_err(e)),
+            }
+        };
         let tree = db.open_tree("collections").map_err(cat_err)?;
         Ok(Catalog { db, tree })
     }
