@@ -38,6 +38,9 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 /// Lowers the calling thread's scheduling priority by [`NICE_STEPS`] (on Linux a nice value is
 /// per thread). Best effort: where the system refuses, the thread keeps its priority.
 pub fn lower_priority() {
+    // Threads inherit their creator's nice value: start rayon's global pool (the searches' pool)
+    // first, so it is never spawned from a lowered thread.
+    let _ = rayon::current_num_threads();
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();
