@@ -145,13 +145,12 @@ fn inspect_segments(
             index_bytes: e.index_files.iter().map(|f| f.len).sum(),
             hnsw_points: seg.index().len(),
             groups: seg
-                .meta()
-                .groups
+                .groups()
                 .iter()
                 .map(|g| GroupReport {
                     vectors: format!("{}..{}", g.start, g.start + g.width),
                     bytes: g.len,
-                    blocks: g.block_crcs.len(),
+                    blocks: g.blocks,
                     docs_per_block: g.docs_per_block,
                 })
                 .collect(),

@@ -734,6 +734,8 @@ async fn checkpoint(
         memtable_docs: inf.memtable_docs,
         wal_bytes: inf.wal_bytes,
         rss_anon_mb: round(rss_anon_mb, 10.0),
+        memtable_mb: round(inf.memtable_docs as f64 * doc_bytes as f64 / 1e6, 10.0),
+        rss_anon_restart_mb: 0.0,
         cgroup_peak_mb,
         disk_bytes,
         flushes: maint.flushes,
@@ -747,6 +749,10 @@ async fn checkpoint(
     };
     stop_counted(state, srv, true)?;
     row.recovery_s = reopen(run, state, srv, c, "kill -9").await?;
+    row.rss_anon_restart_mb = round(
+        server::rss_anon_kb(srv.pid()).unwrap_or(0) as f64 / 1e3,
+        10.0,
+    );
     if i + 1 == run.checkpoints.len() {
         stop_counted(state, srv, false)?;
         row.clean_open_s = Some(reopen(run, state, srv, c, "a clean stop").await?);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{recover::open_segment, Bitset, Collection, Loc, Slot, State, Work};
+use super::{recover::open_segment, Bitset, Collection, Slot, State, Work};
 use crate::error::Result;
 use crate::manifest::{FileCheck, Manifest, SegmentEntry};
 use crate::segment::{self, Segment};
@@ -79,13 +79,6 @@ impl Collection {
                 .collect();
             let depth = st.depth;
             self.commit(&mut st, entries, wal_end, depth)?;
-            for (i, d) in run.docs.iter().enumerate() {
-                if let Some(loc) = st.ids.get_mut(&d.id) {
-                    if *loc == Loc::Frozen(i as u32) {
-                        *loc = Loc::Seg(seg_id, i as u32);
-                    }
-                }
-            }
             st.segments.push(slot);
             st.frozen = None;
             st.frozen_dead = Arc::new(Bitset::default());
@@ -228,8 +221,7 @@ impl Collection {
 
     /// Swaps the segments `merged` (ids) for `sealed`, their merge, whose document `i` was
     /// ordinal `items[i].1` of segment `items[i].0`; commits the manifest at `depth` first.
-    /// Tombstones set on a source while the merge ran carry over, and ids still pointing at a
-    /// source move to the merged segment. Returns the merged segment's slot. The caller holds
+    /// Tombstones set on a source while the merge ran carry over. Returns the merged segment's slot. The caller holds
     /// `flush_lock`.
     pub(crate) fn install_merge(
         &self,
@@ -257,12 +249,6 @@ impl Collection {
                 entry,
             }
         });
-        let sources: Vec<Slot> = st
-            .segments
-            .iter()
-            .filter(|s| merged.contains(&s.seg.id()))
-            .cloned()
-            .collect();
         let mut keep: Vec<Slot> = st
             .segments
             .iter()
@@ -276,20 +262,6 @@ impl Collection {
         let entries = keep.iter().map(entry_with_tombstones).collect();
         let wal_start = st.wal_start;
         self.commit(&mut st, entries, wal_start, depth)?;
-        if let Some(slot) = &new_slot {
-            let new_id = slot.seg.id();
-            for (i, &(src, o)) in items.iter().enumerate() {
-                let Some(source) = sources.iter().find(|s| s.seg.id() == src) else {
-                    continue;
-                };
-                let id = &source.seg.ids()[o as usize];
-                if let Some(loc) = st.ids.get_mut(id) {
-                    if *loc == Loc::Seg(src, o) {
-                        *loc = Loc::Seg(new_id, i as u32);
-                    }
-                }
-            }
-        }
         st.segments = keep;
         Ok(new_slot)
     }

@@ -44,12 +44,13 @@ impl Bitset {
     }
 }
 
-/// Where the live version of an id is.
+/// Where the live version of an id is, at one instant of the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loc {
     Mem(u32),
     Frozen(u32),
-    Seg(u64, u32),
+    /// Index into `State::segments`, ordinal in that segment.
+    Seg(usize, u32),
 }
 
 /// The active memtable: append-only slots; replaced or deleted slots are emptied.
@@ -123,15 +124,22 @@ pub struct Slot {
     pub entry: SegmentEntry,
 }
 
+/// A collection's documents at one instant.
+///
+/// An id is live in at most one place. Only the memtable keeps an id map on the heap; the frozen
+/// run and every segment are in id order and found by binary search, newest first, skipping
+/// tombstoned copies (an older segment may still hold a dead copy of an id).
 #[derive(Debug, Default)]
 pub struct State {
     pub mem: Memtable,
+    /// Ids of the memtable's live documents.
+    pub mem_ids: HashMap<String, u32>,
+    /// The frozen run, in id order.
     pub frozen: Option<Arc<Run>>,
     pub frozen_dead: Arc<Bitset>,
     /// WAL generation that starts after the frozen run's records.
     pub frozen_wal_end: u64,
     pub segments: Vec<Slot>,
-    pub ids: HashMap<String, Loc>,
     pub next_seq: u64,
     /// Vectors per document kept in sealed segments (M_c unless shrunk).
     pub depth: u32,
@@ -144,19 +152,54 @@ pub struct State {
 }
 
 impl State {
+    /// Where the live version of `id` is, if it has one.
+    pub fn locate(&self, id: &str) -> Option<Loc> {
+        if let Some(&i) = self.mem_ids.get(id) {
+            return Some(Loc::Mem(i));
+        }
+        if let Some(run) = &self.frozen {
+            if let Ok(i) = run.docs.binary_search_by(|d| d.id.as_str().cmp(id)) {
+                if !self.frozen_dead.get(i) {
+                    return Some(Loc::Frozen(i as u32));
+                }
+            }
+        }
+        self.segments
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(s, slot)| {
+                let ord = slot.seg.find(id)?;
+                (!slot.dead.get(ord as usize)).then_some(Loc::Seg(s, ord))
+            })
+    }
+
+    /// Live documents: memtable, frozen run and segments less their tombstones.
+    pub fn live(&self) -> usize {
+        self.mem.live
+            + self
+                .frozen
+                .as_ref()
+                .map_or(0, |r| r.docs.len() - self.frozen_dead.count())
+            + self
+                .segments
+                .iter()
+                .map(|s| s.seg.len() - s.dead.count())
+                .sum::<usize>()
+    }
+
     /// Marks the current version of `id` dead; returns whether there was one.
     pub fn kill(&mut self, id: &str) -> bool {
-        let Some(loc) = self.ids.remove(id) else {
+        let Some(loc) = self.locate(id) else {
             return false;
         };
         match loc {
-            Loc::Mem(i) => self.mem.remove(i),
-            Loc::Frozen(i) => Arc::make_mut(&mut self.frozen_dead).set(i as usize),
-            Loc::Seg(seg, ord) => {
-                if let Some(slot) = self.segments.iter_mut().find(|s| s.seg.id() == seg) {
-                    Arc::make_mut(&mut slot.dead).set(ord as usize);
-                }
+            Loc::Mem(i) => {
+                self.mem_ids.remove(id);
+                self.mem.remove(i);
             }
+            Loc::Frozen(i) => Arc::make_mut(&mut self.frozen_dead).set(i as usize),
+            Loc::Seg(s, ord) => Arc::make_mut(&mut self.segments[s].dead).set(ord as usize),
         }
         true
     }
@@ -166,7 +209,7 @@ impl State {
             self.kill(&d.id);
             let id = d.id.clone();
             let at = self.mem.push(d);
-            self.ids.insert(id, Loc::Mem(at));
+            self.mem_ids.insert(id, at);
         }
     }
 
@@ -174,27 +217,20 @@ impl State {
         ids.iter().filter(|id| self.kill(id)).count()
     }
 
-    /// Moves the live memtable documents into a frozen run.
+    /// Moves the live memtable documents into a frozen run, in id order.
     pub fn freeze(&mut self, wal_end: u64, dim: usize) {
         let mem = std::mem::take(&mut self.mem);
-        let docs: Vec<Arc<Document>> = mem.slots.into_iter().flatten().collect();
-        for (i, d) in docs.iter().enumerate() {
-            self.ids.insert(d.id.clone(), Loc::Frozen(i as u32));
-        }
+        self.mem_ids = HashMap::new();
+        let mut docs: Vec<Arc<Document>> = mem.slots.into_iter().flatten().collect();
+        docs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         self.frozen_dead = Arc::new(Bitset::new(docs.len()));
         self.frozen = Some(Arc::new(Run { docs, dim }));
         self.frozen_wal_end = wal_end;
     }
 
-    /// Adds a sealed segment (older first) and points its live ids at it.
+    /// Adds a sealed segment (older first) with its tombstones, as the manifest has them: the
+    /// manifest's tombstones already mark every copy an id has outside its newest place.
     pub fn add_segment(&mut self, slot: Slot) {
-        let id = slot.seg.id();
-        for (ord, doc_id) in slot.seg.ids().iter().enumerate() {
-            if !slot.dead.get(ord) {
-                self.kill(doc_id);
-                self.ids.insert(doc_id.clone(), Loc::Seg(id, ord as u32));
-            }
-        }
         self.segments.push(slot);
     }
 }

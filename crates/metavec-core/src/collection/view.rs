@@ -127,10 +127,10 @@ impl Collection {
         let found = ids
             .iter()
             .map(|id| {
-                let Some(loc) = st.ids.get(id) else {
+                let Some(loc) = st.locate(id) else {
                     return Ok(None);
                 };
-                let found = match *loc {
+                let found = match loc {
                     Loc::Mem(i) => st.mem.get(i).cloned().map(Found::Mem),
                     Loc::Frozen(i) => st
                         .frozen
@@ -138,11 +138,7 @@ impl Collection {
                         .and_then(|r| r.docs.get(i as usize))
                         .cloned()
                         .map(Found::Mem),
-                    Loc::Seg(seg, ord) => st
-                        .segments
-                        .iter()
-                        .find(|s| s.seg.id() == seg)
-                        .map(|s| Found::Seg(s.seg.clone(), ord)),
+                    Loc::Seg(s, ord) => st.segments.get(s).map(|s| Found::Seg(s.seg.clone(), ord)),
                 };
                 found.map(Some).ok_or_else(|| lost(id))
             })
@@ -184,7 +180,7 @@ impl Collection {
 
     /// Number of live documents.
     pub fn len(&self) -> usize {
-        self.state.read().ids.len()
+        self.state.read().live()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,7 +192,7 @@ impl Collection {
         CollectionInfo {
             name: self.name.clone(),
             config: self.config.clone(),
-            live_docs: st.ids.len() as u64,
+            live_docs: st.live() as u64,
             memtable_docs: (st.mem.live
                 + st.frozen
                     .as_ref()

@@ -94,7 +94,7 @@ impl DocSource for MergeSource<'_> {
     }
     fn id(&self, i: usize) -> &str {
         let (s, o) = self.items[i];
-        &self.segs[s].ids()[o as usize]
+        self.segs[s].doc_id(o as usize)
     }
     fn payload(&self, i: usize) -> Option<&str> {
         let (s, o) = self.items[i];
@@ -275,6 +275,15 @@ impl Collection {
                     .map(move |o| (s, o))
             })
             .collect();
+        // In id order, so the merged segment finds ids by binary search (live ids are unique
+        // across segments; each source is in id order already, so this mostly interleaves).
+        let mut items = items;
+        items.sort_unstable_by(|&(a, x), &(b, y)| {
+            sources[a]
+                .seg
+                .doc_id(x as usize)
+                .cmp(sources[b].seg.doc_id(y as usize))
+        });
         let merged_ids: Vec<u64> = sources.iter().map(|s| s.seg.id()).collect();
         let old_depth = self.stored_depth().max(1);
         let need: u64 = sources

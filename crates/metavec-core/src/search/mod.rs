@@ -106,7 +106,10 @@ pub fn search(view: &View, cfg: &CollectionConfig, req: &SearchRequest) -> Resul
                 DocRef::Mem(d) => (d.id.clone(), d.payload.as_deref()),
                 DocRef::Seg(si, o) => {
                     let seg = view.seg(*si);
-                    (seg.ids()[*o as usize].clone(), seg.payload(*o as usize))
+                    (
+                        seg.doc_id(*o as usize).to_string(),
+                        seg.payload(*o as usize),
+                    )
                 }
             };
             Hit {

@@ -38,7 +38,7 @@ pub(super) struct Cand {
 fn cand_id<'a>(c: &'a Cand, view: &'a View) -> &'a str {
     match &c.doc {
         DocRef::Mem(d) => &d.id,
-        DocRef::Seg(si, o) => &view.seg(*si).ids()[*o as usize],
+        DocRef::Seg(si, o) => view.seg(*si).doc_id(*o as usize),
     }
 }
 

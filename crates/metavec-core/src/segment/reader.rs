@@ -13,14 +13,43 @@ use crate::index::VectorIndex;
 use crate::io::MappedFile;
 use crate::score::Rows;
 
-use super::{SegmentMeta, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN};
+use super::{ArchivedSegmentMeta, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN};
+
+/// Where a layout group's vectors are (the per-document parts of its metadata, block crcs and
+/// radii, stay in the mapped file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupLayout {
+    /// First vector index (within a document) this group holds.
+    pub start: u32,
+    /// Vectors per document in this group.
+    pub width: u32,
+    /// Byte offset of the group in the file.
+    pub offset: u64,
+    /// Byte length of the group.
+    pub len: u64,
+    pub docs_per_block: u32,
+    /// Checksummed blocks of the group.
+    pub blocks: usize,
+}
 
 /// An open, memory-mapped sealed segment with its HNSW graph.
+///
+/// Nothing per document lives on the heap: ids, payloads, block crcs and radii are read in
+/// place from the segment's metadata (validated once at open), the graph and token index are
+/// mapped files of their own. Ids are found by binary search: segments are written in id
+/// order; an older segment that is not gets an ordinal permutation (4 bytes a document) at open.
 #[derive(Debug)]
 pub struct Segment {
     id: u64,
     map: MappedFile,
-    meta: SegmentMeta,
+    /// Byte range of the archived [`super::SegmentMeta`] in the map.
+    meta_range: std::ops::Range<usize>,
+    groups: Vec<GroupLayout>,
+    n_docs: usize,
+    doc_vectors: usize,
+    /// Ordinals in id order when the ids are not stored in id order (segments of format 1.1
+    /// written before they were); empty when they are.
+    by_id: Vec<u32>,
     dim: usize,
     /// Per layout group: how its vectors are stored (vector 0's group is always f32).
     dtypes: Vec<Dtype>,
@@ -37,35 +66,46 @@ impl Segment {
         let path = dir.join(super::file_name(id));
         let map = MappedFile::open(&path)?;
         map.advise_random();
-        let meta = check_layout(map.bytes(), &path, id, cfg)?;
-        let verified = meta
+        let meta_range = check_layout(map.bytes(), &path, id, cfg)?;
+        let meta = archived_meta(&map, &meta_range);
+        let n_docs = meta.ids.len();
+        let groups: Vec<GroupLayout> = meta
             .groups
             .iter()
+            .map(|g| GroupLayout {
+                start: g.start.to_native(),
+                width: g.width.to_native(),
+                offset: g.offset.to_native(),
+                len: g.len.to_native(),
+                docs_per_block: g.docs_per_block.to_native(),
+                blocks: g.block_crcs.len(),
+            })
+            .collect();
+        let sorted = meta.ids.windows(2).all(|w| w[0].as_str() < w[1].as_str());
+        let by_id = if sorted {
+            Vec::new()
+        } else {
+            let mut by_id: Vec<u32> = (0..n_docs as u32).collect();
+            by_id.sort_unstable_by(|&a, &b| {
+                meta.ids[a as usize]
+                    .as_str()
+                    .cmp(meta.ids[b as usize].as_str())
+            });
+            by_id
+        };
+        let verified = groups
+            .iter()
             .map(|g| {
-                (0..g.block_crcs.len().div_ceil(64))
+                (0..g.blocks.div_ceil(64))
                     .map(|_| AtomicU64::new(0))
                     .collect()
             })
             .collect();
-        let index = VectorIndex::load(
-            dir,
-            &super::index_basename(id),
-            cfg.dim as usize,
-            meta.ids.len(),
-        )?;
-        let dtypes = meta
-            .groups
-            .iter()
-            .map(|g| cfg.dtype.of_group(g.start))
-            .collect();
+        let index = VectorIndex::load(dir, &super::index_basename(id), cfg.dim as usize, n_docs)?;
+        let dtypes = groups.iter().map(|g| cfg.dtype.of_group(g.start)).collect();
         let basename = super::index_basename(id);
         let tokens = if dir.join(TokenIndex::file_name(&basename)).exists() {
-            Some(TokenIndex::open(
-                dir,
-                &basename,
-                cfg.dim as usize,
-                meta.ids.len(),
-            )?)
+            Some(TokenIndex::open(dir, &basename, cfg.dim as usize, n_docs)?)
         } else {
             None
         };
@@ -75,7 +115,11 @@ impl Segment {
             map,
             dim: cfg.dim as usize,
             dtypes,
-            meta,
+            meta_range,
+            groups,
+            n_docs,
+            doc_vectors: cfg.doc_vectors as usize,
+            by_id,
             verified,
             index,
         })
@@ -90,19 +134,54 @@ impl Segment {
     }
 
     pub fn len(&self) -> usize {
-        self.meta.ids.len()
+        self.n_docs
     }
 
     pub fn is_empty(&self) -> bool {
-        self.meta.ids.is_empty()
+        self.n_docs == 0
     }
 
-    pub fn ids(&self) -> &[String] {
-        &self.meta.ids
+    /// The segment's metadata, in place in the map.
+    fn archived(&self) -> &ArchivedSegmentMeta {
+        archived_meta(&self.map, &self.meta_range)
+    }
+
+    /// The id of document `ord` (panics when `ord` is out of range, like a slice).
+    pub fn doc_id(&self, ord: usize) -> &str {
+        self.archived().ids[ord].as_str()
+    }
+
+    /// All ids in ordinal order.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.archived().ids.iter().map(|s| s.as_str())
     }
 
     pub fn payload(&self, ord: usize) -> Option<&str> {
-        self.meta.payloads.get(ord).and_then(|p| p.as_deref())
+        self.archived()
+            .payloads
+            .get(ord)
+            .and_then(|p| p.as_ref())
+            .map(|p| p.as_str())
+    }
+
+    /// The ordinal of `id` in this segment, live or not (a segment holds an id at most once).
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let ids = &self.archived().ids;
+        if self.by_id.is_empty() {
+            ids.binary_search_by(|s| s.as_str().cmp(id))
+                .ok()
+                .map(|o| o as u32)
+        } else {
+            self.by_id
+                .binary_search_by(|&o| ids[o as usize].as_str().cmp(id))
+                .ok()
+                .map(|i| self.by_id[i])
+        }
+    }
+
+    /// Bytes of heap the segment keeps (the id permutation of an older segment, block flags).
+    pub fn heap_bytes(&self) -> usize {
+        self.by_id.len() * 4 + self.verified.iter().map(|v| v.len() * 8).sum::<usize>()
     }
 
     /// The token index, when the segment was written with one.
@@ -114,8 +193,9 @@ impl Segment {
         &self.index
     }
 
-    pub fn meta(&self) -> &SegmentMeta {
-        &self.meta
+    /// The layout groups, in vector order.
+    pub fn groups(&self) -> &[GroupLayout] {
+        &self.groups
     }
 
     /// Bytes of the segment file.
@@ -141,7 +221,7 @@ impl Segment {
         out: &mut Vec<Rows<'a>>,
     ) -> Result<u64> {
         let mut bytes = 0u64;
-        for (g, group) in self.meta.groups.iter().enumerate() {
+        for (g, group) in self.groups.iter().enumerate() {
             let (start, end) = (group.start as usize, (group.start + group.width) as usize);
             let (a, b) = (from.max(start), to.min(end));
             if a >= b {
@@ -159,7 +239,7 @@ impl Segment {
 
     /// Rows `a..b` (relative to the group's first vector) of document `ord` in group `g`.
     fn group_rows(&self, g: usize, ord: usize, a: usize, b: usize) -> Result<Rows<'_>> {
-        let group = &self.meta.groups[g];
+        let group = &self.groups[g];
         let dtype = self.dtypes[g];
         let row = dtype.row_bytes(self.dim);
         let width = group.width as usize;
@@ -178,11 +258,11 @@ impl Segment {
 
     /// The largest distance from vector 0 of document `ord` to any of its vectors `from..to`.
     pub fn radius(&self, ord: usize, from: usize, to: usize) -> f32 {
-        self.meta
-            .groups
+        self.groups
             .iter()
-            .filter(|g| (g.start as usize) < to && ((g.start + g.width) as usize) > from)
-            .map(|g| g.radii[ord])
+            .zip(self.archived().groups.iter())
+            .filter(|(g, _)| (g.start as usize) < to && ((g.start + g.width) as usize) > from)
+            .map(|(_, a)| a.radii[ord].to_native())
             .fold(0.0, f32::max)
     }
 
@@ -190,7 +270,6 @@ impl Segment {
     /// must lie inside one layout group.
     pub fn rows(&self, ord: usize, start: usize, end: usize) -> Result<Cow<'_, [f32]>> {
         let Some(g) = self
-            .meta
             .groups
             .iter()
             .position(|g| g.start as usize <= start && end <= (g.start + g.width) as usize)
@@ -200,7 +279,7 @@ impl Segment {
                 self.id
             )));
         };
-        let first = self.meta.groups[g].start as usize;
+        let first = self.groups[g].start as usize;
         Ok(match self.group_rows(g, ord, start - first, end - first)? {
             Rows::F32(v) => Cow::Borrowed(v),
             other => {
@@ -214,8 +293,8 @@ impl Segment {
     /// All M_c vectors of document `ord`, as f32 (decoded when stored compact).
     pub fn vectors(&self, ord: usize) -> Result<Vec<f32>> {
         let mut parts = Vec::new();
-        self.prefix(ord, self.meta.doc_vectors as usize, &mut parts)?;
-        let mut out = Vec::with_capacity(self.meta.doc_vectors as usize * self.dim);
+        self.prefix(ord, self.doc_vectors, &mut parts)?;
+        let mut out = Vec::with_capacity(self.doc_vectors * self.dim);
         for p in parts {
             p.decode_into(self.dim, &mut out);
         }
@@ -224,8 +303,8 @@ impl Segment {
 
     /// Checks every block's crc, whether touched or not.
     pub fn verify(&self) -> Result<()> {
-        for (g, group) in self.meta.groups.iter().enumerate() {
-            for b in 0..group.block_crcs.len() {
+        for (g, group) in self.groups.iter().enumerate() {
+            for b in 0..group.blocks {
                 self.check_block(g, b)?;
             }
         }
@@ -234,7 +313,7 @@ impl Segment {
 
     /// The bytes of the block holding `ord` in group `g`, checked on first touch.
     fn block_slice(&self, g: usize, ord: usize) -> Result<&[u8]> {
-        let group = &self.meta.groups[g];
+        let group = &self.groups[g];
         let b = ord / group.docs_per_block as usize;
         let bit = 1u64 << (b % 64);
         if self.verified[g][b / 64].load(Ordering::Relaxed) & bit == 0 {
@@ -244,7 +323,7 @@ impl Segment {
     }
 
     fn block_bytes(&self, g: usize, b: usize) -> (u64, &[u8]) {
-        let group = &self.meta.groups[g];
+        let group = &self.groups[g];
         let doc_bytes = group.width as u64 * self.dtypes[g].row_bytes(self.dim) as u64;
         let per = group.docs_per_block as u64;
         let start = group.offset + b as u64 * per * doc_bytes;
@@ -253,9 +332,9 @@ impl Segment {
     }
 
     fn check_block(&self, g: usize, b: usize) -> Result<()> {
-        let group = &self.meta.groups[g];
+        let group = &self.groups[g];
         let (offset, bytes) = self.block_bytes(g, b);
-        if crc32fast::hash(bytes) != group.block_crcs[b] {
+        if crc32fast::hash(bytes) != self.archived().groups[g].block_crcs[b].to_native() {
             return Err(Error::corruption(
                 self.path(),
                 offset,
@@ -271,13 +350,27 @@ impl Segment {
     }
 }
 
-/// Validates preamble, header, footer and metadata against each other and the collection.
+/// The archived metadata at `range` of `map`, which `check_layout` validated.
+#[allow(unsafe_code)]
+fn archived_meta<'m>(
+    map: &'m MappedFile,
+    range: &std::ops::Range<usize>,
+) -> &'m ArchivedSegmentMeta {
+    // SAFETY: every `range` passed here came from `check_layout` on this same map, which checked
+    // the bytes with `rkyv::access` (bytecheck: bounds, alignment, UTF-8, relative pointers);
+    // the map is read-only and never changes while mapped (segments are immutable files,
+    // replaced only by rename).
+    unsafe { rkyv::access_unchecked::<ArchivedSegmentMeta>(&map.bytes()[range.clone()]) }
+}
+
+/// Validates preamble, header, footer and metadata against each other and the collection;
+/// returns the byte range of the metadata, validated as an archived `SegmentMeta`.
 fn check_layout(
     bytes: &[u8],
     path: &PathBuf,
     id: u64,
     cfg: &CollectionConfig,
-) -> Result<SegmentMeta> {
+) -> Result<std::ops::Range<usize>> {
     let (_, header) = decode_preamble(bytes, FileKind::Segment, path)?;
     if header.len() != HEADER_LEN {
         return Err(Error::corruption(
@@ -343,33 +436,38 @@ fn check_layout(
             "segment metadata checksum mismatch",
         ));
     }
-    let meta = rkyv::from_bytes::<SegmentMeta, rkyv::rancor::Error>(meta_bytes).map_err(|e| {
-        Error::corruption(
-            path,
-            meta_offset,
-            format!("segment metadata does not validate: {e}"),
-        )
-    })?;
+    let meta =
+        rkyv::access::<ArchivedSegmentMeta, rkyv::rancor::Error>(meta_bytes).map_err(|e| {
+            Error::corruption(
+                path,
+                meta_offset,
+                format!("segment metadata does not validate: {e}"),
+            )
+        })?;
     let mut expect_start = 0u32;
-    let structure_ok = meta.segment_id == id
+    let structure_ok = meta.segment_id.to_native() == id
         && meta.ids.len() as u64 == n_docs
         && meta.payloads.len() as u64 == n_docs
         && meta.groups.len() == n_groups
         && meta.groups.iter().all(|g| {
-            let ok = g.start == expect_start
-                && g.width > 0
-                && g.docs_per_block > 0
-                && g.offset % ALIGN as u64 == 0
-                && g.len
+            let (start, width) = (g.start.to_native(), g.width.to_native());
+            let (offset, len) = (g.offset.to_native(), g.len.to_native());
+            let per = g.docs_per_block.to_native();
+            let ok = start == expect_start
+                && width > 0
+                && per > 0
+                && offset % ALIGN as u64 == 0
+                && width
+                    .checked_add(start)
+                    .is_some_and(|end| end <= doc_vectors)
+                && len
                     == n_docs
-                        * g.width as u64
-                        * cfg.dtype.of_group(g.start).row_bytes(dim as usize) as u64
-                && g.offset
-                    .checked_add(g.len)
-                    .is_some_and(|e| e <= meta_offset)
-                && g.block_crcs.len() as u64 == n_docs.div_ceil(g.docs_per_block as u64)
+                        * width as u64
+                        * cfg.dtype.of_group(start).row_bytes(dim as usize) as u64
+                && offset.checked_add(len).is_some_and(|e| e <= meta_offset)
+                && g.block_crcs.len() as u64 == n_docs.div_ceil(per as u64)
                 && g.radii.len() as u64 == n_docs;
-            expect_start = g.start + g.width;
+            expect_start = start.saturating_add(width);
             ok
         })
         && expect_start == doc_vectors;
@@ -380,5 +478,5 @@ fn check_layout(
             "segment metadata is inconsistent with its header",
         ));
     }
-    Ok(meta)
+    Ok(meta_offset as usize..meta_end as usize)
 }

@@ -52,14 +52,9 @@ fn prefix_reads_only_the_groups_below_r_c() {
         "a range across groups is refused"
     );
     // Groups are laid out contiguously, 64-byte aligned, one per trained r_c boundary.
-    let bounds: Vec<u32> = seg
-        .meta()
-        .groups
-        .iter()
-        .map(|g| g.start + g.width)
-        .collect();
+    let bounds: Vec<u32> = seg.groups().iter().map(|g| g.start + g.width).collect();
     assert_eq!(bounds, vec![1, 4, 8, 16]);
-    assert!(seg.meta().groups.iter().all(|g| g.offset % 64 == 0));
+    assert!(seg.groups().iter().all(|g| g.offset % 64 == 0));
     seg.verify().unwrap();
 }
 
@@ -84,7 +79,7 @@ fn flipped_vector_byte_is_a_corruption_error_naming_the_file() {
     let path = dir.path().join(file_name(1));
     let g = {
         let seg = Segment::open(dir.path(), 1, &cfg).unwrap();
-        seg.meta().groups[2].clone()
+        seg.groups()[2].clone()
     };
     // Flip one byte of doc 0's vectors in group 2.
     flip(&path, g.offset + 5);
@@ -139,12 +134,7 @@ fn compact_dtypes_keep_vector_0_f32_and_store_deeper_groups_compact() {
         build_segment(dir.path(), 1, &cfg, &run).unwrap();
         let seg = Segment::open(dir.path(), 1, &cfg).unwrap();
         // Vector 0 gets a group of its own even though no trained budget has r_c = 1.
-        let bounds: Vec<u32> = seg
-            .meta()
-            .groups
-            .iter()
-            .map(|g| g.start + g.width)
-            .collect();
+        let bounds: Vec<u32> = seg.groups().iter().map(|g| g.start + g.width).collect();
         assert_eq!(bounds, vec![1, 4, 16], "{dtype}");
         let row = dtype.row_bytes(16) as u64;
         let mut parts = Vec::new();
@@ -168,4 +158,34 @@ fn compact_dtypes_keep_vector_0_f32_and_store_deeper_groups_compact() {
         other.dtype = Dtype::F32;
         assert!(Segment::open(dir.path(), 1, &other).is_err(), "{dtype}");
     }
+}
+
+#[test]
+fn ids_are_found_in_place_whether_or_not_the_segment_is_in_id_order() {
+    let (dir, cfg, mut run) = fixture(300);
+    // Insertion order: "d10" sorts before "d2", so this segment needs a permutation at open.
+    build_segment(dir.path(), 1, &cfg, &run).unwrap();
+    run.docs.sort_by(|a, b| a.id.cmp(&b.id));
+    build_segment(dir.path(), 2, &cfg, &run).unwrap();
+    let unsorted = Segment::open(dir.path(), 1, &cfg).unwrap();
+    let sorted = Segment::open(dir.path(), 2, &cfg).unwrap();
+    assert_eq!(
+        unsorted.heap_bytes() - sorted.heap_bytes(),
+        300 * 4,
+        "only the segment out of id order keeps a permutation"
+    );
+    for seg in [&unsorted, &sorted] {
+        assert_eq!(seg.ids().len(), 300);
+        for (ord, id) in seg.ids().enumerate() {
+            assert_eq!(seg.doc_id(ord), id);
+            assert_eq!(seg.find(id), Some(ord as u32), "{id}");
+        }
+        for absent in ["", "d", "d300", "d0 ", "e", "c9"] {
+            assert_eq!(seg.find(absent), None, "{absent:?}");
+        }
+    }
+    let at = sorted.find("d2").unwrap() as usize;
+    assert_eq!(sorted.payload(at), Some(r#"{"i":2}"#));
+    assert_eq!(sorted.payload(sorted.find("d3").unwrap() as usize), None);
+    assert_eq!(unsorted.payload(2), sorted.payload(at));
 }

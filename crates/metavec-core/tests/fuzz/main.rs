@@ -249,7 +249,7 @@ fn open_and_touch(dir: &Path, cfg: &CollectionConfig) -> metavec_core::Result<Ve
     let mut parts = Vec::new();
     for ord in 0..seg.len() {
         let _ = seg.payload(ord);
-        let _ = &seg.ids()[ord];
+        let _ = seg.doc_id(ord);
         for b in &cfg.budgets {
             seg.prefix(ord, (b.r_c as usize).min(DOC_VECTORS), &mut parts)?;
             let mut decoded = Vec::new();

@@ -19,6 +19,8 @@ enum Op {
     Upsert(Vec<(u8, u64, bool)>),
     Delete(Vec<u8>),
     Flush,
+    /// One merge step of the size-tiered policy (or nothing), or a full compaction.
+    Compact(bool),
     Reopen,
     Search(u64, usize, u32),
     Get(Vec<u8>),
@@ -29,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => prop::collection::vec((0u8..40, any::<u64>(), any::<bool>()), 1..6).prop_map(Op::Upsert),
         2 => prop::collection::vec(0u8..48, 1..4).prop_map(Op::Delete),
         1 => Just(Op::Flush),
+        1 => any::<bool>().prop_map(Op::Compact),
         1 => Just(Op::Reopen),
         3 => (any::<u64>(), 0usize..2, 1u32..8).prop_map(|(s, b, k)| Op::Search(s, b, k)),
         1 => prop::collection::vec(0u8..48, 1..4).prop_map(Op::Get),
@@ -93,6 +96,13 @@ fn run(ops: Vec<Op>) {
             }
             Op::Flush => {
                 coll.flush().unwrap();
+            }
+            Op::Compact(full) => {
+                if full {
+                    coll.compact().unwrap();
+                } else {
+                    coll.compact_step().unwrap();
+                }
             }
             Op::Reopen => {
                 drop(coll);

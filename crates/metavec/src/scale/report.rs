@@ -62,6 +62,13 @@ pub struct Row {
     pub wal_bytes: u64,
     /// The server's anonymous resident memory, MB (before the checkpoint's restart).
     pub rss_anon_mb: f64,
+    /// The memtable's share of that: its documents' f32 vectors (frozen run included), MB.
+    #[serde(default)]
+    pub memtable_mb: f64,
+    /// RssAnon right after the restart that follows the checkpoint (kill -9, recovery, the
+    /// memtable replayed from the WAL), MB.
+    #[serde(default)]
+    pub rss_anon_restart_mb: f64,
     /// Peak memory of the cgroup with --memory-limit-mb (page cache included), MB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_peak_mb: Option<f64>,
@@ -145,6 +152,13 @@ pub fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
     if let Some(p) = row.cgroup_peak_mb {
         notes.push(format!("cgroup peak {p:.0} MB"));
     }
+    let per_doc = |rss: f64| (rss - row.memtable_mb).max(0.0) * 1e6 / row.docs.max(1) as f64;
+    notes.push(format!(
+        "RssAnon less memtable {:.0} B/doc ({:.0} B/doc after restart: {:.0} MB)",
+        per_doc(row.rss_anon_mb),
+        per_doc(row.rss_anon_restart_mb),
+        row.rss_anon_restart_mb
+    ));
     notes.push(format!(
         "flush {:.1} s, compaction {:.1} s",
         row.flush_s, row.compaction_s
