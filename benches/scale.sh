@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/work/scale}}
 runs=${RUNS:-"1 2"}
 cargo build --release --workspace
-bin=$PWD/target/release/metavec
 mkdir -p "$out"
+# The run (and every server it restarts) uses a copy, so a rebuild meanwhile changes nothing.
+bin=$out/metavec
+cp target/release/metavec "$bin.tmp" && mv "$bin.tmp" "$bin"
 for run in $runs; do
   case $run in
     1) dir=$out/1m-32x128-bf16

@@ -668,6 +668,25 @@ async fn reopen(
     Ok(secs(open))
 }
 
+/// Longest wait for the server's flushes and merges to finish before memory is read.
+const SETTLE_MAX: Duration = Duration::from_secs(180);
+
+/// Waits until the server's maintenance threads used no CPU for two seconds (or SETTLE_MAX);
+/// returns the seconds waited and whether they went quiet.
+async fn settle(pid: u32) -> (f64, bool) {
+    let started = Instant::now();
+    let mut last = server::maintenance_ticks(pid);
+    while started.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = server::maintenance_ticks(pid);
+        if now.is_none() || now == last {
+            return (secs(started.elapsed()), true);
+        }
+        last = now;
+    }
+    (secs(started.elapsed()), false)
+}
+
 /// Checkpoint `i`: measures, records the row in the state, then kill -9 and restart (and at the
 /// last one also SIGTERM and restart).
 async fn checkpoint(
@@ -690,8 +709,10 @@ async fn checkpoint(
     // Searches first: what follows (sizes, memory, maintenance) is read after them, so that a
     // flush the last stream set off has had the time the searches took to finish.
     let budgets = measure_search(run, state, c).await?;
-    let inf = info(c).await?;
     let pid = srv.pid();
+    let rss_anon_busy_mb = server::rss_anon_kb(pid).unwrap_or(0) as f64 / 1e3;
+    let (settle_s, settled) = settle(pid).await;
+    let inf = info(c).await?;
     let rss_anon_mb = server::rss_anon_kb(pid).unwrap_or(0) as f64 / 1e3;
     let cgroup_peak_mb = run
         .cgroup
@@ -734,6 +755,9 @@ async fn checkpoint(
         memtable_docs: inf.memtable_docs,
         wal_bytes: inf.wal_bytes,
         rss_anon_mb: round(rss_anon_mb, 10.0),
+        rss_anon_busy_mb: round(rss_anon_busy_mb, 10.0),
+        settle_s: round(settle_s, 10.0),
+        settled,
         memtable_mb: round(inf.memtable_docs as f64 * doc_bytes as f64 / 1e6, 10.0),
         rss_anon_restart_mb: 0.0,
         cgroup_peak_mb,

@@ -392,6 +392,10 @@ impl Collection {
                 m.snapshot_seconds += secs;
             }
         }
+        drop(m);
+        if matches!(work, Work::Flush | Work::Compaction) {
+            crate::background::release_memory();
+        }
     }
 
     /// A fresh segment id (never handed out twice, even to a flush and a merge running at once).

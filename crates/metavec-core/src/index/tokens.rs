@@ -56,6 +56,8 @@ pub struct TokenParams {
     pub iterations: usize,
     /// Most tokens the k-means trains on.
     pub sample: usize,
+    /// Bytes of token rows assigned at a time (a build never holds more of them).
+    pub chunk_bytes: usize,
     pub seed: u64,
 }
 
@@ -66,6 +68,7 @@ impl TokenParams {
             centroids: 0,
             iterations: 6,
             sample: 16 * AUTO_MAX_CENTROIDS,
+            chunk_bytes: 64 << 20,
             seed: 0x006d_6574_6176_6563,
         }
     }
@@ -229,12 +232,35 @@ fn kmeans(sample: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) ->
     centroids
 }
 
+/// Appends the first `index_vectors` vectors of a range of documents to a buffer.
+pub type FetchTokens<'a> = dyn Fn(std::ops::Range<usize>, &mut Vec<f32>) -> crate::Result<()> + 'a;
+
 impl TokenIndex {
     /// Builds the index of `docs` documents whose first `params.index_vectors` vectors are the
     /// rows of `tokens` (row-major, document-major: token (d, j) is row `d * nv + j`).
     pub fn build(tokens: &[f32], dim: usize, docs: usize, params: TokenParams) -> TokenIndex {
         let nv = params.index_vectors.max(1);
         debug_assert_eq!(tokens.len(), docs * nv * dim);
+        let fetch = |range: std::ops::Range<usize>, out: &mut Vec<f32>| {
+            out.extend_from_slice(&tokens[range.start * nv * dim..range.end * nv * dim]);
+            Ok(())
+        };
+        match Self::build_with(dim, docs, params, &fetch) {
+            Ok(t) => t,
+            Err(_) => unreachable!("reading a slice does not fail"),
+        }
+    }
+
+    /// [`TokenIndex::build`] reading the tokens through `fetch(docs, out)`, which appends the
+    /// first `index_vectors` vectors of documents `docs` to `out`: the k-means sample and then the
+    /// documents a chunk (about 64 MiB) at a time, so a build never holds every token at once.
+    pub fn build_with(
+        dim: usize,
+        docs: usize,
+        params: TokenParams,
+        fetch: &FetchTokens<'_>,
+    ) -> crate::Result<TokenIndex> {
+        let nv = params.index_vectors.max(1);
         let n_tokens = docs * nv;
         let c = if params.centroids == 0 {
             auto_centroids(n_tokens)
@@ -243,28 +269,56 @@ impl TokenIndex {
         }
         .clamp(1, MAX_CENTROIDS)
         .min(n_tokens.max(1));
+        let per_chunk = (params.chunk_bytes / (nv * dim * 4).max(1)).max(1);
+        let chunks = || {
+            (0..docs)
+                .step_by(per_chunk)
+                .map(move |s| s..(s + per_chunk).min(docs))
+        };
         let centroids = if n_tokens == 0 {
             vec![0f32; dim]
         } else {
             // A seeded sample of whole rows; every token when there are few.
             let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
-            let sample: Vec<f32> = if n_tokens <= params.sample {
-                tokens.to_vec()
+            let mut sample: Vec<f32> = Vec::with_capacity(n_tokens.min(params.sample) * dim);
+            if n_tokens <= params.sample {
+                for range in chunks() {
+                    fetch(range, &mut sample)?;
+                }
             } else {
-                (0..params.sample)
-                    .flat_map(|_| {
-                        let i = rng.random_range(0..n_tokens);
-                        tokens[i * dim..(i + 1) * dim].iter().copied()
-                    })
-                    .collect()
-            };
+                let mut doc = Vec::with_capacity(nv * dim);
+                for _ in 0..params.sample {
+                    let i = rng.random_range(0..n_tokens);
+                    doc.clear();
+                    fetch(i / nv..i / nv + 1, &mut doc)?;
+                    let j = i % nv;
+                    sample.extend_from_slice(&doc[j * dim..(j + 1) * dim]);
+                }
+            }
             kmeans(&sample, dim, c, params.iterations, params.seed)
         };
+        let mut codes = Vec::with_capacity(n_tokens);
+        let mut rows = Vec::new();
+        for range in chunks() {
+            rows.clear();
+            fetch(range, &mut rows)?;
+            codes.extend(assign(&rows, &centroids, dim));
+        }
+        Ok(Self::from_codes(dim, nv, docs, centroids, &codes))
+    }
+
+    /// The index of documents whose tokens got `codes` (token (d, j) at `d * nv + j`).
+    fn from_codes(
+        dim: usize,
+        nv: usize,
+        docs: usize,
+        centroids: Vec<f32>,
+        codes: &[u16],
+    ) -> TokenIndex {
         let c = centroids.len() / dim;
-        let codes = assign(tokens, &centroids, dim);
         // Postings by counting sort: token numbers ascending within each list.
         let mut offsets = vec![0u32; c + 1];
-        for &code in &codes {
+        for &code in codes {
             offsets[code as usize + 1] += 1;
         }
         for i in 0..c {
@@ -276,7 +330,7 @@ impl TokenIndex {
             postings[fill[code as usize] as usize] = t as u32;
             fill[code as usize] += 1;
         }
-        let words = encode(dim, nv, docs, &centroids, &codes, &offsets, &postings);
+        let words = encode(dim, nv, docs, &centroids, codes, &offsets, &postings);
         let (sections, _) = layout(dim, nv, docs, c);
         TokenIndex {
             backing: Backing::Owned(words),
@@ -588,6 +642,37 @@ mod tests {
                 let want = reference(&index, &q, dim, nq, rc.min(nv), d as usize);
                 prop_assert!((s - want).abs() <= 1e-4, "doc {}: {} vs {}", d, s, want);
             }
+        }
+    }
+
+    /// Reading the tokens a few documents at a time, and sampling them one by one, builds the
+    /// same index as reading them all at once.
+    #[test]
+    fn a_build_in_chunks_equals_a_build_from_one_slice() {
+        let (docs, nv, dim) = (300, 3, 8);
+        let mut rng = StdRng::seed_from_u64(5);
+        let tokens = unit_rows(&mut rng, docs * nv, dim);
+        for sample in [100, 10_000] {
+            let mut p = TokenParams::new(nv);
+            p.centroids = 16;
+            p.sample = sample;
+            let whole = TokenIndex::build(&tokens, dim, docs, p);
+            let calls = std::cell::Cell::new(0);
+            let fetch = |r: std::ops::Range<usize>, out: &mut Vec<f32>| {
+                assert!(r.len() <= 7, "a chunk is at most 7 documents");
+                calls.set(calls.get() + 1);
+                out.extend_from_slice(&tokens[r.start * nv * dim..r.end * nv * dim]);
+                Ok(())
+            };
+            p.chunk_bytes = 7 * nv * dim * 4;
+            let chunked = TokenIndex::build_with(dim, docs, p, &fetch);
+            let chunked = match chunked {
+                Ok(t) => t,
+                Err(e) => panic!("{e}"),
+            };
+            assert!(calls.get() >= docs.div_ceil(7));
+            assert_eq!(chunked.codes(), whole.codes(), "sample {sample}");
+            assert_eq!(chunked.centroid_rows(), whole.centroid_rows());
         }
     }
 

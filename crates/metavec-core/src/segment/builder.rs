@@ -58,6 +58,7 @@ pub fn build_segment_with(
     docs: &dyn DocSource,
 ) -> Result<BuiltSegment> {
     let path = dir.join(super::file_name(id));
+    let started = std::time::Instant::now();
     let file_len = match write_segment_file(storage, &path, id, cfg, docs) {
         Ok(len) => len,
         Err(e) => {
@@ -65,6 +66,12 @@ pub fn build_segment_with(
             return Err(e);
         }
     };
+    tracing::debug!(
+        segment = id,
+        docs = docs.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "segment file written"
+    );
     build_index(storage, dir, id, cfg, docs, path.clone(), file_len).inspect_err(|_| {
         let basename = super::index_basename(id);
         let mut graph = VectorIndex::file_names(&basename);
@@ -98,19 +105,36 @@ fn build_index(
         m: cfg.hnsw.m as usize,
         ef_construction: cfg.hnsw.ef_construction as usize,
     };
+    let started = std::time::Instant::now();
     let index = crate::background::install(|| VectorIndex::build(&v0, dim, params));
     let basename = super::index_basename(id);
     let mut written = index.save_with(storage, dir, &basename)?;
     drop(index);
+    tracing::debug!(
+        segment = id,
+        ms = started.elapsed().as_millis() as u64,
+        "graph built"
+    );
+    let started = std::time::Instant::now();
     let nv = cfg.token_vectors() as usize;
     if nv > 0 && !docs.is_empty() {
         let mut params = TokenParams::new(nv);
         params.centroids = cfg.candidates.centroids as usize;
         params.seed ^= id;
-        let rows = token_rows(cfg, docs, nv)?;
         let n = docs.len();
-        let tokens = crate::background::install(|| TokenIndex::build(&rows, dim, n, params));
+        let bounds = cfg.group_bounds();
+        let fetch = |range: std::ops::Range<usize>, out: &mut Vec<f32>| {
+            range
+                .into_iter()
+                .try_for_each(|i| token_rows(docs, &bounds, nv, i, out))
+        };
+        let tokens = crate::background::install(|| TokenIndex::build_with(dim, n, params, &fetch))?;
         written.push(tokens.save_with(storage, dir, &basename)?);
+        tracing::debug!(
+            segment = id,
+            ms = started.elapsed().as_millis() as u64,
+            "token index built"
+        );
     }
     let mut index_files = Vec::new();
     for p in written {
@@ -131,24 +155,25 @@ fn build_index(
     })
 }
 
-/// The first `nv` vectors of every document, document-major (`docs x nv x D`), read group by
-/// group (a read never crosses a layout group).
-fn token_rows(cfg: &CollectionConfig, docs: &dyn DocSource, nv: usize) -> Result<Vec<f32>> {
-    let dim = cfg.dim as usize;
-    let bounds = cfg.group_bounds();
-    let mut out = Vec::with_capacity(docs.len() * nv * dim);
-    for i in 0..docs.len() {
-        let mut start = 0usize;
-        for &end in &bounds {
-            if start >= nv {
-                break;
-            }
-            let end = (end as usize).min(nv);
-            out.extend_from_slice(&docs.rows(i, start, end)?);
-            start = end;
+/// Appends the first `nv` vectors of document `i` to `out`, read group by group (a read never
+/// crosses a layout group; `bounds` are the groups' ends).
+fn token_rows(
+    docs: &dyn DocSource,
+    bounds: &[u32],
+    nv: usize,
+    i: usize,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let mut start = 0usize;
+    for &end in bounds {
+        if start >= nv {
+            break;
         }
+        let end = (end as usize).min(nv);
+        out.extend_from_slice(&docs.rows(i, start, end)?);
+        start = end;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn write_segment_file(

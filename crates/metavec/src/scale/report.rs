@@ -60,8 +60,18 @@ pub struct Row {
     pub live_docs: u64,
     pub memtable_docs: u64,
     pub wal_bytes: u64,
-    /// The server's anonymous resident memory, MB (before the checkpoint's restart).
+    /// The server's anonymous resident memory, MB, once its flushes and merges went quiet (or
+    /// after waiting `settle_s`), before the checkpoint's restart.
     pub rss_anon_mb: f64,
+    /// RssAnon right after the checkpoint's searches, with flushes and merges still running.
+    #[serde(default)]
+    pub rss_anon_busy_mb: f64,
+    /// Seconds waited for the maintenance threads to go quiet (capped; see `settled`).
+    #[serde(default)]
+    pub settle_s: f64,
+    /// Whether they did within the cap.
+    #[serde(default)]
+    pub settled: bool,
     /// The memtable's share of that: its documents' f32 vectors (frozen run included), MB.
     #[serde(default)]
     pub memtable_mb: f64,
@@ -154,8 +164,12 @@ pub fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
     }
     let per_doc = |rss: f64| (rss - row.memtable_mb).max(0.0) * 1e6 / row.docs.max(1) as f64;
     notes.push(format!(
-        "RssAnon less memtable {:.0} B/doc ({:.0} B/doc after restart: {:.0} MB)",
+        "RssAnon less memtable {:.0} B/doc with builds running ({:.0} MB), {:.0} B/doc {} after {:.0} s, {:.0} B/doc after restart ({:.0} MB)",
+        per_doc(row.rss_anon_busy_mb),
+        row.rss_anon_busy_mb,
         per_doc(row.rss_anon_mb),
+        if row.settled { "settled" } else { "still busy" },
+        row.settle_s,
         per_doc(row.rss_anon_restart_mb),
         row.rss_anon_restart_mb
     ));

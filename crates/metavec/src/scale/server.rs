@@ -223,6 +223,36 @@ pub fn rss_anon_kb(pid: u32) -> Option<u64> {
     proc_field(&format!("/proc/{pid}/status"), "RssAnon:")
 }
 
+/// CPU time (clock ticks) used so far by the server's maintenance threads: the flushers and
+/// compactors (`flush-*`, `compact-*`) and the build pool (`maintenance-*`).
+pub fn maintenance_ticks(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !["maintenance", "flush-", "compact-"]
+            .iter()
+            .any(|p| comm.starts_with(p))
+        {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name start at field 3 (state); utime and stime are
+        // fields 14 and 15.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        for i in [11, 12] {
+            total += f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
 fn proc_field(path: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
