@@ -29,6 +29,7 @@ use crate::segment::Segment;
 use crate::wal::{self, Wal};
 use crate::Document;
 
+use crate::background::Lane;
 pub use state::Bitset;
 #[cfg(test)]
 pub(crate) use state::Run;
@@ -193,13 +194,19 @@ impl Collection {
         let coll = Arc::new(Self::recover(name, dir, config, opts)?);
         let (flush_tx, flush_rx) = mpsc::sync_channel::<()>(1);
         let (compact_tx, compact_rx) = mpsc::sync_channel::<()>(1);
-        let flusher = Self::worker(&coll, format!("flush-{name}"), flush_rx, |c| {
+        let flusher = Self::worker(&coll, format!("flush-{name}"), Lane::Flush, flush_rx, |c| {
             c.background_flush()
         })?;
-        let compactor = Self::worker(&coll, format!("compact-{name}"), compact_rx, |c| {
-            while c.compact_step()?.is_some() {}
-            Ok(())
-        })?;
+        let compactor = Self::worker(
+            &coll,
+            format!("compact-{name}"),
+            Lane::Merge,
+            compact_rx,
+            |c| {
+                while c.compact_step()?.is_some() {}
+                Ok(())
+            },
+        )?;
         *coll.flush_signal.lock() = Some(flush_tx);
         *coll.compact_signal.lock() = Some(compact_tx);
         *coll.workers.lock() = vec![flusher, compactor];
@@ -212,6 +219,7 @@ impl Collection {
     fn worker(
         coll: &Arc<Collection>,
         name: String,
+        lane: crate::background::Lane,
         rx: mpsc::Receiver<()>,
         job: fn(&Collection) -> Result<()>,
     ) -> Result<std::thread::JoinHandle<()>> {
@@ -219,7 +227,7 @@ impl Collection {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                crate::background::lower_priority();
+                crate::background::lower_priority(lane);
                 while rx.recv().is_ok() {
                     let Some(c) = weak.upgrade() else { break };
                     if c.check_live().is_err() || c.check_open().is_err() {

@@ -309,7 +309,11 @@ impl Collection {
         let sealed = if merge.items.is_empty() {
             None
         } else {
-            Some(self.seal(seg_id, &merge, depth)?)
+            // On the merge pool, below flushes: a flush never waits for a merge's build.
+            Some(crate::background::with_lane(
+                crate::background::Lane::Merge,
+                || self.seal(seg_id, &merge, depth),
+            )?)
         };
 
         let _flush = match flush {

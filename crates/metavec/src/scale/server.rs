@@ -233,7 +233,7 @@ pub fn maintenance_ticks(pid: u32) -> Option<u64> {
     {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !["maintenance", "flush-", "compact-"]
+        if !["maintenance", "merge-", "flush-", "compact-"]
             .iter()
             .any(|p| comm.starts_with(p))
         {
