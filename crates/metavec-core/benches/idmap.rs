@@ -72,7 +72,7 @@ fn run(store: &str, n: u64) {
     let dir = tempfile::tempdir().unwrap();
     let before = rss_anon_kb();
     let t = Instant::now();
-    match store {
+    let (build, anon_kb, disk, hit, miss) = match store {
         "hashmap" => {
             let mut m: HashMap<String, (u64, u32)> = HashMap::new();
             for i in 0..n {
@@ -82,7 +82,7 @@ fn run(store: &str, n: u64) {
             let after = rss_anon_kb();
             let hit = median_ns(&present, |k| m.contains_key(k));
             let miss = median_ns(&absent, |k| m.contains_key(k));
-            report(store, n, build, after.saturating_sub(before), 0, hit, miss);
+            (build, after.saturating_sub(before), 0, hit, miss)
         }
         "sled" => {
             let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -103,16 +103,13 @@ fn run(store: &str, n: u64) {
             let after = rss_anon_kb();
             let hit = median_ns(&present, |k| tree.get(k).unwrap().is_some());
             let miss = median_ns(&absent, |k| tree.get(k).unwrap().is_some());
-            let disk = dir_bytes(dir.path());
-            report(
-                store,
-                n,
+            (
                 build,
                 after.saturating_sub(before),
-                disk,
+                dir_bytes(dir.path()),
                 hit,
                 miss,
-            );
+            )
         }
         "mapped" => {
             let mut ids: Vec<String> = (0..n).map(id).collect();
@@ -137,19 +134,17 @@ fn run(store: &str, n: u64) {
             let find = |k: &str| archived.binary_search_by(|s| s.as_str().cmp(k)).is_ok();
             let hit = median_ns(&present, find);
             let miss = median_ns(&absent, find);
-            let disk = map.len() as u64;
-            report(
-                store,
-                n,
+            (
                 build,
                 after.saturating_sub(before),
-                disk,
+                map.len() as u64,
                 hit,
                 miss,
-            );
+            )
         }
         other => panic!("unknown store {other}"),
-    }
+    };
+    report(store, n, build, anon_kb, disk, hit, miss);
 }
 
 fn report(
