@@ -56,13 +56,14 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Catalog> {
         // sled releases its file lock when the last of its background threads lets go of a
         // dropped database, which can be a moment after the drop: a reopen in the same process
-        // (an engine closed and opened again) retries briefly before it calls the directory busy.
+        // (an engine closed and opened again) retries for up to 10 s before it calls the directory
+        // busy (1 s was not always enough on a loaded CI machine).
         let mut tries = 0;
         let db = loop {
             match sled::Config::new().path(path).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock && tries < 50 =>
+                    if io.kind() == std::io::ErrorKind::WouldBlock && tries < 500 =>
                 {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
