@@ -41,9 +41,6 @@ impl Lane {
     }
 }
 
-/// How much lower than the process's priority flush threads run (`nice` steps).
-pub const NICE_STEPS: i32 = Lane::Flush.nice_steps();
-
 thread_local! {
     static LANE: Cell<Lane> = const { Cell::new(Lane::Flush) };
 }
