@@ -17,8 +17,13 @@ fn open(dir: &Path, fs: &FaultyFs) -> Engine {
     Engine::open(
         dir,
         EngineOptions {
+            // Compaction only when a test asks: the background policy would otherwise rewrite
+            // a segment with deletes behind the test's back (and meet its injected faults).
             collection: CollectionOptions {
                 storage: fs.storage(),
+                compact_fanout: usize::MAX,
+                compact_max_segments: usize::MAX,
+                compact_dead_ratio: f64::INFINITY,
                 ..Default::default()
             },
         },
