@@ -206,7 +206,11 @@ fn main() {
                             .collect()
                     })
                     .collect();
-                for nprobe in [4usize, 8, 16, 32] {
+                let nprobes: Vec<usize> = std::env::var("STUDY_NPROBE")
+                    .ok()
+                    .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+                    .unwrap_or_else(|| vec![4, 8, 16, 32]);
+                for &nprobe in &nprobes {
                     for akeep in [usize::MAX, 2000, 1000] {
                         let (mut pool, mut us, mut prec, mut r) = (0usize, 0f64, 0f64, 0f64);
                         for qi in 0..queries {

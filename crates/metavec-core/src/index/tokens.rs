@@ -13,8 +13,13 @@
 //! 3. ranks the pool by an approximate MaxSim from the codes alone, with no vector read:
 //!    `sum_i max_j S[i][code(d, j)]`, and keeps the best `keep` for the exact rerank.
 //!
-//! Building is an assignment (one GEMM per chunk of tokens against the centroids), so it costs
-//! about as much as the segment's own encoding and scales linearly with the documents.
+//! The centroid count follows the segment's size (about one per 64 tokens, see
+//! [`auto_centroids`]), so lists stay short and codes fine in a segment of any size. Up to
+//! [`FLAT_MAX_CENTROIDS`] the k-means is flat; above, it runs in two levels (`~sqrt(C)` coarse
+//! centroids, then leaves within each coarse cluster), and a token's code is the nearest leaf of
+//! its nearest coarse centroid. Building is then one GEMM per chunk of tokens against the
+//! (coarse and leaf) centroids, and scales linearly with the documents. The file stores the
+//! leaves only: a search scores all of them.
 //!
 //! File (`seg-<id>.tok`), little-endian, every section 64-byte aligned:
 //!
@@ -54,7 +59,8 @@ pub struct TokenParams {
     pub centroids: usize,
     /// k-means iterations on the sample.
     pub iterations: usize,
-    /// Most tokens the k-means trains on.
+    /// Most tokens the k-means trains on (it takes up to [`SAMPLE_PER_CENTROID`] per centroid,
+    /// and at least [`FLAT_MAX_CENTROIDS`] times that).
     pub sample: usize,
     /// Bytes of token rows assigned at a time (a build never holds more of them).
     pub chunk_bytes: usize,
@@ -67,7 +73,7 @@ impl TokenParams {
             index_vectors,
             centroids: 0,
             iterations: 6,
-            sample: 16 * AUTO_MAX_CENTROIDS,
+            sample: SAMPLE_PER_CENTROID * AUTO_MAX_CENTROIDS,
             chunk_bytes: 64 << 20,
             seed: 0x006d_6574_6176_6563,
         }
@@ -76,16 +82,24 @@ impl TokenParams {
 
 /// Tokens per centroid the automatic centroid count aims at.
 pub const TOKENS_PER_CENTROID: usize = 64;
-/// Most centroids the automatic count picks (the query scores every centroid, and k-means and
-/// the assignment cost grow with the count).
-pub const AUTO_MAX_CENTROIDS: usize = 4096;
+/// Most centroids the automatic count picks. A query scores every centroid of a segment
+/// (`nq x C x D` multiply-adds, a GEMM): summed over the segments that is `nq / 64` of the
+/// collection's indexed tokens, whatever the segment sizes.
+pub const AUTO_MAX_CENTROIDS: usize = 65536;
+/// Above this many centroids the build clusters in two levels (see [`TokenIndex::build_with`]).
+pub const FLAT_MAX_CENTROIDS: usize = 4096;
+/// Sampled tokens k-means trains on per centroid.
+pub const SAMPLE_PER_CENTROID: usize = 16;
 
 /// Centroids for `tokens` tokens: about one per [`TOKENS_PER_CENTROID`], a power of two in
 /// 16..=[`AUTO_MAX_CENTROIDS`]. Fine centroids make both halves of a probe precise: the lists
 /// probed hold the documents that match, and the codes rank them (measured on a 25,000-document
 /// segment of the hard profile at 200,000: with 512 centroids the probed union held 0.97 of the
 /// (4,8) top 10 but the codes kept only 0.64 of it in their best 2,000; with 4,096 a union of
-/// 2,900 documents held 0.95, all of it kept).
+/// 2,900 documents held 0.95, all of it kept). The count follows the segment's size, not a cap:
+/// a 250,000-document segment at 4,096 centroids (~490 tokens a list) ranked its pool as
+/// coarsely as the 512-centroid case above, and recall@10 at (2,4) fell to 0.45 at 1,000,000
+/// documents (benches/README.md, "One node at 1,000,000 documents").
 pub fn auto_centroids(tokens: usize) -> usize {
     (tokens / TOKENS_PER_CENTROID)
         .max(1)
@@ -162,23 +176,26 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
 
 /// Nearest centroid (largest dot) of every row of `rows`.
 fn assign(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
-    let k = centroids.len() / dim;
     rows.par_chunks(CHUNK * dim)
-        .flat_map_iter(|chunk| {
-            let n = chunk.len() / dim;
-            let mut s = vec![0f32; n * k];
-            scores(chunk, centroids, dim, &mut s);
-            s.chunks_exact(k)
-                .map(|r| {
-                    let mut best = 0;
-                    for (c, &v) in r.iter().enumerate() {
-                        if v > r[best] {
-                            best = c;
-                        }
-                    }
-                    best as u16
-                })
-                .collect::<Vec<_>>()
+        .flat_map_iter(|chunk| nearest(chunk, centroids, dim))
+        .collect()
+}
+
+/// Nearest centroid of every row of one chunk (one GEMM).
+fn nearest(chunk: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
+    let k = centroids.len() / dim;
+    let n = chunk.len() / dim;
+    let mut s = vec![0f32; n * k];
+    scores(chunk, centroids, dim, &mut s);
+    s.chunks_exact(k)
+        .map(|r| {
+            let mut best = 0;
+            for (c, &v) in r.iter().enumerate() {
+                if v > r[best] {
+                    best = c;
+                }
+            }
+            best as u16
         })
         .collect()
 }
@@ -232,6 +249,109 @@ fn kmeans(sample: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) ->
     centroids
 }
 
+/// Trained centroids, and (two-level) the coarse centroids that route a token to its leaves.
+struct Codebook {
+    /// The leaves: what the file stores and codes name.
+    centroids: Vec<f32>,
+    /// Two-level only: coarse centroids and, per coarse centroid, its leaves' range.
+    coarse: Option<(Vec<f32>, Vec<std::ops::Range<usize>>)>,
+}
+
+impl Codebook {
+    /// `k` centroids from `sample`: flat k-means up to [`FLAT_MAX_CENTROIDS`], else two levels:
+    /// `~sqrt(k)` coarse centroids, then each coarse cluster's sample rows split into leaves in
+    /// proportion to their number (k-means costs `sample x (sqrt(k) + k / sqrt(k))` dots a round
+    /// instead of `sample x k`; the assignment likewise).
+    fn train(sample: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) -> Codebook {
+        if k <= FLAT_MAX_CENTROIDS {
+            return Codebook {
+                centroids: kmeans(sample, dim, k, iterations, seed),
+                coarse: None,
+            };
+        }
+        let n = sample.len() / dim;
+        let k1 = ((k as f64).sqrt().ceil() as usize).next_power_of_two();
+        let coarse = kmeans(sample, dim, k1, iterations, seed);
+        let k1 = coarse.len() / dim;
+        let top = assign(sample, &coarse, dim);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); k1];
+        for (i, &t) in top.iter().enumerate() {
+            members[t as usize].push(i);
+        }
+        // Leaves per coarse cluster, in proportion to its sample rows (at least one; the total
+        // stays within what a code can name).
+        let k = k.min(MAX_CENTROIDS - k1);
+        let trained: Vec<Vec<f32>> = members
+            .par_iter()
+            .enumerate()
+            .map(|(t, rows)| {
+                if rows.is_empty() {
+                    return coarse[t * dim..(t + 1) * dim].to_vec();
+                }
+                let leaves = (k * rows.len() / n).clamp(1, rows.len());
+                let sub: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&i| sample[i * dim..(i + 1) * dim].iter().copied())
+                    .collect();
+                kmeans(&sub, dim, leaves, iterations, seed ^ (t as u64 + 1))
+            })
+            .collect();
+        let mut centroids = Vec::with_capacity(k * dim);
+        let mut ranges = Vec::with_capacity(k1);
+        for leaves in trained {
+            let start = centroids.len() / dim;
+            centroids.extend_from_slice(&leaves);
+            ranges.push(start..centroids.len() / dim);
+        }
+        Codebook {
+            centroids,
+            coarse: Some((coarse, ranges)),
+        }
+    }
+
+    /// The code of every row of `rows`: its nearest centroid, or (two-level) the nearest leaf
+    /// of its nearest coarse centroid.
+    fn assign(&self, rows: &[f32], dim: usize) -> Vec<u16> {
+        let Some((coarse, ranges)) = &self.coarse else {
+            return assign(rows, &self.centroids, dim);
+        };
+        let top = assign(rows, coarse, dim);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); ranges.len()];
+        for (i, &t) in top.iter().enumerate() {
+            members[t as usize].push(i);
+        }
+        let per_cluster: Vec<(usize, u16)> = members
+            .into_par_iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_empty())
+            .flat_map_iter(|(t, m)| {
+                let r = ranges[t].clone();
+                let leaves = &self.centroids[r.start * dim..r.end * dim];
+                let sub: Vec<f32> = m
+                    .iter()
+                    .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+                    .collect();
+                let local = assign_seq(&sub, leaves, dim);
+                m.into_iter()
+                    .zip(local)
+                    .map(move |(i, l)| (i, (r.start + l as usize) as u16))
+            })
+            .collect();
+        let mut codes = vec![0u16; rows.len() / dim];
+        for (i, code) in per_cluster {
+            codes[i] = code;
+        }
+        codes
+    }
+}
+
+/// [`assign`] on the calling thread, a chunk at a time.
+fn assign_seq(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
+    rows.chunks(CHUNK * dim)
+        .flat_map(|chunk| nearest(chunk, centroids, dim))
+        .collect()
+}
+
 /// Appends the first `index_vectors` vectors of a range of documents to a buffer.
 pub type FetchTokens<'a> = dyn Fn(std::ops::Range<usize>, &mut Vec<f32>) -> crate::Result<()> + 'a;
 
@@ -275,19 +395,25 @@ impl TokenIndex {
                 .step_by(per_chunk)
                 .map(move |s| s..(s + per_chunk).min(docs))
         };
-        let centroids = if n_tokens == 0 {
-            vec![0f32; dim]
+        let sample_max = params
+            .sample
+            .min((SAMPLE_PER_CENTROID * c).max(SAMPLE_PER_CENTROID * FLAT_MAX_CENTROIDS));
+        let book = if n_tokens == 0 {
+            Codebook {
+                centroids: vec![0f32; dim],
+                coarse: None,
+            }
         } else {
             // A seeded sample of whole rows; every token when there are few.
             let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
-            let mut sample: Vec<f32> = Vec::with_capacity(n_tokens.min(params.sample) * dim);
-            if n_tokens <= params.sample {
+            let mut sample: Vec<f32> = Vec::with_capacity(n_tokens.min(sample_max) * dim);
+            if n_tokens <= sample_max {
                 for range in chunks() {
                     fetch(range, &mut sample)?;
                 }
             } else {
                 let mut doc = Vec::with_capacity(nv * dim);
-                for _ in 0..params.sample {
+                for _ in 0..sample_max {
                     let i = rng.random_range(0..n_tokens);
                     doc.clear();
                     fetch(i / nv..i / nv + 1, &mut doc)?;
@@ -295,16 +421,16 @@ impl TokenIndex {
                     sample.extend_from_slice(&doc[j * dim..(j + 1) * dim]);
                 }
             }
-            kmeans(&sample, dim, c, params.iterations, params.seed)
+            Codebook::train(&sample, dim, c, params.iterations, params.seed)
         };
         let mut codes = Vec::with_capacity(n_tokens);
         let mut rows = Vec::new();
         for range in chunks() {
             rows.clear();
             fetch(range, &mut rows)?;
-            codes.extend(assign(&rows, &centroids, dim));
+            codes.extend(book.assign(&rows, dim));
         }
-        Ok(Self::from_codes(dim, nv, docs, centroids, &codes))
+        Ok(Self::from_codes(dim, nv, docs, book.centroids, &codes))
     }
 
     /// The index of documents whose tokens got `codes` (token (d, j) at `d * nv + j`).
@@ -673,6 +799,42 @@ mod tests {
             assert!(calls.get() >= docs.div_ceil(7));
             assert_eq!(chunked.codes(), whole.codes(), "sample {sample}");
             assert_eq!(chunked.centroid_rows(), whole.centroid_rows());
+        }
+    }
+
+    /// Past [`FLAT_MAX_CENTROIDS`] the codebook is trained in two levels: about the centroids
+    /// asked for, every code names one, and a token's leaf is nearly as close as the nearest
+    /// of all leaves (the coarse step may route a token on a cluster border one cluster off).
+    #[test]
+    fn a_two_level_codebook_assigns_tokens_nearly_as_well_as_a_flat_one() {
+        let (docs, nv, dim) = (6000, 4, 8);
+        let mut rng = StdRng::seed_from_u64(9);
+        let tokens = unit_rows(&mut rng, docs * nv, dim);
+        let mut p = TokenParams::new(nv);
+        p.centroids = 2 * FLAT_MAX_CENTROIDS;
+        p.iterations = 3;
+        let index = TokenIndex::build(&tokens, dim, docs, p);
+        let c = index.centroids();
+        assert!(
+            c >= p.centroids / 2 && c <= p.centroids + 128,
+            "{c} centroids"
+        );
+        let cent = index.centroid_rows();
+        let (mut got, mut best) = (0f64, 0f64);
+        for (t, row) in tokens.chunks_exact(dim).enumerate() {
+            let code = index.codes()[t] as usize;
+            assert!(code < c);
+            let dot = |k: usize| crate::score::dot_scalar(row, &cent[k * dim..(k + 1) * dim]);
+            got += dot(code) as f64;
+            best += (0..c).map(dot).fold(f32::NEG_INFINITY, f32::max) as f64;
+        }
+        assert!(got >= 0.97 * best, "assigned {got:.1} vs nearest {best:.1}");
+        // The postings are the codes' partition.
+        let (offsets, postings) = (index.offsets(), index.postings());
+        for k in 0..c {
+            for &t in &postings[offsets[k] as usize..offsets[k + 1] as usize] {
+                assert_eq!(index.codes()[t as usize] as usize, k);
+            }
         }
     }
 

@@ -30,6 +30,17 @@ fn global_shares(b: crate::config::Budget) -> usize {
     }
 }
 
+/// Lists a probing query vector reads in a segment of `centroids` lists when the request does
+/// not say: [`DEFAULT_PROBES`] (twice that when it probes alone), or `sqrt(centroids)` when more.
+/// Lists hold ~64 tokens in a segment of any size, so a larger segment needs more of them to
+/// cover the same neighbourhood of the query; the square root keeps the pool sublinear in the
+/// segment's size (measured on a 250,000-document segment of the hard profile at 1,000,000
+/// documents, 32,768 centroids: 64 lists a vector held 0.86 of the (4,8) top 10, 128 held 0.92).
+fn default_probes(nq: usize, centroids: usize) -> usize {
+    let base = DEFAULT_PROBES as usize * if nq == 1 { 2 } else { 1 };
+    base.max((centroids as f64).sqrt() as usize)
+}
+
 /// What the candidate stage proposes.
 pub(super) struct Candidates {
     pub(super) cands: Vec<Cand>,
@@ -58,9 +69,10 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         .unwrap_or(DEFAULT_TOKEN_CANDIDATES)
         .max(req.k) as usize;
     let nq = b.r_q.min(TOKEN_QUERY_VECTORS) as usize;
-    let nprobe = req
-        .nprobe
-        .map_or((DEFAULT_PROBES as usize / nq).max(1), |n| n as usize);
+    let nprobe = |centroids: usize| {
+        req.nprobe
+            .map_or_else(|| default_probes(nq, centroids), |n| n as usize)
+    };
     let token_ok = !req.exact && req.candidate_index != Some(CandidateIndex::Vector0);
     let want_tokens = token_ok && b.r_c > 1;
     let want_tokens_v0 = token_ok && b.r_c == 1;
@@ -87,7 +99,7 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                 let probe = Probe {
                     nq,
                     rc: b.r_c as usize,
-                    nprobe,
+                    nprobe: nprobe(tokens.centroids()),
                     keep: token_c,
                 };
                 let (found, _) = tokens.search(q, probe, &|o| view.allowed(si, o));

@@ -86,7 +86,10 @@ fn deep_budgets_find_their_own_top_10_where_vector_0_cannot() {
         .unwrap();
     let first = &res.stats.stages[0];
     assert_eq!(first.budget, Budget::new(4, 8));
-    assert_eq!(res.stats.stages[1].scored, 500);
+    assert_eq!(
+        res.stats.stages[1].scored,
+        metavec_core::search::DEFAULT_STAGE_KEEP as u64
+    );
     // The segment's share from the token index, plus the 500 memtable documents.
     let share = metavec_core::search::DEFAULT_TOKEN_CANDIDATES as u64;
     assert_eq!(res.stats.candidates, share + 500);
