@@ -161,6 +161,11 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![0]);
+    let nvs = if std::env::var("STUDY_SPLIT").is_ok() {
+        Vec::new()
+    } else {
+        nvs
+    };
     for nv in nvs {
         let toks = tokens_of(nv.min(mc));
         for &c in &cs {
@@ -249,6 +254,110 @@ fn main() {
                 }
             }
         }
+    }
+    // STUDY_SPLIT=a,b,c: the documents as consecutive segments of these sizes, each with its own
+    // token index (automatic centroids), probed as the engine probes them (its default probes and
+    // keep), the candidates of all segments cut to the engine's global share by approximate
+    // score, then an exact (nq, rc') stage keeping 1,000 and the exact rerank at the budget.
+    if let Ok(split) = std::env::var("STUDY_SPLIT") {
+        let sizes: Vec<usize> = split.split(',').filter_map(|x| x.parse().ok()).collect();
+        let nv = 8.min(mc);
+        let mut segs = Vec::new();
+        let mut start = 0;
+        for &n in &sizes {
+            let n = n.min(docs - start);
+            let toks: Vec<f32> = (start..start + n)
+                .flat_map(|d| data.doc(d)[..nv * dim].iter().copied())
+                .collect();
+            let index = TokenIndex::build(&toks, dim, n, TokenParams::new(nv));
+            println!(
+                "segment {start}..{}: {} centroids",
+                start + n,
+                index.centroids()
+            );
+            segs.push((start, index));
+            start += n;
+        }
+        println!("\n## {} segments, engine defaults", segs.len());
+        println!("| budget | nprobe x | candidates | recall before cut | recall after cut | final recall |");
+        for (b, &(rq, rc)) in LADDER.iter().enumerate().skip(1) {
+            let nq = (rq as usize).min(4);
+            let rcp = (rc as usize).min(nv);
+            for mult in [1usize, 2, 4] {
+                let (mut before, mut after, mut fin, mut ncand) = (0f64, 0f64, 0f64, 0usize);
+                for qi in 0..queries {
+                    let q = data.query(qi);
+                    let mut all: Vec<(f32, u32)> = Vec::new();
+                    let mut largest = 0;
+                    for (s0, index) in &segs {
+                        let base = if nq == 1 { 128 } else { 64 };
+                        let np = base.max((index.centroids() as f64).sqrt() as usize) * mult;
+                        let v0 = |row: &[f32], ds: &[u32], out: &mut [f32]| {
+                            for (o, &d) in out.iter_mut().zip(ds) {
+                                *o = dot(row, &data.doc(*s0 + d as usize)[..dim]);
+                            }
+                        };
+                        let (found, _) = index.search_with(
+                            q,
+                            Probe {
+                                nq,
+                                rc: rc as usize,
+                                nprobe: np,
+                                keep: 1000,
+                            },
+                            &|_| true,
+                            if std::env::var("STUDY_V0").is_ok() {
+                                Some(&v0)
+                            } else {
+                                None
+                            },
+                        );
+                        largest = largest.max(found.len());
+                        all.extend(found.iter().map(|&(o, a)| (a, (*s0 + o as usize) as u32)));
+                    }
+                    let list: Vec<u32> = all.iter().map(|x| x.1).collect();
+                    before += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)));
+                    let global = (if rq * rc <= 8 { 4000 } else { 2000 }).max(largest);
+                    all.sort_by(|x, y| y.0.total_cmp(&x.0));
+                    all.truncate(global);
+                    ncand += all.len();
+                    let list: Vec<u32> = all.iter().map(|x| x.1).collect();
+                    after += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)));
+                    // The implicit exact stage at (nq, rc'), then the budget.
+                    let q = data.query(qi);
+                    let mid = |d: u32| -> f32 {
+                        let dv = data.doc(d as usize);
+                        (0..nq)
+                            .map(|i| {
+                                (0..rcp)
+                                    .map(|j| {
+                                        dot(&q[i * dim..(i + 1) * dim], &dv[j * dim..(j + 1) * dim])
+                                    })
+                                    .fold(f32::NEG_INFINITY, f32::max)
+                            })
+                            .sum()
+                    };
+                    let kept: Vec<u32> = if (nq, rcp) != (rq as usize, rc as usize) {
+                        let mut m: Vec<(f32, u32)> = list.iter().map(|&d| (mid(d), d)).collect();
+                        m.sort_by(|x, y| y.0.total_cmp(&x.0));
+                        m.truncate(1000);
+                        m.into_iter().map(|x| x.1).collect()
+                    } else {
+                        list
+                    };
+                    fin += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&kept)));
+                }
+                let n = queries as f64;
+                println!(
+                    "| ({rq},{rc}) | {mult} | {} | {:.3} | {:.3} | {:.3} |",
+                    ncand / queries,
+                    before / n,
+                    after / n,
+                    fin / n
+                );
+            }
+        }
+        return;
     }
     println!("\nexact scan dots/query at (8,16): {}", docs * 128);
 }

@@ -345,6 +345,11 @@ impl VectorIndex {
         self.frozen.search(query, k.min(self.len), ef, Some(allow))
     }
 
+    /// The walk's (int8) dot products of `query` with the vectors of `ids`, into `out`.
+    pub fn dots(&self, query: &[f32], ids: &[u32], out: &mut [f32]) {
+        self.frozen.dots(query, ids, out)
+    }
+
     /// A bound on how far [`search`](Self::search)'s score of `id` may be from the exact f32
     /// dot product with a unit query whose L1 norm is `query_l1` (the walk scores an int8 copy).
     pub fn slack(&self, query_l1: f32, id: usize) -> f32 {

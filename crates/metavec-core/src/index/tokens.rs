@@ -352,6 +352,10 @@ fn assign_seq(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Scores one query row against vector 0 of some documents of the segment (see
+/// [`TokenIndex::search_with`]).
+pub type V0Dots<'a> = dyn Fn(&[f32], &[u32], &mut [f32]) + 'a;
+
 /// Appends the first `index_vectors` vectors of a range of documents to a buffer.
 pub type FetchTokens<'a> = dyn Fn(std::ops::Range<usize>, &mut Vec<f32>) -> crate::Result<()> + 'a;
 
@@ -602,6 +606,22 @@ impl TokenIndex {
         p: Probe,
         allow: &dyn Fn(usize) -> bool,
     ) -> (Vec<(u32, f32)>, ProbeStats) {
+        self.search_with(q, p, allow, None)
+    }
+
+    /// [`TokenIndex::search`], where `v0` (when given) scores vector 0 of the pool's documents
+    /// instead of its code: `v0(q_i, docs, out)` writes `<q_i, vector 0 of docs[n]>` to
+    /// `out[n]` (the segment's int8 copy of vector 0). A code ranks as coarsely as its list is
+    /// wide; vector 0 carries the most of a Matryoshka document, and where the lists are
+    /// wider than its clusters (a small segment of a large collection: fewer centroids than
+    /// groups of near-identical vector 0s) the codes tie whole groups of documents.
+    pub fn search_with(
+        &self,
+        q: &[f32],
+        p: Probe,
+        allow: &dyn Fn(usize) -> bool,
+        v0: Option<&V0Dots<'_>>,
+    ) -> (Vec<(u32, f32)>, ProbeStats) {
         let (dim, nv, c) = (self.dim, self.index_vectors, self.centroids);
         let nq = p.nq.min(q.len() / dim).max(1);
         let rc = p.rc.clamp(1, nv);
@@ -642,16 +662,34 @@ impl TokenIndex {
         let stats = ProbeStats { pool: pool_len };
         let keep = p.keep.max(pool_len / POOL_KEEP_DIVISOR);
         let codes = self.codes();
-        let mut scored: Vec<(u32, f32)> = pool
-            .filter(|&d| allow(d as usize))
-            .map(|d| {
-                let dc = &codes[d as usize * nv..d as usize * nv + rc];
+        let docs: Vec<u32> = pool.filter(|&d| allow(d as usize)).collect();
+        // Vector 0's term per query vector, exact-ish when the caller can score it.
+        let mut first = Vec::new();
+        let skip = match v0 {
+            Some(v0) => {
+                first = vec![0f32; nq * docs.len()];
+                for (i, out) in first.chunks_exact_mut(docs.len().max(1)).enumerate() {
+                    v0(&q[i * dim..(i + 1) * dim], &docs, &mut out[..docs.len()]);
+                }
+                1
+            }
+            None => 0,
+        };
+        let mut scored: Vec<(u32, f32)> = docs
+            .iter()
+            .enumerate()
+            .map(|(n, &d)| {
+                let dc = &codes[d as usize * nv + skip..d as usize * nv + rc.max(skip)];
                 let approx: f32 = s
                     .chunks_exact(c)
-                    .map(|row| {
-                        dc.iter()
-                            .map(|&x| row[x as usize])
-                            .fold(f32::NEG_INFINITY, f32::max)
+                    .enumerate()
+                    .map(|(i, row)| {
+                        let start = if skip > 0 {
+                            first[i * docs.len() + n]
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        dc.iter().map(|&x| row[x as usize]).fold(start, f32::max)
                     })
                     .sum();
                 (d, approx)
@@ -799,6 +837,51 @@ mod tests {
             assert!(calls.get() >= docs.div_ceil(7));
             assert_eq!(chunked.codes(), whole.codes(), "sample {sample}");
             assert_eq!(chunked.centroid_rows(), whole.centroid_rows());
+        }
+    }
+
+    /// With a vector-0 scorer, a document's approximate score takes vector 0's term from it and
+    /// the deeper tokens' from their codes.
+    #[test]
+    fn a_vector_0_scorer_replaces_the_code_of_vector_0() {
+        let (docs, nv, dim, nq, rc) = (200, 3, 8, 2, 3);
+        let mut rng = StdRng::seed_from_u64(12);
+        let tokens = unit_rows(&mut rng, docs * nv, dim);
+        let mut p = TokenParams::new(nv);
+        p.centroids = 16;
+        let index = TokenIndex::build(&tokens, dim, docs, p);
+        let q = unit_rows(&mut rng, nq, dim);
+        let exact0 = |row: &[f32], d: u32| {
+            let t = d as usize * nv * dim;
+            crate::score::dot_scalar(row, &tokens[t..t + dim])
+        };
+        let v0 = |row: &[f32], ds: &[u32], out: &mut [f32]| {
+            for (o, &d) in out.iter_mut().zip(ds) {
+                *o = exact0(row, d);
+            }
+        };
+        let probe = Probe {
+            nq,
+            rc,
+            nprobe: index.centroids(),
+            keep: usize::MAX,
+        };
+        let (found, _) = index.search_with(&q, probe, &|_| true, Some(&v0));
+        assert_eq!(found.len(), docs);
+        let cent = index.centroid_rows();
+        for &(d, got) in &found {
+            let want: f32 = (0..nq)
+                .map(|i| {
+                    let row = &q[i * dim..(i + 1) * dim];
+                    (1..rc)
+                        .map(|j| {
+                            let code = index.codes()[d as usize * nv + j] as usize;
+                            crate::score::dot_scalar(row, &cent[code * dim..(code + 1) * dim])
+                        })
+                        .fold(exact0(row, d), f32::max)
+                })
+                .sum();
+            assert!((got - want).abs() <= 1e-4, "doc {d}: {got} vs {want}");
         }
     }
 

@@ -343,6 +343,19 @@ impl Frozen {
         out[0]
     }
 
+    /// The walk's dot products of `q` with `nodes`, into `out` (zeros where the graph is
+    /// empty or `q` has the wrong width).
+    pub(super) fn dots(&self, q: &[f32], nodes: &[u32], out: &mut [f32]) {
+        if q.len() != self.dim || nodes.iter().any(|&n| n as usize >= self.len()) {
+            out.iter_mut().for_each(|x| *x = 0.0);
+            return;
+        }
+        let int8_dots = crate::score::compact::compact_kernel().int8_dots;
+        for (ids, o) in nodes.chunks(64).zip(out.chunks_mut(64)) {
+            int8_dots(q, self.dim, self.codes(), self.scales(), ids, o);
+        }
+    }
+
     /// The `k` best allowed nodes by dot product with `q` (unit vectors), best first, walking
     /// layer 0 with a beam of `ef` (raised to `k`).
     pub(super) fn search(
