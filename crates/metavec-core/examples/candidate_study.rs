@@ -317,7 +317,7 @@ fn main() {
                     }
                     let list: Vec<u32> = all.iter().map(|x| x.1).collect();
                     before += recall(&truth[qi][b], &top(&exact[qi][b], K, Some(&list)));
-                    let global = (if rq * rc <= 8 { 4000 } else { 2000 }).max(largest);
+                    let global = 4000.max(largest);
                     all.sort_by(|x, y| y.0.total_cmp(&x.0));
                     all.truncate(global);
                     ncand += all.len();

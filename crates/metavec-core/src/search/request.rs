@@ -15,9 +15,9 @@ pub const DEFAULT_CANDIDATES: u32 = 320;
 pub const DEFAULT_TOKEN_CANDIDATES: u32 = 1000;
 /// Query vectors that probe the token index (the first ones; at most the budget's r_q).
 pub const TOKEN_QUERY_VECTORS: u32 = 4;
-/// Posting lists probed per probing query vector when the request does not say, at least (128
-/// for a single one; `sqrt(centroids)` in a segment with more than 4,096 centroids).
-pub const DEFAULT_PROBES: u32 = 64;
+/// Posting lists probed per probing query vector when the request does not say, at least (256
+/// for a single one; `2 sqrt(centroids)` in a segment with more than 4,096 centroids).
+pub const DEFAULT_PROBES: u32 = 128;
 /// Vector-0 posting lists probed at budgets with `r_c = 1` (beside the HNSW walk) when the
 /// request does not say.
 pub const V0_PROBES: u32 = 16;
@@ -41,8 +41,8 @@ pub struct SearchRequest {
     /// [`DEFAULT_CANDIDATES`]) or, for a budget with `r_c > 1` on a segment with a token index,
     /// the best by approximate MaxSim from the token index (default [`DEFAULT_TOKEN_CANDIDATES`]).
     pub candidates: Option<u32>,
-    /// Token index: posting lists probed per query vector (default [`DEFAULT_PROBES`], 128
-    /// when a single query vector probes, `sqrt(centroids)` in a segment where that is more).
+    /// Token index: posting lists probed per query vector (default [`DEFAULT_PROBES`], 256
+    /// when a single query vector probes, `2 sqrt(centroids)` in a segment where that is more).
     pub nprobe: Option<u32>,
     /// Where candidates come from: `None` = the collection's choice (the token index for
     /// budgets with `r_c > 1` where a segment has one, else the vector-0 HNSW);
