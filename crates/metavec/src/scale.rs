@@ -103,9 +103,9 @@ pub struct ScaleArgs {
     /// Queries also run as exact scans at each checkpoint, to check the ground truth.
     #[arg(long, default_value_t = 2)]
     pub check_exact: usize,
-    /// On a complete run: start its server on the stored collection and measure every budget's
-    /// search once more (this binary's search path, the run's queries and ground truth;
-    /// nothing is ingested and the recorded rows stay as they were).
+    /// Start the run's server on the stored collection and measure every budget's search once
+    /// more at the documents acknowledged so far (this binary's search path, the run's queries
+    /// and ground truth); nothing is ingested and the recorded rows stay as they were.
     #[arg(long)]
     pub remeasure: bool,
     /// MiB written (then fdatasync'd) in DIR at the first start to measure the disk's sequential
@@ -317,6 +317,25 @@ pub async fn run(a: ScaleArgs) -> CliResult {
             rows: Vec::new(),
         },
     };
+    if a.remeasure {
+        server::kill_stale(&run.launch.pid_file, &run.launch.data);
+        let (mut srv, open) = run.launch.start()?;
+        let mut c = connect(&srv).await?;
+        say(format!(
+            "remeasuring search at {} documents (server open {:.2} s)",
+            state.acked,
+            open.as_secs_f64()
+        ));
+        let rows = measure_search(&run, &state, &mut c).await;
+        srv.terminate()?;
+        for b in rows? {
+            say(format!(
+                "{} p50 {:.2} p99 {:.2} ms (server {:.2}/{:.2}) recall {:.3}",
+                b.budget, b.p50_ms, b.p99_ms, b.server_p50_ms, b.server_p99_ms, b.recall_at_10
+            ));
+        }
+        return Ok(());
+    }
     if state.rows.len() == run.checkpoints.len() {
         say(format!(
             "{} is complete ({} checkpoints); nothing to do",
@@ -325,24 +344,6 @@ pub async fn run(a: ScaleArgs) -> CliResult {
         ));
         if let Some(p) = &run.plot {
             report::plot(p, &state.rows, a.docs, &title)?;
-        }
-        if a.remeasure {
-            server::kill_stale(&run.launch.pid_file, &run.launch.data);
-            let (mut srv, open) = run.launch.start()?;
-            let mut c = connect(&srv).await?;
-            say(format!(
-                "remeasuring search at {} documents (server open {:.2} s)",
-                state.acked,
-                open.as_secs_f64()
-            ));
-            let rows = measure_search(&run, &state, &mut c).await;
-            srv.terminate()?;
-            for b in rows? {
-                say(format!(
-                    "{} p50 {:.2} p99 {:.2} ms (server {:.2}/{:.2}) recall {:.3}",
-                    b.budget, b.p50_ms, b.p99_ms, b.server_p50_ms, b.server_p99_ms, b.recall_at_10
-                ));
-            }
         }
         return Ok(());
     }
