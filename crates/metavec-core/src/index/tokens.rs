@@ -273,11 +273,7 @@ impl Codebook {
         let k1 = ((k as f64).sqrt().ceil() as usize).next_power_of_two();
         let coarse = kmeans(sample, dim, k1, iterations, seed);
         let k1 = coarse.len() / dim;
-        let top = assign(sample, &coarse, dim);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); k1];
-        for (i, &t) in top.iter().enumerate() {
-            members[t as usize].push(i);
-        }
+        let members = by_code(&assign(sample, &coarse, dim), k1);
         // Leaves per coarse cluster, in proportion to its sample rows (at least one; the total
         // stays within what a code can name).
         let k = k.min(MAX_CENTROIDS - k1);
@@ -289,10 +285,7 @@ impl Codebook {
                     return coarse[t * dim..(t + 1) * dim].to_vec();
                 }
                 let leaves = (k * rows.len() / n).clamp(1, rows.len());
-                let sub: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|&i| sample[i * dim..(i + 1) * dim].iter().copied())
-                    .collect();
+                let sub = gather(sample, rows, dim);
                 kmeans(&sub, dim, leaves, iterations, seed ^ (t as u64 + 1))
             })
             .collect();
@@ -315,11 +308,7 @@ impl Codebook {
         let Some((coarse, ranges)) = &self.coarse else {
             return assign(rows, &self.centroids, dim);
         };
-        let top = assign(rows, coarse, dim);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); ranges.len()];
-        for (i, &t) in top.iter().enumerate() {
-            members[t as usize].push(i);
-        }
+        let members = by_code(&assign(rows, coarse, dim), ranges.len());
         let per_cluster: Vec<(usize, u16)> = members
             .into_par_iter()
             .enumerate()
@@ -327,11 +316,7 @@ impl Codebook {
             .flat_map_iter(|(t, m)| {
                 let r = ranges[t].clone();
                 let leaves = &self.centroids[r.start * dim..r.end * dim];
-                let sub: Vec<f32> = m
-                    .iter()
-                    .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
-                    .collect();
-                let local = assign_seq(&sub, leaves, dim);
+                let local = assign_seq(&gather(rows, &m, dim), leaves, dim);
                 m.into_iter()
                     .zip(local)
                     .map(move |(i, l)| (i, (r.start + l as usize) as u16))
@@ -343,6 +328,22 @@ impl Codebook {
         }
         codes
     }
+}
+
+/// The row numbers of each of `k` codes.
+fn by_code(codes: &[u16], k: usize) -> Vec<Vec<usize>> {
+    let mut members = vec![Vec::new(); k];
+    for (i, &c) in codes.iter().enumerate() {
+        members[c as usize].push(i);
+    }
+    members
+}
+
+/// Rows `idx` of row-major `rows` (`dim` wide), in that order.
+fn gather(rows: &[f32], idx: &[usize], dim: usize) -> Vec<f32> {
+    idx.iter()
+        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+        .collect()
 }
 
 /// [`assign`] on the calling thread, a chunk at a time.
@@ -663,13 +664,18 @@ impl TokenIndex {
         let keep = p.keep.max(pool_len / POOL_KEEP_DIVISOR);
         let codes = self.codes();
         let docs: Vec<u32> = pool.filter(|&d| allow(d as usize)).collect();
-        // Vector 0's term per query vector, exact-ish when the caller can score it.
+        // Vector 0's term per query vector (`first[i * n + doc]`), when the caller can score it.
+        let n = docs.len();
         let mut first = Vec::new();
         let skip = match v0 {
             Some(v0) => {
-                first = vec![0f32; nq * docs.len()];
-                for (i, out) in first.chunks_exact_mut(docs.len().max(1)).enumerate() {
-                    v0(&q[i * dim..(i + 1) * dim], &docs, &mut out[..docs.len()]);
+                first = vec![0f32; nq * n];
+                for i in 0..nq {
+                    v0(
+                        &q[i * dim..(i + 1) * dim],
+                        &docs,
+                        &mut first[i * n..(i + 1) * n],
+                    );
                 }
                 1
             }
@@ -678,14 +684,14 @@ impl TokenIndex {
         let mut scored: Vec<(u32, f32)> = docs
             .iter()
             .enumerate()
-            .map(|(n, &d)| {
-                let dc = &codes[d as usize * nv + skip..d as usize * nv + rc.max(skip)];
+            .map(|(at, &d)| {
+                let dc = &codes[d as usize * nv + skip..d as usize * nv + rc];
                 let approx: f32 = s
                     .chunks_exact(c)
                     .enumerate()
                     .map(|(i, row)| {
                         let start = if skip > 0 {
-                            first[i * docs.len() + n]
+                            first[i * n + at]
                         } else {
                             f32::NEG_INFINITY
                         };
