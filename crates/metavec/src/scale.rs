@@ -105,7 +105,9 @@ pub struct ScaleArgs {
     pub check_exact: usize,
     /// Start the run's server on the stored collection and measure every budget's search once
     /// more at the documents acknowledged so far (this binary's search path, the run's queries
-    /// and ground truth); nothing is ingested and the recorded rows stay as they were.
+    /// and ground truth); nothing is ingested and the recorded rows stay as they were. It may
+    /// pass another `--memory-limit-mb` than the run did (or none): the same collection searched
+    /// capped and in RAM; a capped remeasure drops the page cache first.
     #[arg(long)]
     pub remeasure: bool,
     /// MiB written (then fdatasync'd) in DIR at the first start to measure the disk's sequential
@@ -228,7 +230,14 @@ pub async fn run(a: ScaleArgs) -> CliResult {
     let dir = dir
         .canonicalize()
         .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
-    let stored = state::load(&dir, &params)?;
+    // A remeasure may search the stored collection under another memory limit (in RAM against
+    // capped); every other parameter must match the run's.
+    let ignore: &[&str] = if a.remeasure {
+        &["memory_limit_mb"]
+    } else {
+        &[]
+    };
+    let stored = state::load(&dir, &params, ignore)?;
     let say = |s: String| {
         if !json {
             eprintln!("{s}");
@@ -319,6 +328,14 @@ pub async fn run(a: ScaleArgs) -> CliResult {
     };
     if a.remeasure {
         server::kill_stale(&run.launch.pid_file, &run.launch.data);
+        if run.cgroup.is_some() {
+            // Page cache is charged to the cgroup that read it first: pages an uncapped process
+            // left behind would be served free of the limit.
+            match server::drop_page_cache() {
+                Ok(()) => say("page cache dropped (the capped server reads cold)".into()),
+                Err(e) => eprintln!("could not drop the page cache ({e}): the cap may not bind"),
+            }
+        }
         let (mut srv, open) = run.launch.start()?;
         let mut c = connect(&srv).await?;
         say(format!(
@@ -328,6 +345,12 @@ pub async fn run(a: ScaleArgs) -> CliResult {
         ));
         let rows = measure_search(&run, &state, &mut c).await;
         srv.terminate()?;
+        if let Some(peak) = run.cgroup.as_deref().and_then(server::cgroup_max_usage) {
+            say(format!(
+                "peak memory of the capped server: {} MiB (page cache included)",
+                peak >> 20
+            ));
+        }
         for b in rows? {
             say(format!(
                 "{} p50 {:.2} p99 {:.2} ms (server {:.2}/{:.2}) recall {:.3}",

@@ -1,8 +1,11 @@
 //! Which segments the background compaction merges: size tiers.
 //!
 //! A segment's tier is `floor(log_F(live documents))` for the fanout F (4 by default). When a
-//! tier holds F or more segments they are merged into one, whose size is at least F times the
-//! tier's floor: it lands at least one tier up. A document is therefore rewritten at most once
+//! tier holds F or more segments, F of them (the first listed, the oldest) are merged into one,
+//! whose size is at least F times the tier's floor: it lands at least one tier up. A merge never
+//! takes more than F: when merges lag behind ingest a tier can fill with dozens of segments,
+//! and merging them all at once would be one long merge whose work is lost if the process
+//! stops, while F at a time commits progress every few minutes and lowers the count steadily. A document is therefore rewritten at most once
 //! per tier it climbs, `log_F(N / flush size) + 1` times in all (5 times from 4,000-document
 //! flushes to 1,000,000 documents at F = 4), and each tier holds fewer than F segments between
 //! merges, so the segment count stays below `(F - 1)` per tier: logarithmic in N. Merging
@@ -64,10 +67,9 @@ impl TieredPolicy {
         for s in segments {
             tiers.entry(self.tier(s.live())).or_default().push(s.id);
         }
-        if let Some(ids) = tiers
-            .into_values()
-            .find(|ids| ids.len() >= self.fanout.max(2))
-        {
+        let f = self.fanout.max(2);
+        if let Some(mut ids) = tiers.into_values().find(|ids| ids.len() >= f) {
+            ids.truncate(f);
             return Some(ids);
         }
         let heavy: Vec<u64> = segments
@@ -135,6 +137,15 @@ mod tests {
             stat(4, 1000),
         ];
         assert_eq!(p.plan(&four), Some(vec![1, 2, 3, 4]));
+        // A tier that filled while merges lagged: F at a time, the oldest first.
+        let lagging: Vec<SegmentStat> = (1..=10).map(|id| stat(id, 8000)).collect();
+        assert_eq!(p.plan(&lagging), Some(vec![1, 2, 3, 4]));
+        let rest: Vec<SegmentStat> = lagging[4..]
+            .iter()
+            .copied()
+            .chain([stat(11, 32_000)])
+            .collect();
+        assert_eq!(p.plan(&rest), Some(vec![5, 6, 7, 8]));
     }
 
     #[test]

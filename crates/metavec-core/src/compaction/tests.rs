@@ -349,8 +349,8 @@ fn tiered_compaction_rewrites_each_document_a_logarithmic_number_of_times() {
     assert_eq!(m.flushed_docs, n as u64);
     // 81 flushes of 30 at fanout 3: tiers 3 (27..81) to 7 (2187..6561), so at most four
     // rewrites per document; merging everything past a segment cap rewrites it ~n/flush times.
-    // Merges that lag behind the flushes (a loaded machine) take more segments at once and
-    // rewrite less (1.9 seen), so the floor only says that merges ran.
+    // Merges that lag behind the flushes (a loaded machine) may leave part of the climb
+    // undone when the test settles (1.9 seen), so the floor only says that merges ran.
     let rewrites = m.compacted_docs as f64 / m.flushed_docs as f64;
     assert!(
         (1.0..=4.0).contains(&rewrites),

@@ -310,6 +310,19 @@ pub fn memory_cgroup(mb: u64) -> Result<PathBuf, String> {
     Ok(cg)
 }
 
+/// Writes dirty pages back and drops the page cache (root only).
+pub fn drop_page_cache() -> Result<(), String> {
+    // sync(1): a file's sync_all would not write back the other files' dirty pages.
+    let status = std::process::Command::new("sync")
+        .status()
+        .map_err(|e| format!("sync: {e}"))?;
+    if !status.success() {
+        return Err(format!("sync: {status}"));
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .map_err(|e| format!("/proc/sys/vm/drop_caches: {e}"))
+}
+
 /// The cgroup's peak memory use (page cache included), in bytes.
 pub fn cgroup_max_usage(cg: &Path) -> Option<u64> {
     std::fs::read_to_string(cg.join("memory.max_usage_in_bytes"))

@@ -89,7 +89,7 @@ pub fn save(dir: &Path, state: &State) -> Result<(), String> {
 }
 
 /// The fields where two parameter sets differ, as "name: stored vs given".
-fn differences(stored: &Params, given: &Params) -> Vec<String> {
+fn differences(stored: &Params, given: &Params, ignore: &[&str]) -> Vec<String> {
     let (a, b) = (
         serde_json::to_value(stored).unwrap_or_default(),
         serde_json::to_value(given).unwrap_or_default(),
@@ -98,7 +98,7 @@ fn differences(stored: &Params, given: &Params) -> Vec<String> {
         return vec!["(unreadable)".into()];
     };
     a.iter()
-        .filter(|(k, v)| b.get(*k) != Some(v))
+        .filter(|(k, v)| !ignore.contains(&k.as_str()) && b.get(*k) != Some(v))
         .map(|(k, v)| {
             format!(
                 "{k}: {v} in the state, {} given",
@@ -109,8 +109,9 @@ fn differences(stored: &Params, given: &Params) -> Vec<String> {
 }
 
 /// The state in `dir`, if any: refused when another build wrote it or when it was written with
-/// other parameters; a data directory without a state is refused too (not a run of ours).
-pub fn load(dir: &Path, params: &Params) -> Result<Option<State>, String> {
+/// other parameters (but for the names in `ignore`); a data directory without a state is refused
+/// too (not a run of ours).
+pub fn load(dir: &Path, params: &Params, ignore: &[&str]) -> Result<Option<State>, String> {
     let path = dir.join(STATE_FILE);
     let stored: State = match std::fs::read(&path) {
         Ok(bytes) => {
@@ -134,7 +135,7 @@ pub fn load(dir: &Path, params: &Params) -> Result<Option<State>, String> {
             stored.version
         ));
     }
-    let diff = differences(&stored.params, params);
+    let diff = differences(&stored.params, params, ignore);
     if !diff.is_empty() {
         return Err(format!(
             "{} was written with other parameters ({}); pass the same flags to resume, or use \
