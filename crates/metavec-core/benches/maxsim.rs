@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use faer::{linalg::matmul::matmul, Accum, Mat, MatRef, Par};
-use metavec_core::score::compact::{encode_bf16, encode_f16, encode_int8};
+use metavec_core::score::compact::{encode_bf16, encode_f16, encode_int8, QuantQuery};
 use metavec_core::score::simd::available;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -102,6 +102,24 @@ fn bench(c: &mut Criterion) {
                         for (doc, scales) in i8v.chunks_exact(r_c * D).zip(i8s.chunks_exact(r_c)) {
                             maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
                             (ck.int8)(&q, r_q, D, doc, scales, &mut maxes);
+                            total += maxes.iter().sum::<f32>();
+                        }
+                        black_box(total)
+                    })
+                },
+            );
+            // int8 rows against the query quantised once (the rerank's int8 path): i16 x i8
+            // pairs in exact i32 sums (`vpmaddwd`).
+            let qq = QuantQuery::new(&q, D);
+            g.bench_function(
+                BenchmarkId::new(format!("fused-int8q-{}", set.name), &shape),
+                |b| {
+                    let mut maxes = vec![0f32; r_q];
+                    b.iter(|| {
+                        let mut total = 0.0f32;
+                        for (doc, scales) in i8v.chunks_exact(r_c * D).zip(i8s.chunks_exact(r_c)) {
+                            maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                            (ck.int8_q)(&qq.values, &qq.scales, r_q, D, doc, scales, &mut maxes);
                             total += maxes.iter().sum::<f32>();
                         }
                         black_box(total)

@@ -103,6 +103,12 @@ pub struct BenchArgs {
     /// scan at the budget). Budgets with no trained budget below them are skipped.
     #[arg(long)]
     pub cascade: Option<u32>,
+    /// Also measure the core's bounds in this process (the FMA and `vpmaddwd` peaks on
+    /// registers, one core reading blocks the size of a candidate's rows at random places of a
+    /// mapped 1 GiB file) and print each budget's rerank against them: GFLOP/s, GB/s, the bound
+    /// that applies and the percentage of it reached. Writes PREFIX.svg and PREFIX.png.
+    #[arg(long, value_name = "PREFIX")]
+    pub roofline: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -114,6 +120,8 @@ struct Row {
     /// index at r_c > 1) or "vector0" (the vector-0 HNSW only).
     candidates_from: &'static str,
     candidates_per_query: u64,
+    /// Of them, scored by the rerank's first stage (the rest pruned by a bound).
+    docs_scored_per_query: u64,
     /// The cascade's first stage, as "r_qxr_c:keep" (absent for a plain search).
     #[serde(skip_serializing_if = "Option::is_none")]
     stage: Option<String>,
@@ -380,6 +388,25 @@ pub fn run(mut a: BenchArgs) -> CliResult {
     }
     if let Some(path) = &a.plot {
         plot(path, &rows, &v0_rows)?;
+    }
+    if let Some(prefix) = &a.roofline {
+        let points: Vec<crate::roofline::Point> = rows
+            .iter()
+            .map(|r| crate::roofline::Point {
+                budget: r.budget.clone(),
+                r_c: r
+                    .budget
+                    .split_once('x')
+                    .and_then(|(_, c)| c.parse().ok())
+                    .unwrap_or(1),
+                dtype: r.dtype,
+                candidates: r.docs_scored_per_query,
+                dots: r.dot_products_per_query,
+                bytes: r.vector_bytes_per_query,
+                rerank_ms: r.rerank_p50_ms,
+            })
+            .collect();
+        crate::roofline::report(&points, dim, &root, Some(prefix), a.json)?;
     }
     if a.no_baseline {
         return Ok(());
@@ -689,6 +716,7 @@ fn measure(
         budget: format!("{}x{}", b.r_q, b.r_c),
         candidates_from: if vector0 { "vector0" } else { "default" },
         candidates_per_query: per_query(&|s| s.candidates),
+        docs_scored_per_query: per_query(&|s| s.docs_scored),
         stage: stages
             .first()
             .map(|s| format!("{}x{}:{}", s.budget.r_q, s.budget.r_c, s.keep)),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod roofline;
 mod router;
 mod scale;
 mod server;

@@ -12,7 +12,7 @@
 //! about 1% of the documents) and the rows (`scale-results.jsonl`). Run again with the same
 //! flags and it resumes where the last acknowledged stream ended.
 
-mod report;
+pub(crate) mod report;
 mod server;
 mod state;
 mod truth;

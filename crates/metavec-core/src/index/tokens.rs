@@ -90,6 +90,31 @@ pub const AUTO_MAX_CENTROIDS: usize = 65536;
 pub const FLAT_MAX_CENTROIDS: usize = 4096;
 /// Sampled tokens k-means trains on per centroid.
 pub const SAMPLE_PER_CENTROID: usize = 16;
+/// Most bytes of sampled f32 rows a build holds: at wide vectors a full sample would be large
+/// (65,536 rows of 2,048 dims are 512 MiB, in a merge that runs beside ingest and queries), so
+/// past this the sample shrinks and the centroids with it (at least [`MIN_SAMPLE_PER_CENTROID`]
+/// rows each).
+pub const SAMPLE_MAX_BYTES: usize = 256 << 20;
+/// Fewest sampled rows per centroid when [`SAMPLE_MAX_BYTES`] binds.
+pub const MIN_SAMPLE_PER_CENTROID: usize = 8;
+
+/// (centroids, sample rows) for a build that asked for `c` centroids and at most `sample`
+/// rows of `dim` values: [`SAMPLE_PER_CENTROID`] rows a centroid (at least enough for
+/// [`FLAT_MAX_CENTROIDS`]), within [`SAMPLE_MAX_BYTES`]; fewer centroids when the bytes bind.
+pub fn sample_plan(c: usize, sample: usize, dim: usize) -> (usize, usize) {
+    let wanted =
+        sample.min((SAMPLE_PER_CENTROID * c).max(SAMPLE_PER_CENTROID * FLAT_MAX_CENTROIDS));
+    let rows = wanted.min(SAMPLE_MAX_BYTES / (4 * dim.max(1))).max(1);
+    let c = c
+        .min(
+            (rows / MIN_SAMPLE_PER_CENTROID)
+                .max(1)
+                .next_power_of_two()
+                .max(16),
+        )
+        .min(c);
+    (c, rows)
+}
 
 /// Centroids for `tokens` tokens: about one per [`TOKENS_PER_CENTROID`], a power of two in
 /// 16..=[`AUTO_MAX_CENTROIDS`]. Fine centroids make both halves of a probe precise: the lists
@@ -400,9 +425,9 @@ impl TokenIndex {
                 .step_by(per_chunk)
                 .map(move |s| s..(s + per_chunk).min(docs))
         };
-        let sample_max = params
-            .sample
-            .min((SAMPLE_PER_CENTROID * c).max(SAMPLE_PER_CENTROID * FLAT_MAX_CENTROIDS));
+        // An explicit centroid count is kept; the automatic one shrinks when the sample does.
+        let (fit, sample_max) = sample_plan(c, params.sample, dim);
+        let c = if params.centroids == 0 { fit } else { c };
         let book = if n_tokens == 0 {
             Codebook {
                 centroids: vec![0f32; dim],
@@ -888,6 +913,25 @@ mod tests {
                 })
                 .sum();
             assert!((got - want).abs() <= 1e-4, "doc {d}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn the_sample_stays_within_its_bytes_and_the_centroids_follow_it() {
+        // Narrow rows: the full sample, the centroids as asked.
+        assert_eq!(sample_plan(32768, 1 << 20, 64), (32768, 16 * 32768));
+        assert_eq!(
+            sample_plan(256, 1 << 20, 128),
+            (256, 16 * FLAT_MAX_CENTROIDS)
+        );
+        // 2,048 dims: 256 MiB hold 32,768 rows, enough for 4,096 centroids at 8 rows each.
+        assert_eq!(sample_plan(8192, 1 << 20, 2048), (4096, 32768));
+        assert_eq!(sample_plan(1024, 1 << 20, 2048), (1024, 32768));
+        // The widest rows a collection takes: 4,096 rows, 512 centroids.
+        assert_eq!(sample_plan(65536, 1 << 20, 16384), (512, 4096));
+        for (c, dim) in [(65536, 16384), (8192, 2048), (4096, 64)] {
+            let (_, rows) = sample_plan(c, 1 << 20, dim);
+            assert!(rows * dim * 4 <= SAMPLE_MAX_BYTES);
         }
     }
 

@@ -7,6 +7,7 @@
 //! so scoring a prefix never needs the parts copied together.
 
 pub mod compact;
+pub mod roofline;
 mod rows;
 pub mod simd;
 

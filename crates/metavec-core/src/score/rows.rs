@@ -30,11 +30,15 @@ impl Rows<'_> {
     }
 
     /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` over these rows (see [`super::UpdateFn`]).
+    /// int8 rows meet `quant` (the same query rows quantised, as (values, scales)) through the
+    /// integer kernel when it is given, else `query` through the f32-query one.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         kern: &Kernel,
         ck: &CompactKernel,
         query: &[f32],
+        quant: Option<(&[i16], &[f32])>,
         r_q: usize,
         dim: usize,
         maxes: &mut [f32],
@@ -45,7 +49,10 @@ impl Rows<'_> {
             Rows::F16(d) => (ck.f16)(query, r_q, dim, d, maxes),
             Rows::Int8 { values, scales } => {
                 let s = scales_of(scales);
-                (ck.int8)(query, r_q, dim, values, &s, maxes)
+                match quant {
+                    Some((qv, qs)) => (ck.int8_q)(qv, qs, r_q, dim, values, &s, maxes),
+                    None => (ck.int8)(query, r_q, dim, values, &s, maxes),
+                }
             }
         }
     }

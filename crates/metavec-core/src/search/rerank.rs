@@ -56,6 +56,9 @@ fn keep_best(cands: &mut Vec<Cand>, keep: usize, view: &View) {
 /// What every stage extension needs: the query rows, the kernel and the segment view.
 struct Scorer<'a> {
     q: &'a [f32],
+    /// `q` quantised for int8 rows' integer kernel; `None` in an exact search (int8 rows then
+    /// meet the f32 query, as the exact scan always has).
+    quant: Option<score::compact::QuantQuery>,
     dim: usize,
     kern: score::Kernel,
     compact: score::compact::CompactKernel,
@@ -119,7 +122,8 @@ fn extend<'a>(
                             push_pages(start, len, pages);
                         }
                     }
-                    p.update(&kern, &ck, qs, qb - qa, dim, maxes);
+                    let quant = s.quant.as_ref().map(|x| x.rows(dim, qa, qb));
+                    p.update(&kern, &ck, qs, quant, qb - qa, dim, maxes);
                 }
             }
         }
@@ -208,6 +212,7 @@ pub(super) fn run_stages(
     let k = req.k as usize;
     let scorer = Scorer {
         q,
+        quant: (!req.exact).then(|| score::compact::QuantQuery::new(q, dim)),
         dim,
         kern: score::kernel(),
         compact: score::compact::compact_kernel(),

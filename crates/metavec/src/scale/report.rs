@@ -373,15 +373,19 @@ pub fn plot(
     total: usize,
     title: &str,
 ) -> Result<(), String> {
+    write_svg_png(prefix, &svg(rows, total, title)?)
+}
+
+/// Writes `text` as PREFIX.svg, and rendered by resvg with the system's fonts as PREFIX.png.
+pub fn write_svg_png(prefix: &std::path::Path, text: &str) -> Result<(), String> {
     use resvg::{tiny_skia, usvg};
-    let text = svg(rows, total, title)?;
     let with_ext = |ext: &str| {
         let mut p = prefix.as_os_str().to_owned();
         p.push(ext);
         std::path::PathBuf::from(p)
     };
     let svg_path = with_ext(".svg");
-    std::fs::write(&svg_path, &text).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    std::fs::write(&svg_path, text).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     let mut opt = usvg::Options::default();
     let db = opt.fontdb_mut();
     db.load_system_fonts();
@@ -402,7 +406,7 @@ pub fn plot(
     if let Some(f) = family {
         db.set_sans_serif_family(f);
     }
-    let tree = usvg::Tree::from_str(&text, &opt).map_err(|e| format!("plot: {e}"))?;
+    let tree = usvg::Tree::from_str(text, &opt).map_err(|e| format!("plot: {e}"))?;
     let size = tree.size().to_int_size();
     let mut pixmap =
         tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("plot: empty image")?;

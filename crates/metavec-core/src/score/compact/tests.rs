@@ -94,6 +94,33 @@ fn check_kernel(
     maxsim_update_scalar(q, r_q, dim, &decode_int8(&vals, &scales, dim), &mut c);
     close(&a, &c, 1e-4)?;
 
+    // The integer kernel: bit-identical to its scalar reference (exact i32 dots), and within the
+    // query's rounding of the f32-query int8 update: each query value moves by at most half a
+    // step, max|q_i| / (2 * query_quant_max(dim)), against row values of at most 127 * scale.
+    let qq = QuantQuery::new(q, dim);
+    let (mut qa, mut qb) = (fresh(), fresh());
+    update_int8_q_scalar(&qq.values, &qq.scales, r_q, dim, &vals, &scales, &mut qa);
+    (k.int8_q)(&qq.values, &qq.scales, r_q, dim, &vals, &scales, &mut qb);
+    for (x, y) in qa.iter().zip(&qb) {
+        prop_assert_eq!(x.to_bits(), y.to_bits(), "{}: int8_q {} vs {}", name, x, y);
+    }
+    let smax = scales.iter().fold(0.0f32, |m, &s| m.max(s));
+    for (i, (x, y)) in qa.iter().zip(&a).enumerate() {
+        let qmax = q[i * dim..(i + 1) * dim]
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        let step = qmax / query_quant_max(dim) as f32;
+        let tol = 0.5 * step * 127.0 * smax * dim as f32 + 1e-4 * (1.0 + y.abs());
+        prop_assert!(
+            (x - y).abs() <= tol,
+            "{}: int8_q {} vs int8 {} (tol {})",
+            name,
+            x,
+            y,
+            tol
+        );
+    }
+
     // The walk's several-rows-at-once dots: bit-identical to the single-row int8 update, in any
     // node order, repeats included; and within rounding of the scalar reference.
     let n = d.len() / dim;
@@ -123,4 +150,37 @@ fn check_kernel(
     let tol = dim as f32 / 127.0;
     close(&exact, &a, tol)?;
     Ok(())
+}
+
+/// At the quantisation bound (every value at full scale, one sign) the i32 dot reaches its
+/// largest magnitude without wrapping, in every kernel, up to the widest rows a collection takes.
+#[test]
+fn int8_q_at_the_quantisation_bound_does_not_wrap() {
+    for dim in [
+        1usize,
+        516,
+        517,
+        2048,
+        3584,
+        crate::config::MAX_DIM as usize,
+    ] {
+        for sign in [1.0f32, -1.0] {
+            let q = vec![sign; dim];
+            let d = vec![1.0f32; 2 * dim];
+            let (vals, scales) = encode_int8(&d, dim);
+            let qq = QuantQuery::new(&q, dim);
+            assert!(qq.values.iter().all(|&v| v.abs() == query_quant_max(dim)));
+            for set in crate::score::simd::under_test() {
+                let mut m = vec![f32::NEG_INFINITY];
+                (set.compact.int8_q)(&qq.values, &qq.scales, 1, dim, &vals, &scales, &mut m);
+                let want = sign * dim as f32;
+                assert!(
+                    (m[0] - want).abs() <= 1e-3 * dim as f32,
+                    "{} dim {dim}: {} vs {want}",
+                    set.name,
+                    m[0]
+                );
+            }
+        }
+    }
 }

@@ -91,4 +91,51 @@ int8_dots!(
     hsum = hsum
 );
 
+/// 16 int8 values at `p` as i16 lanes (sign-extend; exact).
+///
+/// # Safety
+///
+/// `p` points to 16 readable `i8` (the kernel's loop bounds prove it at each call).
+#[target_feature(enable = "avx2")]
+unsafe fn widen_i8(p: *const i8) -> __m256i {
+    // SAFETY: the 16 `i8` read start at `p` and are readable (this function's precondition).
+    unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i)) }
+}
+
+/// 16 i16 values at `p`.
+///
+/// # Safety
+///
+/// `p` points to 16 readable `i16` (the kernel's loop bounds prove it at each call).
+#[target_feature(enable = "avx2")]
+unsafe fn load_i16(p: *const i16) -> __m256i {
+    // SAFETY: the 16 `i16` read start at `p` and are readable (this function's precondition).
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// Sum of the 8 i32 lanes (wrapping; the kernel's sums never wrap).
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx2")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+int8q_update!(
+    "avx2",
+    width = 16,
+    zero = _mm256_setzero_si256,
+    widen = widen_i8,
+    loadq = load_i16,
+    madd = _mm256_madd_epi16,
+    add = _mm256_add_epi32,
+    hsum = hsum_i32
+);
+
 compact_entry_points!(detected: "avx2, fma and f16c");

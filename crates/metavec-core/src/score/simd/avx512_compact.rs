@@ -102,4 +102,48 @@ int8_dots!(
     hsum = hsum
 );
 
+/// 32 int8 values at `p` as i16 lanes (sign-extend; exact).
+///
+/// # Safety
+///
+/// `p` points to 32 readable `i8` (the kernel's loop bounds prove it at each call).
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn widen_i8(p: *const i8) -> __m512i {
+    // SAFETY: the 32 `i8` read start at `p` and are readable (this function's precondition).
+    unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(p as *const __m256i)) }
+}
+
+/// 32 i16 values at `p`.
+///
+/// # Safety
+///
+/// `p` points to 32 readable `i16` (the kernel's loop bounds prove it at each call).
+#[target_feature(enable = "avx512f")]
+unsafe fn load_i16(p: *const i16) -> __m512i {
+    // SAFETY: the 32 `i16` read start at `p` and are readable (this function's precondition).
+    unsafe { _mm512_loadu_si512(p as *const __m512i) }
+}
+
+/// Sum of the 16 i32 lanes (wrapping; the kernel's sums never wrap).
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx512f")]
+fn hsum_i32(v: __m512i) -> i32 {
+    _mm512_reduce_add_epi32(v)
+}
+
+int8q_update!(
+    "avx512f,avx512bw",
+    width = 32,
+    zero = _mm512_setzero_si512,
+    widen = widen_i8,
+    loadq = load_i16,
+    madd = _mm512_madd_epi16,
+    add = _mm512_add_epi32,
+    hsum = hsum_i32
+);
+
 compact_entry_points!(detected: "avx512f, avx512bw and avx512vl");

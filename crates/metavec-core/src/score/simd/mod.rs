@@ -199,6 +199,105 @@ macro_rules! int8_dots {
     };
 }
 
+/// The integer int8 kernel for one ISA ([`super::compact::UpdateI8QFn`]): each `$w`-value chunk
+/// of a document row is widened to i16 once (`$widen`) and meets `N` query rows with one
+/// `$madd` (i16 pairs multiplied and summed into i32 lanes: `vpmaddwd`) and one `$add` each.
+/// The i32 sums are exact (the query's quantisation bounds them), so the result is
+/// bit-identical to the scalar reference whatever the lane count.
+macro_rules! int8q_update {
+    (
+        $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
+        loadq = $loadq:ident, madd = $madd:ident, add = $add:ident, hsum = $hsum:ident
+    ) => {
+        /// `maxes[i] = max(maxes[i], <qv_i, d_j> * (qs[i] * scales[j]))` over the rows of `doc`.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition (a caller
+        /// compiled with them needs no proof).
+        #[target_feature(enable = $features)]
+        fn inner_i8q(
+            qv: &[i16],
+            qs: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[i8],
+            scales: &[f32],
+            maxes: &mut [f32],
+        ) {
+            /// The exact dots of `N` query rows (contiguous in `q`) with document row `d`.
+            ///
+            /// # Safety
+            ///
+            /// The CPU has the target features: the only precondition (a caller
+            /// compiled with them needs no proof).
+            #[target_feature(enable = $features)]
+            fn block<const N: usize>(q: &[i16], dim: usize, d: &[i8]) -> [i32; N] {
+                // Re-slicing proves the bounds the vector loads below rely on.
+                let (q, d) = (&q[..N * dim], &d[..dim]);
+                let (qp, dp) = (q.as_ptr(), d.as_ptr());
+                let mut acc = [$zero(); N];
+                let mut c = 0;
+                while c + $w <= dim {
+                    // SAFETY: c + $w <= dim: the $w i8 `$widen` reads at dp + c lie in `d` (dim
+                    // values) and the $w i16 at qp + k * dim + c in query row k < N of `q`
+                    // (N * dim values): both slices were cut to those lengths above.
+                    unsafe {
+                        let x = $widen(dp.add(c));
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            *a = $add(*a, $madd($loadq(qp.add(k * dim + c)), x));
+                        }
+                    }
+                    c += $w;
+                }
+                let mut out = [0i32; N];
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = $hsum(acc[k]);
+                    for cc in c..dim {
+                        *o += q[k * dim + cc] as i32 * d[cc] as i32;
+                    }
+                }
+                out
+            }
+
+            let n = doc.len() / dim;
+            for (j, s) in scales.iter().enumerate().take(n) {
+                let d = &doc[j * dim..(j + 1) * dim];
+                let mut i = 0;
+                while i < r_q {
+                    let w = match r_q - i {
+                        8.. => 8,
+                        4..=7 => 4,
+                        _ => 1,
+                    };
+                    let q = &qv[i * dim..(i + w) * dim];
+                    let mut fold = |k: usize, dot: i32| {
+                        let v = dot as f32 * (qs[i + k] * s);
+                        if v > maxes[i + k] {
+                            maxes[i + k] = v;
+                        }
+                    };
+                    match w {
+                        8 => block::<8>(q, dim, d)
+                            .into_iter()
+                            .enumerate()
+                            .for_each(|(k, v)| fold(k, v)),
+                        4 => block::<4>(q, dim, d)
+                            .into_iter()
+                            .enumerate()
+                            .for_each(|(k, v)| fold(k, v)),
+                        _ => block::<1>(q, dim, d)
+                            .into_iter()
+                            .enumerate()
+                            .for_each(|(k, v)| fold(k, v)),
+                    }
+                    i += w;
+                }
+            }
+        }
+    };
+}
+
 /// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
 /// [`compact_update!`], `inner_dots_i8` from [`int8_dots!`]) and their [`CompactKernel`]. The
 /// module is private and the kernel table hands `KERNEL` out only after the runtime check of
@@ -210,8 +309,28 @@ macro_rules! compact_entry_points {
             bf16: update_bf16,
             f16: update_f16,
             int8: update_int8,
+            int8_q: update_int8_q,
             int8_dots: dots_int8,
         };
+
+        fn update_int8_q(
+            qv: &[i16],
+            qs: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[i8],
+            scales: &[f32],
+            maxes: &mut [f32],
+        ) {
+            assert!(qv.len() >= r_q * dim && qs.len() >= r_q && maxes.len() >= r_q);
+            if dim == 0 {
+                return;
+            }
+            assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
+            // SAFETY: `inner_i8q` needs only the CPU features (it slices with bounds checks),
+            // and they were detected before KERNEL was handed out.
+            unsafe { inner_i8q(qv, qs, r_q, dim, doc, scales, maxes) }
+        }
 
         fn dots_int8(
             q: &[f32],

@@ -1,0 +1,337 @@
+//! The machine's bounds for MaxSim, measured in the running process: what a rerank could reach
+//! at best, so a benchmark can say how close it comes (a roofline).
+//!
+//! - **Compute**: one core's peak of the instruction each kernel is built on, from a loop of
+//!   independent chains of it on registers: `vfmadd` for f32 rows (and for bf16 and f16 rows,
+//!   which are decoded to f32 in registers on these ISAs: no bf16 dot-product instruction is
+//!   used), `vpmaddwd` for int8 rows (i16 query x int8 row pairs summed into i32: two
+//!   multiply-adds per lane). Counted as FLOP/s with a multiply-add = 2, as the rerank's
+//!   `2 x dot products x dim` is.
+//! - **Memory**: one core reading blocks of a given size at random places of a memory-mapped file
+//!   (the rerank's access pattern: each candidate's first `r_c` rows sit together at a random
+//!   offset of a large group), prefetching the next block while it sums the current one, as the
+//!   rerank prefetches the next candidate.
+//!
+//! The bound for a rerank of arithmetic intensity `I` (FLOP per byte read) is
+//! `min(compute peak, I x bandwidth)`.
+
+use std::time::{Duration, Instant};
+
+/// One core's compute peaks for the kernel set in use ([`super::simd::chosen`]), in GFLOP/s.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ComputePeaks {
+    /// The kernel set the loops ran on (its instructions are the kernels').
+    pub kernel: &'static str,
+    /// `vfmadd...ps`: the f32, bf16 and f16 kernels' instruction.
+    pub fma_gflops: f64,
+    /// `vpmaddwd`: the int8 kernel's (two i16 multiply-adds per i32 lane).
+    pub madd_gflops: f64,
+}
+
+impl ComputePeaks {
+    /// The peak that bounds a kernel over rows stored as `dtype`.
+    pub fn for_dtype(&self, dtype: crate::config::Dtype) -> f64 {
+        match dtype {
+            crate::config::Dtype::Int8 => self.madd_gflops,
+            _ => self.fma_gflops,
+        }
+    }
+}
+
+/// Chains per loop: enough independent work to cover the instructions' latency at two per
+/// cycle (latency 4-5 cycles).
+const CHAINS: usize = 12;
+
+/// Measures both peaks for about `time` each (best of several rounds).
+pub fn compute_peaks(time: Duration) -> ComputePeaks {
+    let kernel = super::simd::chosen().name;
+    type Loop = fn(usize) -> f64;
+    let (fma, madd): (Loop, Loop) = match kernel {
+        #[cfg(target_arch = "x86_64")]
+        "avx512" => (x86::fma512, x86::madd512),
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => (x86::fma256, x86::madd256),
+        _ => (scalar_fma, scalar_madd),
+    };
+    ComputePeaks {
+        kernel,
+        fma_gflops: best_rate(time, fma),
+        madd_gflops: best_rate(time, madd),
+    }
+}
+
+/// Runs `f(iterations)` (which returns the FLOP it did) in rounds of growing size for about
+/// `time`, and returns the best round's GFLOP/s.
+fn best_rate(time: Duration, f: fn(usize) -> f64) -> f64 {
+    let start = Instant::now();
+    let (mut n, mut best) = (1usize << 12, 0.0f64);
+    while start.elapsed() < time {
+        let t = Instant::now();
+        let flop = f(n);
+        let secs = t.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            best = best.max(flop / secs / 1e9);
+        }
+        if secs < 0.01 {
+            n *= 2;
+        }
+    }
+    best
+}
+
+fn scalar_fma(n: usize) -> f64 {
+    let mut acc = [1.0f32; CHAINS];
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(0.999, 1e-3);
+        }
+    }
+    std::hint::black_box(acc);
+    (n * CHAINS * 2) as f64
+}
+
+fn scalar_madd(n: usize) -> f64 {
+    let mut acc = [1i32; CHAINS];
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            let x = *a as i16 as i32;
+            *a = a.wrapping_add(x * 3 + x * 5);
+        }
+    }
+    std::hint::black_box(acc);
+    (n * CHAINS * 4) as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    //! The loops, one per ISA; only called for the kernel set [`super::super::simd::chosen`]
+    //! picked, i.e. after runtime detection of its features.
+
+    use super::CHAINS;
+    use std::arch::x86_64::*;
+
+    /// Dependent chains `acc = fma(acc, x, y)`: FLOP done.
+    pub fn fma256(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx2,fma")]
+        fn run(n: usize) -> __m256 {
+            let (x, y) = (_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3));
+            let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, x, y);
+                }
+            }
+            acc.iter()
+                .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a))
+        }
+        // SAFETY: handed out only when the avx2 kernel set was detected (avx2 and fma).
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 8 * 2) as f64
+    }
+
+    /// Dependent chains `acc += madd(acc, x)` (16 i16 pairs -> 8 i32 lanes): FLOP done.
+    pub fn madd256(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx2")]
+        fn run(n: usize) -> __m256i {
+            let x = _mm256_set1_epi16(3);
+            let mut acc: [__m256i; CHAINS] = std::array::from_fn(|k| _mm256_set1_epi32(k as i32));
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a, x));
+                }
+            }
+            acc.iter()
+                .fold(_mm256_setzero_si256(), |s, &a| _mm256_add_epi32(s, a))
+        }
+        // SAFETY: handed out only when the avx2 kernel set was detected.
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 16 * 2) as f64
+    }
+
+    pub fn fma512(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx512f")]
+        fn run(n: usize) -> __m512 {
+            let (x, y) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+            let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, x, y);
+                }
+            }
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a))
+        }
+        // SAFETY: handed out only when the avx512 kernel set was detected (avx512f among them).
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 16 * 2) as f64
+    }
+
+    pub fn madd512(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn run(n: usize) -> __m512i {
+            let x = _mm512_set1_epi16(3);
+            let mut acc: [__m512i; CHAINS] = std::array::from_fn(|k| _mm512_set1_epi32(k as i32));
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(*a, x));
+                }
+            }
+            acc.iter()
+                .fold(_mm512_setzero_si512(), |s, &a| _mm512_add_epi32(s, a))
+        }
+        // SAFETY: handed out only when the avx512 kernel set was detected (avx512f, avx512bw).
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 32 * 2) as f64
+    }
+}
+
+/// A file of `bytes` (rounded down to whole blocks) mapped for [`gather_gbps`].
+pub struct GatherFile {
+    map: memmap2::Mmap,
+    _file: tempfile::NamedTempFile,
+}
+
+impl GatherFile {
+    /// Writes a file of `bytes` in `dir` (removed on drop), maps it and reads it once, so it is
+    /// in the page cache as a collection's hot groups are.
+    pub fn new(dir: &std::path::Path, bytes: usize) -> std::io::Result<GatherFile> {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        let mut left = bytes.max(1 << 20);
+        while left > 0 {
+            let n = left.min(chunk.len());
+            file.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        file.flush()?;
+        // SAFETY: a private temporary file nobody else writes while it is mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(file.as_file())? };
+        std::hint::black_box(sum_bytes(&map));
+        Ok(GatherFile { map, _file: file })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Sum of the bytes as u64 words (every byte read; vectorises).
+fn sum_bytes(b: &[u8]) -> u64 {
+    let mut acc = [0u64; 4];
+    let mut chunks = b.chunks_exact(32);
+    for c in &mut chunks {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(c[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
+            *a = a.wrapping_add(w);
+        }
+    }
+    let tail: u64 = chunks.remainder().iter().map(|&x| x as u64).sum();
+    acc.iter().fold(tail, |s, &a| s.wrapping_add(a))
+}
+
+/// One core reading `block`-byte blocks at random block-aligned places of `file` for about
+/// `time`, the next block prefetched while the current one is summed: GB/s (1e9 bytes).
+pub fn gather_gbps(file: &GatherFile, block: usize, time: Duration, seed: u64) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let block = block.clamp(64, file.len());
+    let blocks = file.len() / block;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (start, mut bytes, mut sink) = (Instant::now(), 0u64, 0u64);
+    let mut next = rng.random_range(0..blocks);
+    while start.elapsed() < time {
+        for _ in 0..64 {
+            let cur = next;
+            next = rng.random_range(0..blocks);
+            super::simd::prefetch(&file.map[next * block..(next + 1) * block]);
+            sink = sink.wrapping_add(sum_bytes(&file.map[cur * block..(cur + 1) * block]));
+            bytes += block as u64;
+        }
+    }
+    std::hint::black_box(sink);
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Where a rerank stands against the bounds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Attained {
+    /// FLOP per byte read.
+    pub intensity: f64,
+    pub gflops: f64,
+    pub gbps: f64,
+    /// `min(compute peak, intensity x bandwidth)`.
+    pub bound_gflops: f64,
+    /// "compute" or "memory": which side of the roofline bounds it.
+    pub bound_by: &'static str,
+    /// `gflops / bound_gflops`, in percent.
+    pub percent: f64,
+}
+
+/// A rerank that did `flop` and read `bytes` in `secs`, against `peak` GFLOP/s and `gbps`.
+pub fn attained(flop: f64, bytes: f64, secs: f64, peak: f64, gbps: f64) -> Attained {
+    let intensity = if bytes > 0.0 { flop / bytes } else { 0.0 };
+    let (gflops, rate) = if secs > 0.0 {
+        (flop / secs / 1e9, bytes / secs / 1e9)
+    } else {
+        (0.0, 0.0)
+    };
+    let memory = intensity * gbps;
+    let (bound_gflops, bound_by) = if memory < peak {
+        (memory, "memory")
+    } else {
+        (peak, "compute")
+    };
+    Attained {
+        intensity,
+        gflops,
+        gbps: rate,
+        bound_gflops,
+        bound_by,
+        percent: if bound_gflops > 0.0 {
+            100.0 * gflops / bound_gflops
+        } else {
+            0.0
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_and_bandwidth_are_measured_and_the_bound_takes_the_lower_side() {
+        let p = compute_peaks(Duration::from_millis(50));
+        assert!(p.fma_gflops > 0.1 && p.madd_gflops > 0.1, "{p:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = GatherFile::new(dir.path(), 8 << 20).unwrap();
+        assert_eq!(f.len(), 8 << 20);
+        let g = gather_gbps(&f, 4096, Duration::from_millis(20), 1);
+        assert!(g > 0.01, "{g}");
+        // 1 FLOP per byte at 10 GB/s is 10 GFLOP/s of memory bound, under a 100 peak.
+        let a = attained(1e9, 1e9, 0.5, 100.0, 10.0);
+        assert_eq!(a.bound_by, "memory");
+        assert!((a.bound_gflops - 10.0).abs() < 1e-9 && (a.percent - 20.0).abs() < 1e-9);
+        let a = attained(1e11, 1e9, 2.0, 40.0, 10.0);
+        assert_eq!(a.bound_by, "compute");
+        assert!((a.gflops - 50.0).abs() < 1e-9 && (a.percent - 125.0).abs() < 1e-9);
+    }
+}
