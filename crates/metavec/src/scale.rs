@@ -107,7 +107,8 @@ pub struct ScaleArgs {
     /// more at the documents acknowledged so far (this binary's search path, the run's queries
     /// and ground truth); nothing is ingested and the recorded rows stay as they were. It may
     /// pass another `--memory-limit-mb` than the run did (or none): the same collection searched
-    /// capped and in RAM; a capped remeasure drops the page cache first.
+    /// capped and in RAM; a capped remeasure drops the page cache first. Other `--server-arg`s
+    /// may be given too (e.g. `--server-arg=--compact-fanout=1000000`: no merge meanwhile).
     #[arg(long)]
     pub remeasure: bool,
     /// MiB written (then fdatasync'd) in DIR at the first start to measure the disk's sequential
@@ -231,9 +232,9 @@ pub async fn run(a: ScaleArgs) -> CliResult {
         .canonicalize()
         .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
     // A remeasure may search the stored collection under another memory limit (in RAM against
-    // capped); every other parameter must match the run's.
+    // capped) and server flags; every other parameter must match the run's.
     let ignore: &[&str] = if a.remeasure {
-        &["memory_limit_mb"]
+        &["memory_limit_mb", "server_args"]
     } else {
         &[]
     };
