@@ -105,15 +105,8 @@ pub fn sample_plan(c: usize, sample: usize, dim: usize) -> (usize, usize) {
     let wanted =
         sample.min((SAMPLE_PER_CENTROID * c).max(SAMPLE_PER_CENTROID * FLAT_MAX_CENTROIDS));
     let rows = wanted.min(SAMPLE_MAX_BYTES / (4 * dim.max(1))).max(1);
-    let c = c
-        .min(
-            (rows / MIN_SAMPLE_PER_CENTROID)
-                .max(1)
-                .next_power_of_two()
-                .max(16),
-        )
-        .min(c);
-    (c, rows)
+    let fit = (rows / MIN_SAMPLE_PER_CENTROID).next_power_of_two().max(16);
+    (c.min(fit), rows)
 }
 
 /// Centroids for `tokens` tokens: about one per [`TOKENS_PER_CENTROID`], a power of two in

@@ -57,7 +57,7 @@ fn keep_best(cands: &mut Vec<Cand>, keep: usize, view: &View) {
 struct Scorer<'a> {
     q: &'a [f32],
     /// `q` quantised for int8 rows' integer kernel; `None` in an exact search (int8 rows then
-    /// meet the f32 query, as the exact scan always has).
+    /// meet the f32 query, as the exact scan always has) and where no segment stores int8.
     quant: Option<score::compact::QuantQuery>,
     dim: usize,
     kern: score::Kernel,
@@ -108,6 +108,7 @@ fn extend<'a>(
             continue;
         }
         let (qs, maxes) = (&q[qa * dim..qb * dim], &mut c.maxes[qa..qb]);
+        let quant = s.quant.as_ref().map(|x| x.rows(dim, qa, qb));
         match &c.doc {
             DocRef::Mem(d) => {
                 (kern.update)(qs, qb - qa, dim, &d.vectors[ra * dim..rb * dim], maxes);
@@ -122,7 +123,6 @@ fn extend<'a>(
                             push_pages(start, len, pages);
                         }
                     }
-                    let quant = s.quant.as_ref().map(|x| x.rows(dim, qa, qb));
                     p.update(&kern, &ck, qs, quant, qb - qa, dim, maxes);
                 }
             }
@@ -212,7 +212,8 @@ pub(super) fn run_stages(
     let k = req.k as usize;
     let scorer = Scorer {
         q,
-        quant: (!req.exact).then(|| score::compact::QuantQuery::new(q, dim)),
+        quant: (!req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores_int8()))
+            .then(|| score::compact::QuantQuery::new(q, dim)),
         dim,
         kern: score::kernel(),
         compact: score::compact::compact_kernel(),

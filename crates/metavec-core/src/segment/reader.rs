@@ -61,6 +61,11 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Whether any layout group stores int8 rows (what the rerank's integer kernel reads).
+    pub fn stores_int8(&self) -> bool {
+        self.dtypes.contains(&Dtype::Int8)
+    }
+
     /// Opens segment `id` in `dir` for a collection of `cfg`; its HNSW files must be there too.
     pub fn open(dir: &Path, id: u64, cfg: &CollectionConfig) -> Result<Segment> {
         let path = dir.join(super::file_name(id));

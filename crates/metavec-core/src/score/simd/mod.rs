@@ -271,25 +271,17 @@ macro_rules! int8q_update {
                         _ => 1,
                     };
                     let q = &qv[i * dim..(i + w) * dim];
-                    let mut fold = |k: usize, dot: i32| {
+                    let mut dots = [0i32; 8];
+                    match w {
+                        8 => dots = block::<8>(q, dim, d),
+                        4 => dots[..4].copy_from_slice(&block::<4>(q, dim, d)),
+                        _ => dots[..1].copy_from_slice(&block::<1>(q, dim, d)),
+                    }
+                    for (k, &dot) in dots[..w].iter().enumerate() {
                         let v = dot as f32 * (qs[i + k] * s);
                         if v > maxes[i + k] {
                             maxes[i + k] = v;
                         }
-                    };
-                    match w {
-                        8 => block::<8>(q, dim, d)
-                            .into_iter()
-                            .enumerate()
-                            .for_each(|(k, v)| fold(k, v)),
-                        4 => block::<4>(q, dim, d)
-                            .into_iter()
-                            .enumerate()
-                            .for_each(|(k, v)| fold(k, v)),
-                        _ => block::<1>(q, dim, d)
-                            .into_iter()
-                            .enumerate()
-                            .for_each(|(k, v)| fold(k, v)),
                     }
                     i += w;
                 }
