@@ -528,9 +528,11 @@ fn bench_compact_dtype_quality_and_a_reused_data_dir() {
     );
     for row in &first[1..] {
         assert_eq!(row["dtype"], "int8");
-        let r = row["exact_recall_vs_f32"].as_f64().unwrap();
-        assert!((0.8..=1.0).contains(&r), "{row}");
-        for k in ["ndcg_at_10", "ndcg_at_10_f32"] {
+        for k in ["exact_recall_vs_f32", "search_recall_vs_f32"] {
+            let r = row[k].as_f64().unwrap();
+            assert!((0.8..=1.0).contains(&r), "{k}: {row}");
+        }
+        for k in ["ndcg_at_10", "ndcg_at_10_search", "ndcg_at_10_f32"] {
             let n = row[k].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&n), "{k}: {row}");
         }
@@ -538,6 +540,11 @@ fn bench_compact_dtype_quality_and_a_reused_data_dir() {
     // Vector 0 stays f32: at (1,1) int8 ranks exactly as f32 does.
     assert_eq!(first[1]["exact_recall_vs_f32"], 1.0);
     assert_eq!(first[1]["ndcg_at_10"], first[1]["ndcg_at_10_f32"]);
+    // The search's own top 10 at (1,1) is the exact one when its recall is 1.
+    if first[1]["recall_at_10"] == 1.0 {
+        assert_eq!(first[1]["search_recall_vs_f32"], 1.0);
+        assert_eq!(first[1]["ndcg_at_10_search"], first[1]["ndcg_at_10"]);
+    }
     // 4x8 reads one f32 row and 7 int8 rows (32 + 4 bytes) per scored document.
     let docs = first[2]["dot_products_per_query"].as_u64().unwrap() / 32;
     assert_eq!(

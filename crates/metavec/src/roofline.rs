@@ -73,7 +73,7 @@ pub fn report(
     for p in points {
         let (peak_name, peak) = peak_of(&peaks, p);
         let block = p.bytes / p.candidates.max(1);
-        let gbps = roofline::gather_gbps(&file, block as usize, Duration::from_millis(300), 7);
+        let gbps = roofline::gather_gbps(&file, block as usize, Duration::from_millis(800), 7);
         let flop = 2.0 * p.dots as f64 * dim as f64;
         let at = roofline::attained(flop, p.bytes as f64, p.rerank_ms / 1e3, peak, gbps);
         let line = Line {
@@ -126,8 +126,8 @@ fn peak_of(peaks: &ComputePeaks, p: &Point) -> (&'static str, f64) {
     }
 }
 
-/// The roofline on log-log axes: the compute peaks, the read bandwidth's slope (the slowest
-/// block size measured), and one point per measured rerank.
+/// The roofline on log-log axes: the compute peaks, the read bandwidth's slopes, and one point
+/// per measured rerank joined to its own bound.
 fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
     use plotters::prelude::*;
     let mut out = String::new();
@@ -155,25 +155,58 @@ fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
             .y_desc("GFLOP/s")
             .draw()
             .map_err(|e| e.to_string())?;
-        let bw = lines
-            .iter()
-            .map(|l| l.gather_gbps)
-            .fold(f64::INFINITY, f64::min);
-        let bw = if bw.is_finite() { bw } else { 10.0 };
+        // Each point's memory bound uses the bandwidth measured at its own block size: the
+        // slopes drawn are the slowest and the fastest of those, and each point is joined to a
+        // hollow mark at its own bound.
+        let bws = lines.iter().map(|l| l.gather_gbps);
+        let (lo, hi) = (
+            bws.clone().fold(f64::INFINITY, f64::min),
+            bws.fold(0.0f64, f64::max),
+        );
+        let (lo, hi) = if lo.is_finite() {
+            (lo, hi)
+        } else {
+            (10.0, 10.0)
+        };
+        let top_peak = peaks.fma_gflops.max(peaks.madd_gflops);
+        for (bw, style) in [(lo, BLACK.mix(0.5)), (hi, BLACK.mix(0.25))] {
+            let knee = (top_peak / bw).clamp(x0, x1);
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(x0, (x0 * bw).max(0.1)), (knee, top_peak)],
+                    style,
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("read {bw:.1} GB/s (block size of a point)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+        }
         for (name, peak, color) in [
             ("vfmadd peak", peaks.fma_gflops, BLUE),
             ("vpmaddwd peak", peaks.madd_gflops, RED),
         ] {
-            let knee = (peak / bw).clamp(x0, x1);
             chart
-                .draw_series(LineSeries::new(
-                    vec![(x0, (x0 * bw).max(0.1)), (knee, peak), (x1, peak)],
-                    &color,
-                ))
+                .draw_series(LineSeries::new(vec![(x0, peak), (x1, peak)], &color))
                 .map_err(|e| e.to_string())?
-                .label(format!("{name} {peak:.0} GFLOP/s, read {bw:.1} GB/s"))
+                .label(format!("{name} {peak:.0} GFLOP/s"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
+        chart
+            .draw_series(lines.iter().map(|l| {
+                let c = if l.peak == "vpmaddwd" { RED } else { BLUE };
+                let x = l.at.intensity.clamp(x0, x1);
+                PathElement::new(
+                    vec![(x, l.at.gflops.max(0.1)), (x, l.at.bound_gflops.max(0.1))],
+                    c.mix(0.4),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(lines.iter().map(|l| {
+                let c = if l.peak == "vpmaddwd" { RED } else { BLUE };
+                EmptyElement::at((l.at.intensity.clamp(x0, x1), l.at.bound_gflops.max(0.1)))
+                    + Circle::new((0, 0), 5, c.stroke_width(1))
+            }))
+            .map_err(|e| e.to_string())?;
         chart
             .draw_series(lines.iter().map(|l| {
                 let c = if l.peak == "vpmaddwd" { RED } else { BLUE };

@@ -127,6 +127,29 @@ fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The sums of 8 registers' i32 lanes at once: [sum(a0), ..., sum(a7)] (wrapping; the kernel's
+/// sums never wrap, so any order of the additions gives the same value).
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx2")]
+pub(super) fn tree8_i32(a: [__m256i; 8]) -> [i32; 8] {
+    let t0 = _mm256_hadd_epi32(a[0], a[1]);
+    let t1 = _mm256_hadd_epi32(a[2], a[3]);
+    let t2 = _mm256_hadd_epi32(a[4], a[5]);
+    let t3 = _mm256_hadd_epi32(a[6], a[7]);
+    let u0 = _mm256_hadd_epi32(t0, t1);
+    let u1 = _mm256_hadd_epi32(t2, t3);
+    let lo = _mm256_permute2x128_si256(u0, u1, 0x20);
+    let hi = _mm256_permute2x128_si256(u0, u1, 0x31);
+    let mut out = [0i32; 8];
+    // SAFETY: `out` has room for the 8 i32 the store writes.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_add_epi32(lo, hi)) };
+    out
+}
+
 int8q_update!(
     "avx2",
     width = 16,
@@ -135,7 +158,8 @@ int8q_update!(
     loadq = load_i16,
     madd = _mm256_madd_epi16,
     add = _mm256_add_epi32,
-    hsum = hsum_i32
+    hsum = hsum_i32,
+    tree8 = tree8_i32
 );
 
 compact_entry_points!(detected: "avx2, fma and f16c");

@@ -135,6 +135,21 @@ fn hsum_i32(v: __m512i) -> i32 {
     _mm512_reduce_add_epi32(v)
 }
 
+/// [`super::avx2_compact::tree8_i32`] of 16-lane registers (each folded to 8 lanes first).
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx512f")]
+fn tree8_i32(a: [__m512i; 8]) -> [i32; 8] {
+    let mut f = [_mm256_setzero_si256(); 8];
+    for (h, &r) in f.iter_mut().zip(&a) {
+        *h = _mm256_add_epi32(_mm512_castsi512_si256(r), _mm512_extracti64x4_epi64::<1>(r));
+    }
+    super::avx2_compact::tree8_i32(f)
+}
+
 int8q_update!(
     "avx512f,avx512bw",
     width = 32,
@@ -143,7 +158,8 @@ int8q_update!(
     loadq = load_i16,
     madd = _mm512_madd_epi16,
     add = _mm512_add_epi32,
-    hsum = hsum_i32
+    hsum = hsum_i32,
+    tree8 = tree8_i32
 );
 
 compact_entry_points!(detected: "avx512f, avx512bw and avx512vl");

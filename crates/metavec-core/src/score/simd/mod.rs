@@ -199,15 +199,18 @@ macro_rules! int8_dots {
     };
 }
 
-/// The integer int8 kernel for one ISA ([`super::compact::UpdateI8QFn`]): each `$w`-value chunk
-/// of a document row is widened to i16 once (`$widen`) and meets `N` query rows with one
-/// `$madd` (i16 pairs multiplied and summed into i32 lanes: `vpmaddwd`) and one `$add` each.
-/// The i32 sums are exact (the query's quantisation bounds them), so the result is
-/// bit-identical to the scalar reference whatever the lane count.
+/// The integer int8 kernel for one ISA ([`super::compact::UpdateI8QFn`]), blocked `Q` query rows
+/// by `D` document rows (4 x 2 where the budget allows): each `$w`-value chunk of a document row
+/// is widened to i16 once (`$widen`) and meets `Q` query rows, each query chunk is loaded once and
+/// meets `D` document rows, with one `$madd` (i16 pairs multiplied and summed into i32 lanes:
+/// `vpmaddwd`) and one `$add` per pair. The i32 sums are exact (the query's quantisation bounds
+/// them), so the result is bit-identical to the scalar reference whatever the lane count or the
+/// blocking.
 macro_rules! int8q_update {
     (
         $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
-        loadq = $loadq:ident, madd = $madd:ident, add = $add:ident, hsum = $hsum:ident
+        loadq = $loadq:ident, madd = $madd:ident, add = $add:ident, hsum = $hsum:ident,
+        tree8 = $tree8:ident
     ) => {
         /// `maxes[i] = max(maxes[i], <qv_i, d_j> * (qs[i] * scales[j]))` over the rows of `doc`.
         ///
@@ -225,66 +228,105 @@ macro_rules! int8q_update {
             scales: &[f32],
             maxes: &mut [f32],
         ) {
-            /// The exact dots of `N` query rows (contiguous in `q`) with document row `d`.
+            /// The exact dots of `Q` query rows (contiguous in `q`) with `D` document rows
+            /// (contiguous in `d`), written to `out[k][t]` for k < Q, t < D.
             ///
             /// # Safety
             ///
             /// The CPU has the target features: the only precondition (a caller
             /// compiled with them needs no proof).
             #[target_feature(enable = $features)]
-            fn block<const N: usize>(q: &[i16], dim: usize, d: &[i8]) -> [i32; N] {
+            fn block<const Q: usize, const D: usize>(
+                q: &[i16],
+                d: &[i8],
+                dim: usize,
+                out: &mut [[i32; 2]; 4],
+            ) {
                 // Re-slicing proves the bounds the vector loads below rely on.
-                let (q, d) = (&q[..N * dim], &d[..dim]);
+                let (q, d) = (&q[..Q * dim], &d[..D * dim]);
                 let (qp, dp) = (q.as_ptr(), d.as_ptr());
-                let mut acc = [$zero(); N];
+                let mut acc = [[$zero(); D]; Q];
                 let mut c = 0;
                 while c + $w <= dim {
-                    // SAFETY: c + $w <= dim: the $w i8 `$widen` reads at dp + c lie in `d` (dim
-                    // values) and the $w i16 at qp + k * dim + c in query row k < N of `q`
-                    // (N * dim values): both slices were cut to those lengths above.
+                    // SAFETY: c + $w <= dim: the $w i8 `$widen` reads at dp + t * dim + c lie in
+                    // document row t < D of `d` (D * dim values), and the $w i16 at
+                    // qp + k * dim + c in query row k < Q of `q` (Q * dim values): both slices
+                    // were cut to those lengths above.
                     unsafe {
-                        let x = $widen(dp.add(c));
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            *a = $add(*a, $madd($loadq(qp.add(k * dim + c)), x));
+                        let mut x = [$zero(); D];
+                        for (t, xt) in x.iter_mut().enumerate() {
+                            *xt = $widen(dp.add(t * dim + c));
+                        }
+                        for (k, row) in acc.iter_mut().enumerate() {
+                            let y = $loadq(qp.add(k * dim + c));
+                            for (a, &xt) in row.iter_mut().zip(&x) {
+                                *a = $add(*a, $madd(y, xt));
+                            }
                         }
                     }
                     c += $w;
                 }
-                let mut out = [0i32; N];
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = $hsum(acc[k]);
-                    for cc in c..dim {
-                        *o += q[k * dim + cc] as i32 * d[cc] as i32;
+                // A full block's eight sums in one reduction tree; smaller blocks one by one.
+                let mut sums = [0i32; 8];
+                if Q * D == 8 {
+                    let mut flat = [$zero(); 8];
+                    for (k, row) in acc.iter().enumerate() {
+                        for (t, &a) in row.iter().enumerate() {
+                            flat[k * D + t] = a;
+                        }
+                    }
+                    sums = $tree8(flat);
+                } else {
+                    for (k, row) in acc.iter().enumerate() {
+                        for (t, &a) in row.iter().enumerate() {
+                            sums[k * D + t] = $hsum(a);
+                        }
                     }
                 }
-                out
+                for k in 0..Q {
+                    for t in 0..D {
+                        let mut s = sums[k * D + t];
+                        for cc in c..dim {
+                            s += q[k * dim + cc] as i32 * d[t * dim + cc] as i32;
+                        }
+                        out[k][t] = s;
+                    }
+                }
             }
 
             let n = doc.len() / dim;
-            for (j, s) in scales.iter().enumerate().take(n) {
-                let d = &doc[j * dim..(j + 1) * dim];
+            let mut j = 0;
+            while j < n {
+                let dn = if n - j >= 2 { 2 } else { 1 };
+                let d = &doc[j * dim..(j + dn) * dim];
                 let mut i = 0;
                 while i < r_q {
-                    let w = match r_q - i {
-                        8.. => 8,
-                        4..=7 => 4,
+                    let qn = match r_q - i {
+                        4.. => 4,
+                        2..=3 => 2,
                         _ => 1,
                     };
-                    let q = &qv[i * dim..(i + w) * dim];
-                    let mut dots = [0i32; 8];
-                    match w {
-                        8 => dots = block::<8>(q, dim, d),
-                        4 => dots[..4].copy_from_slice(&block::<4>(q, dim, d)),
-                        _ => dots[..1].copy_from_slice(&block::<1>(q, dim, d)),
+                    let q = &qv[i * dim..(i + qn) * dim];
+                    let mut dots = [[0i32; 2]; 4];
+                    match (qn, dn) {
+                        (4, 2) => block::<4, 2>(q, d, dim, &mut dots),
+                        (4, _) => block::<4, 1>(q, d, dim, &mut dots),
+                        (2, 2) => block::<2, 2>(q, d, dim, &mut dots),
+                        (2, _) => block::<2, 1>(q, d, dim, &mut dots),
+                        (_, 2) => block::<1, 2>(q, d, dim, &mut dots),
+                        _ => block::<1, 1>(q, d, dim, &mut dots),
                     }
-                    for (k, &dot) in dots[..w].iter().enumerate() {
-                        let v = dot as f32 * (qs[i + k] * s);
-                        if v > maxes[i + k] {
-                            maxes[i + k] = v;
+                    for (k, row) in dots[..qn].iter().enumerate() {
+                        for (t, &dot) in row[..dn].iter().enumerate() {
+                            let v = dot as f32 * (qs[i + k] * scales[j + t]);
+                            if v > maxes[i + k] {
+                                maxes[i + k] = v;
+                            }
                         }
                     }
-                    i += w;
+                    i += qn;
                 }
+                j += dn;
             }
         }
     };
