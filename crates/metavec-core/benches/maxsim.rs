@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 use faer::{linalg::matmul::matmul, Accum, Mat, MatRef, Par};
-use metavec_core::score::compact::{encode_bf16, encode_f16, encode_int8, QuantQuery};
+use metavec_core::score::compact::{encode_bf16, encode_f16, encode_int8, Bf16Query, QuantQuery};
 use metavec_core::score::simd::available;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,8 +108,26 @@ fn bench(c: &mut Criterion) {
                     })
                 },
             );
+            // bf16 rows against the query rounded to bf16 once (the rerank's bf16 path:
+            // `vdpbf16ps` in the avx512dp set, the f32-query kernel elsewhere).
+            let qb = Bf16Query::new(&q);
+            g.bench_function(
+                BenchmarkId::new(format!("fused-bf16q-{}", set.name), &shape),
+                |b| {
+                    let mut maxes = vec![0f32; r_q];
+                    b.iter(|| {
+                        let mut total = 0.0f32;
+                        for doc in bf.chunks_exact(r_c * D) {
+                            maxes.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                            (ck.bf16_q)(&qb.bits, &qb.rounded, r_q, D, doc, &mut maxes);
+                            total += maxes.iter().sum::<f32>();
+                        }
+                        black_box(total)
+                    })
+                },
+            );
             // int8 rows against the query quantised once (the rerank's int8 path): i16 x i8
-            // pairs in exact i32 sums (`vpmaddwd`).
+            // pairs in exact i32 sums (`vpmaddwd`, or VNNI's `vpdpwssd` in the avx512dp set).
             let qq = QuantQuery::new(&q, D);
             g.bench_function(
                 BenchmarkId::new(format!("fused-int8q-{}", set.name), &shape),

@@ -47,12 +47,15 @@ pub fn report(
     // collection's candidates do.
     let file = GatherFile::new(scratch, 1 << 30).map_err(|e| format!("roofline file: {e}"))?;
     if !json {
+        let all: Vec<String> = peaks
+            .all()
+            .iter()
+            .map(|(n, p)| format!("{n} {p:.1}"))
+            .collect();
         outln!(
-            "roofline (one core, kernel set {}): vfmadd {:.1} GFLOP/s, vpmaddwd {:.1} GFLOP/s \
-             (2 per multiply-add)",
+            "roofline (one core, kernel set {}): {} GFLOP/s (2 per multiply-add)",
             peaks.kernel,
-            peaks.fma_gflops,
-            peaks.madd_gflops
+            all.join(", ")
         );
         outln!(
             "{:<8} {:>5} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}",
@@ -119,10 +122,20 @@ pub fn report(
 /// The instruction that bounds a point: vector 0 is always f32 (an FMA), deeper rows use their
 /// dtype's kernel.
 fn peak_of(peaks: &ComputePeaks, p: &Point) -> (&'static str, f64) {
-    if p.dtype == "int8" && p.r_c > 1 {
-        ("vpmaddwd", peaks.madd_gflops)
-    } else {
-        ("vfmadd", peaks.fma_gflops)
+    match metavec_core::config::Dtype::parse(p.dtype) {
+        Ok(d) if p.r_c > 1 => peaks.for_dtype(d),
+        _ => ("vfmadd", peaks.fma_gflops),
+    }
+}
+
+/// One colour per instruction, for its peak and the points it bounds.
+fn color_of(peak: &str) -> plotters::style::RGBColor {
+    use plotters::style::colors::*;
+    match peak {
+        "vpmaddwd" => RED,
+        "vpdpwssd" => MAGENTA,
+        "vdpbf16ps" => GREEN,
+        _ => BLUE,
     }
 }
 
@@ -134,7 +147,8 @@ fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut out, (900, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let top = peaks.fma_gflops.max(peaks.madd_gflops) * 2.0;
+        let top_peak = peaks.all().iter().map(|p| p.1).fold(0.0, f64::max);
+        let top = top_peak * 2.0;
         let (x0, x1) = (0.05f64, 200.0f64);
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -168,7 +182,6 @@ fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
         } else {
             (10.0, 10.0)
         };
-        let top_peak = peaks.fma_gflops.max(peaks.madd_gflops);
         for (bw, style) in [(lo, BLACK.mix(0.5)), (hi, BLACK.mix(0.25))] {
             let knee = (top_peak / bw).clamp(x0, x1);
             chart
@@ -180,19 +193,17 @@ fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
                 .label(format!("read {bw:.1} GB/s (block size of a point)"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
         }
-        for (name, peak, color) in [
-            ("vfmadd peak", peaks.fma_gflops, BLUE),
-            ("vpmaddwd peak", peaks.madd_gflops, RED),
-        ] {
+        for (name, peak) in peaks.all() {
+            let color = color_of(name);
             chart
                 .draw_series(LineSeries::new(vec![(x0, peak), (x1, peak)], &color))
                 .map_err(|e| e.to_string())?
-                .label(format!("{name} {peak:.0} GFLOP/s"))
+                .label(format!("{name} peak {peak:.0} GFLOP/s"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
         chart
             .draw_series(lines.iter().map(|l| {
-                let c = if l.peak == "vpmaddwd" { RED } else { BLUE };
+                let c = color_of(l.peak);
                 let x = l.at.intensity.clamp(x0, x1);
                 PathElement::new(
                     vec![(x, l.at.gflops.max(0.1)), (x, l.at.bound_gflops.max(0.1))],
@@ -202,14 +213,14 @@ fn svg(peaks: &ComputePeaks, lines: &[Line]) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(lines.iter().map(|l| {
-                let c = if l.peak == "vpmaddwd" { RED } else { BLUE };
+                let c = color_of(l.peak);
                 EmptyElement::at((l.at.intensity.clamp(x0, x1), l.at.bound_gflops.max(0.1)))
                     + Circle::new((0, 0), 5, c.stroke_width(1))
             }))
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(lines.iter().map(|l| {
-                let c = if l.peak == "vpmaddwd" { RED } else { BLUE };
+                let c = color_of(l.peak);
                 EmptyElement::at((l.at.intensity.clamp(x0, x1), l.at.gflops.max(0.1)))
                     + Circle::new((0, 0), 4, c.filled())
                     + Text::new(

@@ -13,6 +13,12 @@ use half::{bf16, f16};
 /// (`doc.len() / dim` rows).
 pub type Update16Fn = fn(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]);
 
+/// bf16 rows against the query rounded to bf16 once per search ([`Bf16Query`]): `qb` its bits,
+/// `qf` the same values as f32 (exact). The dots are those of f32 MaxSim over the two rounded
+/// operands, summed in the kernel's order (the products are exact in f32).
+pub type Update16QFn =
+    fn(qb: &[u16], qf: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]);
+
 /// As [`Update16Fn`] for int8 rows; row `j` is `doc[j * dim..][..dim] * scales[j]`.
 pub type UpdateI8Fn =
     fn(query: &[f32], r_q: usize, dim: usize, doc: &[i8], scales: &[f32], maxes: &mut [f32]);
@@ -40,6 +46,9 @@ pub type Int8DotsFn =
 #[derive(Debug, Clone, Copy)]
 pub struct CompactKernel {
     pub bf16: Update16Fn,
+    /// bf16 rows against the bf16-rounded query: the rerank's bf16 kernel (`vdpbf16ps` where the
+    /// CPU has it).
+    pub bf16_q: Update16QFn,
     pub f16: Update16Fn,
     pub int8: UpdateI8Fn,
     /// int8 rows against the quantised query: the rerank's int8 kernel.
@@ -50,6 +59,7 @@ pub struct CompactKernel {
 /// The scalar references, as a [`CompactKernel`].
 pub const SCALAR: CompactKernel = CompactKernel {
     bf16: update_bf16_scalar,
+    bf16_q: update_bf16_q_scalar,
     f16: update_f16_scalar,
     int8: update_int8_scalar,
     int8_q: update_int8_q_scalar,
@@ -196,6 +206,30 @@ pub fn update_int8_q_scalar(
     }
 }
 
+/// A query's rows rounded to bf16 for [`Update16QFn`] (round to nearest even, as the rows were).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bf16Query {
+    pub bits: Vec<u16>,
+    /// `bits` as f32 (exact).
+    pub rounded: Vec<f32>,
+}
+
+impl Bf16Query {
+    pub fn new(q: &[f32]) -> Bf16Query {
+        let bits = encode_bf16(q);
+        let rounded = decode_bf16(&bits);
+        Bf16Query { bits, rounded }
+    }
+
+    /// Rows `a..b` as (bits, f32 values).
+    pub fn rows(&self, dim: usize, a: usize, b: usize) -> (&[u16], &[f32]) {
+        (
+            &self.bits[a * dim..b * dim],
+            &self.rounded[a * dim..b * dim],
+        )
+    }
+}
+
 /// int8 rows back to f32 (`q * scale`).
 pub fn decode_int8(values: &[i8], scales: &[f32], dim: usize) -> Vec<f32> {
     if dim == 0 {
@@ -255,6 +289,18 @@ fn update_decoded<T: Copy>(
 /// Scalar reference of the bf16 update.
 pub fn update_bf16_scalar(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
     update_decoded(query, r_q, dim, doc, maxes, |_| 1.0, bf16_to_f32);
+}
+
+/// Scalar reference of [`Update16QFn`]: the f32 update over the rounded query.
+pub fn update_bf16_q_scalar(
+    _qb: &[u16],
+    qf: &[f32],
+    r_q: usize,
+    dim: usize,
+    doc: &[u16],
+    maxes: &mut [f32],
+) {
+    update_bf16_scalar(qf, r_q, dim, doc, maxes);
 }
 
 /// Scalar reference of the f16 update.

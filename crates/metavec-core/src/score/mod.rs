@@ -11,7 +11,7 @@ pub mod roofline;
 mod rows;
 pub mod simd;
 
-pub use rows::{encode_rows, Rows};
+pub use rows::{encode_rows, QueryForms, Rows};
 
 /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` for the `r_q` query rows of `query` and every row of
 /// `doc` (`doc.len() / dim` rows).

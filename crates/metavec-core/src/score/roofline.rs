@@ -2,10 +2,11 @@
 //! at best, so a benchmark can say how close it comes (a roofline).
 //!
 //! - **Compute**: one core's peak of the instruction each kernel is built on, from a loop of
-//!   independent chains of it on registers: `vfmadd` for f32 rows (and for bf16 and f16 rows,
-//!   which are decoded to f32 in registers on these ISAs: no bf16 dot-product instruction is
-//!   used), `vpmaddwd` for int8 rows (i16 query x int8 row pairs summed into i32: two
-//!   multiply-adds per lane). Counted as FLOP/s with a multiply-add = 2, as the rerank's
+//!   independent chains of it on registers: `vfmadd` for f32 rows (and for f16 rows, and bf16
+//!   rows where the CPU lacks `vdpbf16ps`: decoded to f32 in registers), `vdpbf16ps` for bf16
+//!   rows in the `avx512dp` set (bf16 pairs into f32 lanes), `vpmaddwd` for int8 rows (i16 query
+//!   x int8 row pairs summed into i32), or VNNI's `vpdpwssd` (the same with the add fused) in the
+//!   `avx512dp` set. Counted as FLOP/s with a multiply-add = 2, as the rerank's
 //!   `2 x dot products x dim` is.
 //! - **Memory**: one core reading blocks of a given size at random places of a memory-mapped file
 //!   (the rerank's access pattern: each candidate's first `r_c` rows sit together at a random
@@ -24,17 +25,33 @@ pub struct ComputePeaks {
     pub kernel: &'static str,
     /// `vfmadd...ps`: the f32, bf16 and f16 kernels' instruction.
     pub fma_gflops: f64,
-    /// `vpmaddwd`: the int8 kernel's (two i16 multiply-adds per i32 lane).
+    /// `vpmaddwd`: the int8 kernel's (two i16 multiply-adds per i32 lane) without VNNI.
     pub madd_gflops: f64,
+    /// `vdpbf16ps`: the bf16 kernel's in the `avx512dp` set (None elsewhere).
+    pub dpbf16_gflops: Option<f64>,
+    /// `vpdpwssd`: the int8 kernel's in the `avx512dp` set (None elsewhere).
+    pub dpwssd_gflops: Option<f64>,
 }
 
 impl ComputePeaks {
-    /// The peak that bounds a kernel over rows stored as `dtype`.
-    pub fn for_dtype(&self, dtype: crate::config::Dtype) -> f64 {
-        match dtype {
-            crate::config::Dtype::Int8 => self.madd_gflops,
-            _ => self.fma_gflops,
+    /// The instruction, and its peak, that bounds the rerank's kernel over rows stored as
+    /// `dtype` (vector 0, always f32, is the caller's to special-case).
+    pub fn for_dtype(&self, dtype: crate::config::Dtype) -> (&'static str, f64) {
+        use crate::config::Dtype;
+        match (dtype, self.dpbf16_gflops, self.dpwssd_gflops) {
+            (Dtype::Int8, _, Some(p)) => ("vpdpwssd", p),
+            (Dtype::Int8, _, None) => ("vpmaddwd", self.madd_gflops),
+            (Dtype::Bf16, Some(p), _) => ("vdpbf16ps", p),
+            _ => ("vfmadd", self.fma_gflops),
         }
+    }
+
+    /// Every peak measured, as (instruction, GFLOP/s).
+    pub fn all(&self) -> Vec<(&'static str, f64)> {
+        let mut v = vec![("vfmadd", self.fma_gflops), ("vpmaddwd", self.madd_gflops)];
+        v.extend(self.dpbf16_gflops.map(|p| ("vdpbf16ps", p)));
+        v.extend(self.dpwssd_gflops.map(|p| ("vpdpwssd", p)));
+        v
     }
 }
 
@@ -46,17 +63,25 @@ const CHAINS: usize = 12;
 pub fn compute_peaks(time: Duration) -> ComputePeaks {
     let kernel = super::simd::chosen().name;
     type Loop = fn(usize) -> f64;
-    let (fma, madd): (Loop, Loop) = match kernel {
+    let (fma, madd, dp): (Loop, Loop, Option<(Loop, Loop)>) = match kernel {
         #[cfg(target_arch = "x86_64")]
-        "avx512" => (x86::fma512, x86::madd512),
+        "avx512dp" => (
+            x86::fma512,
+            x86::madd512,
+            Some((x86::dpbf16_512, x86::dpwssd512)),
+        ),
         #[cfg(target_arch = "x86_64")]
-        "avx2" => (x86::fma256, x86::madd256),
-        _ => (scalar_fma, scalar_madd),
+        "avx512" => (x86::fma512, x86::madd512, None),
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => (x86::fma256, x86::madd256, None),
+        _ => (scalar_fma, scalar_madd, None),
     };
     ComputePeaks {
         kernel,
         fma_gflops: best_rate(time, fma),
         madd_gflops: best_rate(time, madd),
+        dpbf16_gflops: dp.map(|(b, _)| best_rate(time, b)),
+        dpwssd_gflops: dp.map(|(_, w)| best_rate(time, w)),
     }
 }
 
@@ -197,6 +222,54 @@ mod x86 {
                 .fold(_mm512_setzero_si512(), |s, &a| _mm512_add_epi32(s, a))
         }
         // SAFETY: handed out only when the avx512 kernel set was detected (avx512f, avx512bw).
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 32 * 2) as f64
+    }
+
+    /// `vdpbf16ps` chains: 32 bf16 products (2 FLOP each) per instruction.
+    pub fn dpbf16_512(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn run(n: usize) -> __m512 {
+            let x: __m512bh = black_box(_mm512_cvtne2ps_pbh(
+                _mm512_set1_ps(1e-3),
+                _mm512_set1_ps(1e-3),
+            ));
+            let mut acc = black_box([_mm512_set1_ps(1.0); CHAINS]);
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpbf16_ps(*a, x, x);
+                }
+            }
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a))
+        }
+        // SAFETY: compute_peaks calls this only in the avx512dp set, chosen after detection.
+        std::hint::black_box(unsafe { run(n) });
+        (n * CHAINS * 32 * 2) as f64
+    }
+
+    /// `vpdpwssd` chains: 32 i16 products (2 FLOP each) per instruction.
+    pub fn dpwssd512(n: usize) -> f64 {
+        /// # Safety
+        ///
+        /// The CPU has the target features: the only precondition.
+        #[target_feature(enable = "avx512f,avx512vnni")]
+        fn run(n: usize) -> __m512i {
+            let x = black_box(_mm512_set1_epi16(3));
+            let mut acc: [__m512i; CHAINS] =
+                black_box(std::array::from_fn(|k| _mm512_set1_epi32(k as i32)));
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpwssd_epi32(*a, x, x);
+                }
+            }
+            acc.iter()
+                .fold(_mm512_setzero_si512(), |s, &a| _mm512_add_epi32(s, a))
+        }
+        // SAFETY: compute_peaks calls this only in the avx512dp set, chosen after detection.
         std::hint::black_box(unsafe { run(n) });
         (n * CHAINS * 32 * 2) as f64
     }

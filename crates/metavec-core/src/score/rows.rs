@@ -6,6 +6,16 @@ use smallvec::SmallVec;
 use super::compact::{self, CompactKernel};
 use super::Kernel;
 
+/// The rows of a query (the same rows [`Rows::update`] gets as f32) in the forms the compact
+/// kernels read, each made once per search where some segment stores that dtype.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryForms<'a> {
+    /// Quantised for int8 rows ([`compact::QuantQuery::rows`]).
+    pub int8: Option<(&'a [i16], &'a [f32])>,
+    /// Rounded to bf16 for bf16 rows ([`compact::Bf16Query::rows`]).
+    pub bf16: Option<(&'a [u16], &'a [f32])>,
+}
+
 /// Consecutive vectors of one document as they sit in a segment (or the memtable, always f32).
 #[derive(Debug, Clone, Copy)]
 pub enum Rows<'a> {
@@ -30,26 +40,29 @@ impl Rows<'_> {
     }
 
     /// `maxes[i] = max(maxes[i], max_j <q_i, d_j>)` over these rows (see [`super::UpdateFn`]).
-    /// int8 rows meet `quant` (the same query rows quantised, as (values, scales)) through the
-    /// integer kernel when it is given, else `query` through the f32-query one.
+    /// int8 and bf16 rows meet the query in the form `forms` gives for their dtype (quantised,
+    /// rounded to bf16) through that kernel; without one, `query` through the f32-query kernel.
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         kern: &Kernel,
         ck: &CompactKernel,
         query: &[f32],
-        quant: Option<(&[i16], &[f32])>,
+        forms: QueryForms<'_>,
         r_q: usize,
         dim: usize,
         maxes: &mut [f32],
     ) {
         match *self {
             Rows::F32(d) => (kern.update)(query, r_q, dim, d, maxes),
-            Rows::Bf16(d) => (ck.bf16)(query, r_q, dim, d, maxes),
+            Rows::Bf16(d) => match forms.bf16 {
+                Some((qb, qf)) => (ck.bf16_q)(qb, qf, r_q, dim, d, maxes),
+                None => (ck.bf16)(query, r_q, dim, d, maxes),
+            },
             Rows::F16(d) => (ck.f16)(query, r_q, dim, d, maxes),
             Rows::Int8 { values, scales } => {
                 let s = scales_of(scales);
-                match quant {
+                match forms.int8 {
                     Some((qv, qs)) => (ck.int8_q)(qv, qs, r_q, dim, values, &s, maxes),
                     None => (ck.int8)(query, r_q, dim, values, &s, maxes),
                 }

@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 use super::bounds::Bound;
 use super::request::{hit_order, SearchRequest, SearchStats, Stage, StageStats};
 use crate::collection::View;
-use crate::config::Budget;
+use crate::config::{Budget, Dtype};
 use crate::error::Result;
 use crate::score;
 use crate::Document;
@@ -59,6 +59,8 @@ struct Scorer<'a> {
     /// `q` quantised for int8 rows' integer kernel; `None` in an exact search (int8 rows then
     /// meet the f32 query, as the exact scan always has) and where no segment stores int8.
     quant: Option<score::compact::QuantQuery>,
+    /// `q` rounded to bf16 for bf16 rows' kernel; `None` as `quant` is.
+    bf16: Option<score::compact::Bf16Query>,
     dim: usize,
     kern: score::Kernel,
     compact: score::compact::CompactKernel,
@@ -108,7 +110,10 @@ fn extend<'a>(
             continue;
         }
         let (qs, maxes) = (&q[qa * dim..qb * dim], &mut c.maxes[qa..qb]);
-        let quant = s.quant.as_ref().map(|x| x.rows(dim, qa, qb));
+        let forms = score::QueryForms {
+            int8: s.quant.as_ref().map(|x| x.rows(dim, qa, qb)),
+            bf16: s.bf16.as_ref().map(|x| x.rows(dim, qa, qb)),
+        };
         match &c.doc {
             DocRef::Mem(d) => {
                 (kern.update)(qs, qb - qa, dim, &d.vectors[ra * dim..rb * dim], maxes);
@@ -123,7 +128,7 @@ fn extend<'a>(
                             push_pages(start, len, pages);
                         }
                     }
-                    p.update(&kern, &ck, qs, quant, qb - qa, dim, maxes);
+                    p.update(&kern, &ck, qs, forms, qb - qa, dim, maxes);
                 }
             }
         }
@@ -210,10 +215,13 @@ pub(super) fn run_stages(
     stats: &mut SearchStats,
 ) -> Result<()> {
     let k = req.k as usize;
+    // An exact search scores every dtype against the f32 query, as the exact scan does.
+    let stores =
+        |d: Dtype| !req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores(d));
     let scorer = Scorer {
         q,
-        quant: (!req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores_int8()))
-            .then(|| score::compact::QuantQuery::new(q, dim)),
+        quant: stores(Dtype::Int8).then(|| score::compact::QuantQuery::new(q, dim)),
+        bf16: stores(Dtype::Bf16).then(|| score::compact::Bf16Query::new(q)),
         dim,
         kern: score::kernel(),
         compact: score::compact::compact_kernel(),

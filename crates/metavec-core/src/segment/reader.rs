@@ -61,9 +61,10 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Whether any layout group stores int8 rows (what the rerank's integer kernel reads).
-    pub fn stores_int8(&self) -> bool {
-        self.dtypes.contains(&Dtype::Int8)
+    /// Whether any layout group stores rows as `dtype` (the rerank prepares the query's form for
+    /// that dtype's kernel only then).
+    pub fn stores(&self, dtype: Dtype) -> bool {
+        self.dtypes.contains(&dtype)
     }
 
     /// Opens segment `id` in `dir` for a collection of `cfg`; its HNSW files must be there too.

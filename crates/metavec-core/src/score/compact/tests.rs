@@ -76,6 +76,23 @@ fn check_kernel(
     maxsim_update_scalar(q, r_q, dim, &decode_bf16(&bits), &mut c);
     close(&a, &c, 1e-4)?;
 
+    // bf16 rows against the bf16-rounded query (`vdpbf16ps` where the set has it): within
+    // summation order of the reference, and within the query's rounding (each value moves by at
+    // most 2^-9 of itself) of the f32-query bf16 update.
+    let qb = Bf16Query::new(q);
+    let (mut qa, mut qbm) = (fresh(), fresh());
+    update_bf16_q_scalar(&qb.bits, &qb.rounded, r_q, dim, &bits, &mut qa);
+    (k.bf16_q)(&qb.bits, &qb.rounded, r_q, dim, &bits, &mut qbm);
+    close(&qa, &qbm, 1e-4).map_err(|e| TestCaseError::fail(format!("{name} bf16_q: {e}")))?;
+    let mut c = fresh();
+    maxsim_update_scalar(&qb.rounded, r_q, dim, &decode_bf16(&bits), &mut c);
+    close(&qa, &c, 1e-4)?;
+    for (x, y) in qa.iter().zip(&a) {
+        // |q| <= 1, |d| <= 1: the rounding moves the dot by at most dim * 2^-9.
+        let tol = dim as f32 / 512.0 + 1e-4 * (1.0 + y.abs());
+        prop_assert!((x - y).abs() <= tol, "{}: bf16_q {} vs bf16 {}", name, x, y);
+    }
+
     let bits = encode_f16(d);
     let (mut a, mut b) = (fresh(), fresh());
     update_f16_scalar(q, r_q, dim, &bits, &mut a);

@@ -150,14 +150,24 @@ pub(super) fn tree8_i32(a: [__m256i; 8]) -> [i32; 8] {
     out
 }
 
+/// `a + vpmaddwd(y, x)`: i16 pairs multiplied, each pair's sum added to the i32 lanes of `a`.
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx2")]
+pub(super) fn madd_add(a: __m256i, y: __m256i, x: __m256i) -> __m256i {
+    _mm256_add_epi32(a, _mm256_madd_epi16(y, x))
+}
+
 int8q_update!(
     "avx2",
     width = 16,
     zero = _mm256_setzero_si256,
     widen = widen_i8,
     loadq = load_i16,
-    madd = _mm256_madd_epi16,
-    add = _mm256_add_epi32,
+    madd_add = madd_add,
     hsum = hsum_i32,
     tree8 = tree8_i32
 );

@@ -108,7 +108,7 @@ int8_dots!(
 ///
 /// `p` points to 32 readable `i8` (the kernel's loop bounds prove it at each call).
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn widen_i8(p: *const i8) -> __m512i {
+pub(super) unsafe fn widen_i8(p: *const i8) -> __m512i {
     // SAFETY: the 32 `i8` read start at `p` and are readable (this function's precondition).
     unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(p as *const __m256i)) }
 }
@@ -119,7 +119,7 @@ unsafe fn widen_i8(p: *const i8) -> __m512i {
 ///
 /// `p` points to 32 readable `i16` (the kernel's loop bounds prove it at each call).
 #[target_feature(enable = "avx512f")]
-unsafe fn load_i16(p: *const i16) -> __m512i {
+pub(super) unsafe fn load_i16(p: *const i16) -> __m512i {
     // SAFETY: the 32 `i16` read start at `p` and are readable (this function's precondition).
     unsafe { _mm512_loadu_si512(p as *const __m512i) }
 }
@@ -131,7 +131,7 @@ unsafe fn load_i16(p: *const i16) -> __m512i {
 /// The CPU has the target features: the only precondition (a caller
 /// compiled with them needs no proof).
 #[target_feature(enable = "avx512f")]
-fn hsum_i32(v: __m512i) -> i32 {
+pub(super) fn hsum_i32(v: __m512i) -> i32 {
     _mm512_reduce_add_epi32(v)
 }
 
@@ -142,12 +142,23 @@ fn hsum_i32(v: __m512i) -> i32 {
 /// The CPU has the target features: the only precondition (a caller
 /// compiled with them needs no proof).
 #[target_feature(enable = "avx512f")]
-fn tree8_i32(a: [__m512i; 8]) -> [i32; 8] {
+pub(super) fn tree8_i32(a: [__m512i; 8]) -> [i32; 8] {
     let mut f = [_mm256_setzero_si256(); 8];
     for (h, &r) in f.iter_mut().zip(&a) {
         *h = _mm256_add_epi32(_mm512_castsi512_si256(r), _mm512_extracti64x4_epi64::<1>(r));
     }
     super::avx2_compact::tree8_i32(f)
+}
+
+/// `a + vpmaddwd(y, x)`: i16 pairs multiplied, each pair's sum added to the i32 lanes of `a`.
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) fn madd_add(a: __m512i, y: __m512i, x: __m512i) -> __m512i {
+    _mm512_add_epi32(a, _mm512_madd_epi16(y, x))
 }
 
 int8q_update!(
@@ -156,8 +167,7 @@ int8q_update!(
     zero = _mm512_setzero_si512,
     widen = widen_i8,
     loadq = load_i16,
-    madd = _mm512_madd_epi16,
-    add = _mm512_add_epi32,
+    madd_add = madd_add,
     hsum = hsum_i32,
     tree8 = tree8_i32
 );

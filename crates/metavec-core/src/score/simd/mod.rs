@@ -202,14 +202,14 @@ macro_rules! int8_dots {
 /// The integer int8 kernel for one ISA ([`super::compact::UpdateI8QFn`]), blocked `Q` query rows
 /// by `D` document rows (4 x 2 where the budget allows): each `$w`-value chunk of a document row
 /// is widened to i16 once (`$widen`) and meets `Q` query rows, each query chunk is loaded once and
-/// meets `D` document rows, with one `$madd` (i16 pairs multiplied and summed into i32 lanes:
-/// `vpmaddwd`) and one `$add` per pair. The i32 sums are exact (the query's quantisation bounds
+/// meets `D` document rows, with one `$madd_add` per pair (i16 pairs multiplied, summed and added
+/// into i32 lanes: `vpmaddwd` + `vpaddd`, or VNNI's `vpdpwssd` alone). The i32 sums are exact (the query's quantisation bounds
 /// them), so the result is bit-identical to the scalar reference whatever the lane count or the
 /// blocking.
 macro_rules! int8q_update {
     (
         $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
-        loadq = $loadq:ident, madd = $madd:ident, add = $add:ident, hsum = $hsum:ident,
+        loadq = $loadq:ident, madd_add = $madd_add:ident, hsum = $hsum:ident,
         tree8 = $tree8:ident
     ) => {
         /// `maxes[i] = max(maxes[i], <qv_i, d_j> * (qs[i] * scales[j]))` over the rows of `doc`.
@@ -260,7 +260,7 @@ macro_rules! int8q_update {
                         for (k, row) in acc.iter_mut().enumerate() {
                             let y = $loadq(qp.add(k * dim + c));
                             for (a, &xt) in row.iter_mut().zip(&x) {
-                                *a = $add(*a, $madd(y, xt));
+                                *a = $madd_add(*a, y, xt);
                             }
                         }
                     }
@@ -329,23 +329,6 @@ macro_rules! int8q_update {
                 j += dn;
             }
         }
-    };
-}
-
-/// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
-/// [`compact_update!`], `inner_dots_i8` from [`int8_dots!`]) and their [`CompactKernel`]. The
-/// module is private and the kernel table hands `KERNEL` out only after the runtime check of
-/// `$detected`: the SAFETY proofs below rest on that.
-macro_rules! compact_entry_points {
-    (detected: $detected:literal $(,)?) => {
-        #[doc = concat!("Only handed out by the kernel table after runtime detection of ", $detected, ".")]
-        pub const KERNEL: CompactKernel = CompactKernel {
-            bf16: update_bf16,
-            f16: update_f16,
-            int8: update_int8,
-            int8_q: update_int8_q,
-            int8_dots: dots_int8,
-        };
 
         fn update_int8_q(
             qv: &[i16],
@@ -362,9 +345,28 @@ macro_rules! compact_entry_points {
             }
             assert!(scales.len() >= doc.len() / dim, "one scale per int8 row");
             // SAFETY: `inner_i8q` needs only the CPU features (it slices with bounds checks),
-            // and they were detected before KERNEL was handed out.
+            // and they were detected before the module's KERNEL, the only way here, was handed
+            // out.
             unsafe { inner_i8q(qv, qs, r_q, dim, doc, scales, maxes) }
         }
+    };
+}
+
+/// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
+/// [`compact_update!`], `inner_dots_i8` from [`int8_dots!`]) and their [`CompactKernel`]. The
+/// module is private and the kernel table hands `KERNEL` out only after the runtime check of
+/// `$detected`: the SAFETY proofs below rest on that.
+macro_rules! compact_entry_points {
+    (detected: $detected:literal $(,)?) => {
+        #[doc = concat!("Only handed out by the kernel table after runtime detection of ", $detected, ".")]
+        pub const KERNEL: CompactKernel = CompactKernel {
+            bf16: update_bf16,
+            bf16_q: update_bf16_q,
+            f16: update_f16,
+            int8: update_int8,
+            int8_q: update_int8_q,
+            int8_dots: dots_int8,
+        };
 
         fn dots_int8(
             q: &[f32],
@@ -392,6 +394,19 @@ macro_rules! compact_entry_points {
             // SAFETY: `inner_bf16` needs only the CPU features (it slices with bounds checks),
             // and they were detected before KERNEL was handed out.
             unsafe { inner_bf16(query, r_q, dim, doc, |_| 1.0, maxes) }
+        }
+
+        /// The query rounded to bf16 meets the rows through the f32-query kernel (`qf`, the
+        /// rounded rows as f32: exact): the products are those of `vdpbf16ps`, in another order.
+        fn update_bf16_q(
+            _qb: &[u16],
+            qf: &[f32],
+            r_q: usize,
+            dim: usize,
+            doc: &[u16],
+            maxes: &mut [f32],
+        ) {
+            update_bf16(qf, r_q, dim, doc, maxes)
         }
 
         fn update_f16(query: &[f32], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
@@ -430,6 +445,8 @@ mod avx2_compact;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_compact;
+#[cfg(target_arch = "x86_64")]
+mod avx512dp_compact;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 
@@ -484,9 +501,16 @@ const SCALAR: KernelSet = KernelSet {
 
 /// The kernel table, best first. "Best" is the first entry the CPU supports; the f32 and the
 /// compact kernels are chosen together (a CPU with AVX-512F but not BW and VL, i.e. only Knights
-/// Landing, runs the AVX2 set).
+/// Landing, runs the AVX2 set). `avx512dp` is the AVX-512 set with the dot-product instructions
+/// for bf16 (`vdpbf16ps`) and int8 (VNNI) rows: Sapphire Rapids and later, Zen 4 and later.
 #[cfg(target_arch = "x86_64")]
 static TABLE: &[KernelSet] = &[
+    kernel_set!(
+        name: "avx512dp",
+        features: ["avx512f", "avx512bw", "avx512vl", "avx512bf16", "avx512vnni"],
+        f32: avx512,
+        compact: avx512dp_compact
+    ),
     kernel_set!(
         name: "avx512",
         features: ["avx512f", "avx512bw", "avx512vl"],
@@ -577,7 +601,8 @@ struct TestPlan<'t> {
 }
 
 /// Splits `table` into the entries `detected` accepts and the rest; an error when `expect` names
-/// a feature of a rejected entry, or a feature no entry needs (a typo must not pass quietly).
+/// a feature that only rejected entries need (the CPU lacks it, so their kernels go untested), or
+/// a feature no entry needs (a typo must not pass quietly).
 #[cfg(test)]
 fn test_plan<'t>(
     table: &'t [KernelSet],
@@ -609,7 +634,10 @@ fn test_plan<'t>(
     for k in table {
         if detected(k) {
             plan.run.push(k);
-        } else if let Some(f) = expected.iter().find(|f| k.features.contains(f)) {
+        } else if let Some(f) = expected.iter().find(|f| {
+            // A feature an accepted entry also needs is present: this entry lacks another one.
+            k.features.contains(f) && !table.iter().any(|a| detected(a) && a.features.contains(f))
+        }) {
             return Err(format!(
                 "METAVEC_EXPECT_ISA names {f}, but this CPU lacks one of {}: the {} kernels \
                  cannot be tested",
@@ -680,7 +708,12 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             assert_eq!(choose(TABLE, "avx2", all).name, "avx2");
-            assert_eq!(choose(TABLE, "", |k| k.name != "avx512").name, "avx2");
+            assert_eq!(choose(TABLE, "avx512", all).name, "avx512");
+            assert_eq!(choose(TABLE, "", |k| k.name != "avx512dp").name, "avx512");
+            assert_eq!(
+                choose(TABLE, "", |k| !k.name.starts_with("avx512")).name,
+                "avx2"
+            );
             assert_eq!(choose(TABLE, "avx512", |k| k.name != "avx512").name, "avx2");
         }
     }
@@ -696,16 +729,23 @@ mod tests {
         assert!(err.contains("\"avx513f\""), "{err}");
         #[cfg(target_arch = "x86_64")]
         {
-            let no512 = |k: &KernelSet| k.name != "avx512";
+            let no512 = |k: &KernelSet| !k.name.starts_with("avx512");
             let plan = test_plan(TABLE, "", no512).unwrap();
             assert_eq!(names(&plan.run), ["avx2", "scalar"]);
-            assert_eq!(names(&plan.skipped), ["avx512"]);
+            assert_eq!(names(&plan.skipped), ["avx512dp", "avx512"]);
             let plan = test_plan(TABLE, " avx2 ,fma,", no512).unwrap();
-            assert_eq!(names(&plan.skipped), ["avx512"]);
+            assert_eq!(names(&plan.skipped), ["avx512dp", "avx512"]);
+            // AVX-512 without the dot-product instructions (Skylake-X, Ice Lake servers run VNNI
+            // but not bf16): expecting avx512f tests the plain set, expecting avx512bf16 fails.
+            let no_dp = |k: &KernelSet| k.name != "avx512dp";
+            let plan = test_plan(TABLE, "avx512f", no_dp).unwrap();
+            assert_eq!(names(&plan.run), ["avx512", "avx2", "scalar"]);
+            let err = test_plan(TABLE, "avx512bf16", no_dp).err().unwrap();
+            assert!(err.contains("avx512dp kernels"), "{err}");
             // CI claims AVX-512 on a machine without it: the kernel tests fail.
             let err = test_plan(TABLE, "avx512f,avx2", no512).err().unwrap();
             assert!(
-                err.contains("avx512f") && err.contains("avx512 kernels"),
+                err.contains("avx512f") && err.contains("avx512dp kernels"),
                 "{err}"
             );
             let err = test_plan(TABLE, "f16c", |k| k.name == "scalar")
