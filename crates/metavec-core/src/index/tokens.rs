@@ -7,7 +7,9 @@
 //! keeps the centroids, one `u16` code per token, and a posting list per centroid of the tokens
 //! assigned to it. A search at budget `(r_q, r_c)`:
 //!
-//! 1. scores each of its first `nq` query vectors against every centroid (`nq x C` dots);
+//! 1. scores each of its first `nq` query vectors against every centroid (`nq x C` dots, `S`),
+//!    held in memory as int8 rows with one scale each (made on the first search: a quarter of
+//!    the f32 bytes, which the rerank's reads would otherwise evict between queries);
 //! 2. probes, per query vector, the `nprobe` best centroids: the union of the documents with a
 //!    token among the first `min(r_c, index_vectors)` in those lists is the candidate pool;
 //! 3. ranks the pool by an approximate MaxSim from the codes alone, with no vector read:
@@ -157,6 +159,10 @@ enum Backing {
     Mapped(MappedFile),
 }
 
+/// Pool documents whose vector 0 meets all the probing query rows together (64 int8 rows of
+/// 384 values: 24 KiB, L1/L2-resident while the query rows go over them).
+const V0_BLOCK: usize = 64;
+
 /// A built or loaded token index (see the module doc).
 #[derive(Debug)]
 pub struct TokenIndex {
@@ -166,6 +172,17 @@ pub struct TokenIndex {
     docs: usize,
     centroids: usize,
     sections: [(usize, usize); 4],
+    /// The centroids as int8 rows (values, scales) and their numbers, made on the first search:
+    /// what a query's lists are chosen and its tokens approximated with (see [`query_scores`]).
+    quick: std::sync::OnceLock<QuickCentroids>,
+}
+
+/// A search's copy of the centroids: a quarter of the f32 rows' bytes.
+#[derive(Debug)]
+struct QuickCentroids {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    all: Vec<u32>,
 }
 
 /// Byte layout of a file for these sizes: (offset, len) of centroids, codes, offsets, postings;
@@ -190,6 +207,21 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
     let b = MatRef::from_row_major_slice(centroids, k, dim);
     let dst = MatMut::from_row_major_slice_mut(out, n, k);
     matmul(dst, Accum::Replace, a, b.transpose(), 1.0f32, Par::Seq);
+}
+
+/// [`scores`] of a query's few rows against the int8 copy of the centroids, one row at a time
+/// through the graph walk's int8 kernel (`Int8DotsFn`, eight centroids per step). The f32 rows
+/// are megabytes (4,096 x 384 x 4 = 6 MiB) that the rerank's reads evict between queries, and a
+/// GEMM also packs them on every call: on 20,000 documents of the hard profile this took
+/// 0.8-1.1 ms of a 2.7 ms candidate stage at (4,8). The lists to probe and the tokens'
+/// approximate scores need ranks, not exact dots: int8 moves a dot by at most 1/254 of the
+/// centroid's largest value times the query row's L1 norm.
+fn query_scores(rows: &[f32], quick: &QuickCentroids, dim: usize, out: &mut [f32]) {
+    let k = quick.all.len();
+    let dots = crate::score::compact::compact_kernel().int8_dots;
+    for (row, o) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(k)) {
+        dots(row, dim, &quick.values, &quick.scales, &quick.all, o);
+    }
 }
 
 /// Nearest centroid (largest dot) of every row of `rows`.
@@ -488,6 +520,7 @@ impl TokenIndex {
             docs,
             centroids: c,
             sections,
+            quick: std::sync::OnceLock::new(),
         }
     }
 
@@ -594,6 +627,7 @@ impl TokenIndex {
             docs,
             centroids: c,
             sections,
+            quick: std::sync::OnceLock::new(),
         };
         let (offsets, n_tokens) = (index.offsets(), docs * nv);
         let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
@@ -645,7 +679,15 @@ impl TokenIndex {
         let nq = p.nq.min(q.len() / dim).max(1);
         let rc = p.rc.clamp(1, nv);
         let mut s = vec![0f32; nq * c];
-        scores(&q[..nq * dim], self.centroid_rows(), dim, &mut s);
+        let quick = self.quick.get_or_init(|| {
+            let (values, scales) = crate::score::compact::encode_int8(self.centroid_rows(), dim);
+            QuickCentroids {
+                values,
+                scales,
+                all: (0..c as u32).collect(),
+            }
+        });
+        query_scores(&q[..nq * dim], quick, dim, &mut s);
         let mut seen = vec![0u64; self.docs.div_ceil(64)];
         let (offsets, postings) = (self.offsets(), self.postings());
         let nprobe = p.nprobe.clamp(1, c);
@@ -688,12 +730,17 @@ impl TokenIndex {
         let skip = match v0 {
             Some(v0) => {
                 first = vec![0f32; nq * n];
-                for i in 0..nq {
-                    v0(
-                        &q[i * dim..(i + 1) * dim],
-                        &docs,
-                        &mut first[i * n..(i + 1) * n],
-                    );
+                // A block of documents meets every query row while its rows are in cache:
+                // the pool is read once, not once per query row.
+                for a in (0..n).step_by(V0_BLOCK) {
+                    let b = (a + V0_BLOCK).min(n);
+                    for i in 0..nq {
+                        v0(
+                            &q[i * dim..(i + 1) * dim],
+                            &docs[a..b],
+                            &mut first[i * n + a..i * n + b],
+                        );
+                    }
                 }
                 1
             }
@@ -777,10 +824,17 @@ mod tests {
         out
     }
 
+    /// The centroids a search scores: the int8 copy, decoded.
+    fn quick_rows(index: &TokenIndex, dim: usize) -> Vec<f32> {
+        use crate::score::compact::{decode_int8, encode_int8};
+        let (values, scales) = encode_int8(index.centroid_rows(), dim);
+        decode_int8(&values, &scales, dim)
+    }
+
     /// The approximate score the module doc defines, computed the slow way.
     fn reference(index: &TokenIndex, q: &[f32], dim: usize, nq: usize, rc: usize, d: usize) -> f32 {
         let (c, nv) = (index.centroids(), index.index_vectors());
-        let cent = index.centroid_rows();
+        let cent = &quick_rows(index, dim);
         (0..nq)
             .map(|i| {
                 (0..rc)
@@ -892,7 +946,7 @@ mod tests {
         };
         let (found, _) = index.search_with(&q, probe, &|_| true, Some(&v0));
         assert_eq!(found.len(), docs);
-        let cent = index.centroid_rows();
+        let cent = &quick_rows(&index, dim);
         for &(d, got) in &found {
             let want: f32 = (0..nq)
                 .map(|i| {
