@@ -20,7 +20,7 @@ mkdir -p "$out"
 cargo build --release -p metavec
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet numpy faiss-cpu threadpoolctl
-common=(--budgets 1x1,4x8,16x64 --queries 100 --cascade 100 --json)
+common=(--budgets 1x1,4x8,16x64 --queries 100 --cascade 100 --vector0 --json)
 if [ -n "$npy" ]; then
   src=(--npy-dir "$npy")
   [ -f "$npy/qrels.tsv" ] && src+=(--qrels "$npy/qrels.tsv")
