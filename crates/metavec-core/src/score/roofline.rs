@@ -137,142 +137,72 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::hint::black_box;
 
-    /// Dependent chains `acc = fma(acc, x, y)`: FLOP done.
-    pub fn fma256(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx2,fma")]
-        fn run(n: usize) -> __m256 {
-            // Opaque inputs: constant ones let the compiler fold the chains away.
-            let (x, y) = black_box((_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3)));
-            let mut acc = black_box([_mm256_set1_ps(1.0); CHAINS]);
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm256_fmadd_ps(*a, x, y);
+    /// `pub fn $name(n) -> FLOP done`: [`CHAINS`] dependent chains `acc = $step(acc, x)` of one
+    /// instruction on registers, `$flop` FLOP each. Inputs are opaque (`black_box`): constant
+    /// ones let the compiler fold the chains away.
+    macro_rules! peak_loop {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $reg:ty, init = $init:expr,
+         x = $x:expr, step = $step:expr, flop = $flop:expr) => {
+            $(#[$doc])*
+            pub fn $name(n: usize) -> f64 {
+                /// # Safety
+                ///
+                /// The CPU has the target features: the only precondition.
+                #[target_feature(enable = $features)]
+                fn run(n: usize) {
+                    let x = black_box($x);
+                    let mut acc: [$reg; CHAINS] = black_box(std::array::from_fn($init));
+                    for _ in 0..n {
+                        for a in acc.iter_mut() {
+                            *a = $step(*a, x);
+                        }
+                    }
+                    black_box(acc);
                 }
+                // SAFETY: handed out only for the kernel set whose detection covers
+                // `$features` (see the module doc).
+                unsafe { run(n) };
+                (n * CHAINS * $flop) as f64
             }
-            acc.iter()
-                .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a))
-        }
-        // SAFETY: handed out only when the avx2 kernel set was detected (avx2 and fma).
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 8 * 2) as f64
+        };
     }
 
-    /// Dependent chains `acc += madd(acc, x)` (16 i16 pairs -> 8 i32 lanes): FLOP done.
-    pub fn madd256(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx2")]
-        fn run(n: usize) -> __m256i {
-            let x = black_box(_mm256_set1_epi16(3));
-            let mut acc: [__m256i; CHAINS] =
-                black_box(std::array::from_fn(|k| _mm256_set1_epi32(k as i32)));
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a, x));
-                }
-            }
-            acc.iter()
-                .fold(_mm256_setzero_si256(), |s, &a| _mm256_add_epi32(s, a))
-        }
-        // SAFETY: handed out only when the avx2 kernel set was detected.
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 16 * 2) as f64
-    }
-
-    pub fn fma512(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx512f")]
-        fn run(n: usize) -> __m512 {
-            let (x, y) = black_box((_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3)));
-            let mut acc = black_box([_mm512_set1_ps(1.0); CHAINS]);
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm512_fmadd_ps(*a, x, y);
-                }
-            }
-            acc.iter()
-                .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a))
-        }
-        // SAFETY: handed out only when the avx512 kernel set was detected (avx512f among them).
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 16 * 2) as f64
-    }
-
-    pub fn madd512(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx512f,avx512bw")]
-        fn run(n: usize) -> __m512i {
-            let x = black_box(_mm512_set1_epi16(3));
-            let mut acc: [__m512i; CHAINS] =
-                black_box(std::array::from_fn(|k| _mm512_set1_epi32(k as i32)));
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(*a, x));
-                }
-            }
-            acc.iter()
-                .fold(_mm512_setzero_si512(), |s, &a| _mm512_add_epi32(s, a))
-        }
-        // SAFETY: handed out only when the avx512 kernel set was detected (avx512f, avx512bw).
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 32 * 2) as f64
-    }
-
-    /// `vdpbf16ps` chains: 32 bf16 products (2 FLOP each) per instruction.
-    pub fn dpbf16_512(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx512f,avx512bf16")]
-        fn run(n: usize) -> __m512 {
-            let x: __m512bh = black_box(_mm512_cvtne2ps_pbh(
-                _mm512_set1_ps(1e-3),
-                _mm512_set1_ps(1e-3),
-            ));
-            let mut acc = black_box([_mm512_set1_ps(1.0); CHAINS]);
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm512_dpbf16_ps(*a, x, x);
-                }
-            }
-            acc.iter()
-                .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a))
-        }
-        // SAFETY: compute_peaks calls this only in the avx512dp set, chosen after detection.
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 32 * 2) as f64
-    }
-
-    /// `vpdpwssd` chains: 32 i16 products (2 FLOP each) per instruction.
-    pub fn dpwssd512(n: usize) -> f64 {
-        /// # Safety
-        ///
-        /// The CPU has the target features: the only precondition.
-        #[target_feature(enable = "avx512f,avx512vnni")]
-        fn run(n: usize) -> __m512i {
-            let x = black_box(_mm512_set1_epi16(3));
-            let mut acc: [__m512i; CHAINS] =
-                black_box(std::array::from_fn(|k| _mm512_set1_epi32(k as i32)));
-            for _ in 0..n {
-                for a in acc.iter_mut() {
-                    *a = _mm512_dpwssd_epi32(*a, x, x);
-                }
-            }
-            acc.iter()
-                .fold(_mm512_setzero_si512(), |s, &a| _mm512_add_epi32(s, a))
-        }
-        // SAFETY: compute_peaks calls this only in the avx512dp set, chosen after detection.
-        std::hint::black_box(unsafe { run(n) });
-        (n * CHAINS * 32 * 2) as f64
-    }
+    peak_loop!(
+        /// `acc = fma(acc, 0.999, 1e-3)`, 8 f32 lanes.
+        fma256, "avx2,fma", __m256, init = |_| _mm256_set1_ps(1.0),
+        x = (_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3)),
+        step = |a, (x, y)| _mm256_fmadd_ps(a, x, y), flop = 8 * 2
+    );
+    peak_loop!(
+        /// `acc += madd(acc, 3)`: 16 i16 pairs into 8 i32 lanes.
+        madd256, "avx2", __m256i, init = |k| _mm256_set1_epi32(k as i32),
+        x = _mm256_set1_epi16(3),
+        step = |a, x| _mm256_add_epi32(a, _mm256_madd_epi16(a, x)), flop = 16 * 2
+    );
+    peak_loop!(
+        /// `acc = fma(acc, 0.999, 1e-3)`, 16 f32 lanes.
+        fma512, "avx512f", __m512, init = |_| _mm512_set1_ps(1.0),
+        x = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3)),
+        step = |a, (x, y)| _mm512_fmadd_ps(a, x, y), flop = 16 * 2
+    );
+    peak_loop!(
+        /// `acc += madd(acc, 3)`: 32 i16 pairs into 16 i32 lanes.
+        madd512, "avx512f,avx512bw", __m512i, init = |k| _mm512_set1_epi32(k as i32),
+        x = _mm512_set1_epi16(3),
+        step = |a, x| _mm512_add_epi32(a, _mm512_madd_epi16(a, x)), flop = 32 * 2
+    );
+    peak_loop!(
+        /// `vdpbf16ps`: 32 bf16 products into 16 f32 lanes.
+        dpbf16_512, "avx512f,avx512bf16", __m512, init = |_| _mm512_set1_ps(1.0),
+        x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(1e-3)),
+        step = |a, x| _mm512_dpbf16_ps(a, x, x), flop = 32 * 2
+    );
+    peak_loop!(
+        /// `vpdpwssd`: 32 i16 products into 16 i32 lanes.
+        dpwssd512, "avx512f,avx512vnni", __m512i, init = |k| _mm512_set1_epi32(k as i32),
+        x = _mm512_set1_epi16(3),
+        step = |a, x| _mm512_dpwssd_epi32(a, x, x), flop = 32 * 2
+    );
 }
 
 /// A file of `bytes` (rounded down to whole blocks) mapped for [`gather_gbps`].
