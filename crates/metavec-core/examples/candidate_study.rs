@@ -227,6 +227,7 @@ fn main() {
                                     rc: rc as usize,
                                     nprobe,
                                     keep: akeep,
+                                    until: None,
                                 },
                                 &|_| true,
                             );
@@ -304,6 +305,7 @@ fn main() {
                                 rc: rc as usize,
                                 nprobe: np,
                                 keep: 1000,
+                                until: None,
                             },
                             &|_| true,
                             if std::env::var("STUDY_V0").is_ok() {

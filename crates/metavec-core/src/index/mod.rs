@@ -345,7 +345,8 @@ impl VectorIndex {
         self.frozen.search(query, k.min(self.len), ef, Some(allow))
     }
 
-    /// The walk's (int8) dot products of `query` with the vectors of `ids`, into `out`.
+    /// The walk's (int8) dot products of each row of `query` with the vectors of `ids`, into
+    /// `out` (row `i` at `out[i * ids.len()..]`).
     pub fn dots(&self, query: &[f32], ids: &[u32], out: &mut [f32]) {
         self.frozen.dots(query, ids, out)
     }

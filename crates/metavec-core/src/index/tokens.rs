@@ -134,12 +134,20 @@ pub struct Probe {
     pub nq: usize,
     /// Document vectors a candidate may match through (capped at `index_vectors`).
     pub rc: usize,
-    /// Centroids probed per query vector.
+    /// Centroids probed per query vector (with `until`: at most).
     pub nprobe: usize,
     /// Documents kept, best approximate score first: at least this many, and at least one in
     /// [`POOL_KEEP_DIVISOR`] of the pool (long lists in a large segment rank more coarsely).
     pub keep: usize,
+    /// Probe adaptively: lists are read best first in rounds ([`FIRST_ROUND`] lists per query
+    /// vector, then twice as many each round), and probing stops once the `until`-th best
+    /// approximate score of the pool reaches the best score a document outside it could have
+    /// (see [`TokenIndex::search_with`]). `None`: exactly `nprobe` lists per query vector.
+    pub until: Option<usize>,
 }
+
+/// Lists per query vector an adaptive probe reads first.
+pub const FIRST_ROUND: usize = 8;
 
 /// A probe keeps at least `pool / POOL_KEEP_DIVISOR` documents (measured on a 200,000-document
 /// segment of the hard profile, where lists average ~390 tokens: keeping a fixed 1,000 of a
@@ -151,6 +159,8 @@ pub const POOL_KEEP_DIVISOR: usize = 8;
 pub struct ProbeStats {
     /// Documents in the probed lists (before the filter).
     pub pool: usize,
+    /// Lists read per query vector.
+    pub lists: usize,
 }
 
 #[derive(Debug)]
@@ -158,10 +168,6 @@ enum Backing {
     Owned(Vec<u64>),
     Mapped(MappedFile),
 }
-
-/// Pool documents whose vector 0 meets all the probing query rows together (64 int8 rows of
-/// 384 values: 24 KiB, L1/L2-resident while the query rows go over them).
-const V0_BLOCK: usize = 64;
 
 /// A built or loaded token index (see the module doc).
 #[derive(Debug)]
@@ -219,9 +225,16 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
 fn query_scores(rows: &[f32], quick: &QuickCentroids, dim: usize, out: &mut [f32]) {
     let k = quick.all.len();
     let dots = crate::score::compact::compact_kernel().int8_dots;
-    for (row, o) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(k)) {
-        dots(row, dim, &quick.values, &quick.scales, &quick.all, o);
-    }
+    let nq = rows.len() / dim;
+    dots(
+        rows,
+        nq,
+        dim,
+        &quick.values,
+        &quick.scales,
+        &quick.all,
+        &mut out[..nq * k],
+    );
 }
 
 /// Nearest centroid (largest dot) of every row of `rows`.
@@ -403,8 +416,8 @@ fn assign_seq(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Scores one query row against vector 0 of some documents of the segment (see
-/// [`TokenIndex::search_with`]).
+/// Scores query rows (`nq x dim`) against vector 0 of some documents of the segment, row `i`
+/// into `out[i * docs.len()..]` (see [`TokenIndex::search_with`]).
 pub type V0Dots<'a> = dyn Fn(&[f32], &[u32], &mut [f32]) + 'a;
 
 /// Appends the first `index_vectors` vectors of a range of documents to a buffer.
@@ -663,11 +676,19 @@ impl TokenIndex {
     }
 
     /// [`TokenIndex::search`], where `v0` (when given) scores vector 0 of the pool's documents
-    /// instead of its code: `v0(q_i, docs, out)` writes `<q_i, vector 0 of docs[n]>` to
-    /// `out[n]` (the segment's int8 copy of vector 0). A code ranks as coarsely as its list is
+    /// instead of its code: `v0(q, docs, out)` writes `<q_i, vector 0 of docs[n]>` to
+    /// `out[i * docs.len() + n]` for every probing query row `q_i` (the segment's int8 copy of
+    /// vector 0). A code ranks as coarsely as its list is
     /// wide; vector 0 carries the most of a Matryoshka document, and where the lists are
     /// wider than its clusters (a small segment of a large collection: fewer centroids than
     /// groups of near-identical vector 0s) the codes tie whole groups of documents.
+    ///
+    /// An adaptive probe ([`Probe::until`]) stops when no document outside the pool can
+    /// outscore the pool's `until`-th best: a document none of whose tokens lies in a list query
+    /// vector `i` read has, for that vector, a best code scoring at most `theta_i`, the score of
+    /// the best list `i` has not read; so its approximate score is at most `sum_i theta_i`
+    /// (threshold-algorithm stopping, exact for the codes; vector 0 scored by `v0` may exceed its
+    /// code's score by the int8 copy's residual).
     pub fn search_with(
         &self,
         q: &[f32],
@@ -688,68 +709,66 @@ impl TokenIndex {
             }
         });
         query_scores(&q[..nq * dim], quick, dim, &mut s);
-        let mut seen = vec![0u64; self.docs.div_ceil(64)];
-        let (offsets, postings) = (self.offsets(), self.postings());
         let nprobe = p.nprobe.clamp(1, c);
-        let mut order: Vec<u32> = (0..c as u32).collect();
-        for row in s.chunks_exact(c) {
-            let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
-            if nprobe < c {
-                order.select_nth_unstable_by(nprobe - 1, by_score);
-            }
-            for &cent in &order[..nprobe] {
-                let list =
-                    &postings[offsets[cent as usize] as usize..offsets[cent as usize + 1] as usize];
-                for &t in list {
-                    let (d, j) = (t as usize / nv, t as usize % nv);
-                    if j < rc {
-                        seen[d / 64] |= 1 << (d % 64);
-                    }
+        // Per query vector, its `nprobe` best lists, best first.
+        let orders: Vec<Vec<u32>> = s
+            .chunks_exact(c)
+            .map(|row| {
+                let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
+                let mut order: Vec<u32> = (0..c as u32).collect();
+                if nprobe < c {
+                    order.select_nth_unstable_by(nprobe - 1, by_score);
+                    order.truncate(nprobe);
                 }
-            }
-        }
-        // The pool in ascending order (the bitset's), so the codes are read front to back.
-        let pool = seen.iter().enumerate().flat_map(|(w, &bits)| {
-            let mut bits = bits;
-            std::iter::from_fn(move || {
-                (bits != 0).then(|| {
-                    let b = bits.trailing_zeros();
-                    bits &= bits - 1;
-                    (w * 64) as u32 + b
-                })
+                if p.until.is_some() {
+                    order.sort_unstable_by(by_score);
+                }
+                order
             })
-        });
-        let pool_len: usize = seen.iter().map(|w| w.count_ones() as usize).sum();
-        let stats = ProbeStats { pool: pool_len };
-        let keep = p.keep.max(pool_len / POOL_KEEP_DIVISOR);
+            .collect();
+        let (offsets, postings) = (self.offsets(), self.postings());
         let codes = self.codes();
-        let docs: Vec<u32> = pool.filter(|&d| allow(d as usize)).collect();
-        // Vector 0's term per query vector (`first[i * n + doc]`), when the caller can score it.
-        let n = docs.len();
-        let mut first = Vec::new();
-        let skip = match v0 {
-            Some(v0) => {
-                first = vec![0f32; nq * n];
-                // A block of documents meets every query row while its rows are in cache:
-                // the pool is read once, not once per query row.
-                for a in (0..n).step_by(V0_BLOCK) {
-                    let b = (a + V0_BLOCK).min(n);
-                    for i in 0..nq {
-                        v0(
-                            &q[i * dim..(i + 1) * dim],
-                            &docs[a..b],
-                            &mut first[i * n + a..i * n + b],
-                        );
+        let skip = usize::from(v0.is_some());
+        let mut seen = vec![0u64; self.docs.div_ceil(64)];
+        let mut pool_len = 0;
+        let mut scored: Vec<(u32, f32)> = Vec::new();
+        let mut fresh: Vec<u32> = Vec::new();
+        let mut first: Vec<f32> = Vec::new();
+        let mut read = 0;
+        loop {
+            let upto = match p.until {
+                Some(_) => (read.max(FIRST_ROUND / 2) * 2).min(nprobe),
+                None => nprobe,
+            };
+            fresh.clear();
+            for order in &orders {
+                for &cent in &order[read..upto] {
+                    let list = &postings
+                        [offsets[cent as usize] as usize..offsets[cent as usize + 1] as usize];
+                    for &t in list {
+                        let (d, j) = (t as usize / nv, t as usize % nv);
+                        let bit = 1u64 << (d % 64);
+                        if j < rc && seen[d / 64] & bit == 0 {
+                            seen[d / 64] |= bit;
+                            pool_len += 1;
+                            if allow(d) {
+                                fresh.push(d as u32);
+                            }
+                        }
                     }
                 }
-                1
             }
-            None => 0,
-        };
-        let mut scored: Vec<(u32, f32)> = docs
-            .iter()
-            .enumerate()
-            .map(|(at, &d)| {
+            read = upto;
+            // Ascending, so the codes are read front to back.
+            fresh.sort_unstable();
+            let n = fresh.len();
+            // Vector 0's term per query vector (`first[i * n + doc]`), when the caller scores it.
+            if let Some(v0) = v0 {
+                first.clear();
+                first.resize(nq * n, 0.0);
+                v0(&q[..nq * dim], &fresh, &mut first);
+            }
+            scored.extend(fresh.iter().enumerate().map(|(at, &d)| {
                 let dc = &codes[d as usize * nv + skip..d as usize * nv + rc];
                 let approx: f32 = s
                     .chunks_exact(c)
@@ -764,8 +783,31 @@ impl TokenIndex {
                     })
                     .sum();
                 (d, approx)
-            })
-            .collect();
+            }));
+            let Some(until) = p.until else { break };
+            if read >= nprobe {
+                break;
+            }
+            if scored.len() >= until.max(1) {
+                // The best score a document outside the pool could have.
+                let outside: f32 = orders
+                    .iter()
+                    .zip(s.chunks_exact(c))
+                    .map(|(order, row)| row[order[read] as usize])
+                    .sum();
+                let mut tops: Vec<f32> = scored.iter().map(|x| x.1).collect();
+                let nth = until.max(1) - 1;
+                let (_, &mut kth, _) = tops.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
+                if kth >= outside {
+                    break;
+                }
+            }
+        }
+        let stats = ProbeStats {
+            pool: pool_len,
+            lists: read,
+        };
+        let keep = p.keep.max(pool_len / POOL_KEEP_DIVISOR);
         let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if scored.len() > keep && keep > 0 {
             scored.select_nth_unstable_by(keep - 1, by);
@@ -871,7 +913,7 @@ mod tests {
             prop_assert_eq!(index.codes(), built.codes());
             prop_assert_eq!(index.centroid_rows(), built.centroid_rows());
             let q = unit_rows(&mut rng, nq, dim);
-            let probe = Probe { nq, rc, nprobe: index.centroids(), keep: usize::MAX };
+            let probe = Probe { nq, rc, nprobe: index.centroids(), keep: usize::MAX, until: None };
             let (found, stats) = index.search(&q, probe, &|d| d % 3 != 1);
             prop_assert_eq!(stats.pool, docs);
             let allowed: Vec<usize> = (0..docs).filter(|d| d % 3 != 1).collect();
@@ -918,6 +960,34 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// An adaptive probe stops early but keeps what reading every list keeps: its best
+        /// `until` approximate scores are the whole segment's (the codes' bound is exact).
+        #[test]
+        fn an_adaptive_probe_keeps_the_segments_best(
+            docs in 1usize..300, nv in 1usize..5, dim in 2usize..10, c in 1usize..64,
+            nq in 1usize..5, rc in 1usize..5, until in 1usize..40, seed in 0u64..1000,
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let tokens = unit_rows(&mut rng, docs * nv, dim);
+            let mut p = TokenParams::new(nv);
+            p.centroids = c;
+            let index = TokenIndex::build(&tokens, dim, docs, p);
+            let q = unit_rows(&mut rng, nq, dim);
+            let all = Probe { nq, rc, nprobe: index.centroids(), keep: until, until: None };
+            let (full, full_stats) = index.search(&q, all, &|_| true);
+            let adaptive = Probe { until: Some(until), ..all };
+            let (got, stats) = index.search(&q, adaptive, &|_| true);
+            prop_assert!(stats.lists <= full_stats.lists);
+            let n = until.min(full.len());
+            prop_assert!(got.len() >= n);
+            for (a, b) in got[..n].iter().zip(&full[..n]) {
+                prop_assert_eq!(a.1.to_bits(), b.1.to_bits(), "adaptive {:?} full {:?}", a, b);
+            }
+        }
+    }
+
     /// With a vector-0 scorer, a document's approximate score takes vector 0's term from it and
     /// the deeper tokens' from their codes.
     #[test]
@@ -933,9 +1003,13 @@ mod tests {
             let t = d as usize * nv * dim;
             crate::score::dot_scalar(row, &tokens[t..t + dim])
         };
-        let v0 = |row: &[f32], ds: &[u32], out: &mut [f32]| {
-            for (o, &d) in out.iter_mut().zip(ds) {
-                *o = exact0(row, d);
+        // Every query row at once, row i's dots at out[i * ds.len()..].
+        let v0 = |rows: &[f32], ds: &[u32], out: &mut [f32]| {
+            assert_eq!(out.len(), rows.len() / dim * ds.len());
+            for (row, o) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(ds.len())) {
+                for (o, &d) in o.iter_mut().zip(ds) {
+                    *o = exact0(row, d);
+                }
             }
         };
         let probe = Probe {
@@ -943,6 +1017,7 @@ mod tests {
             rc,
             nprobe: index.centroids(),
             keep: usize::MAX,
+            until: None,
         };
         let (found, _) = index.search_with(&q, probe, &|_| true, Some(&v0));
         assert_eq!(found.len(), docs);
@@ -1034,6 +1109,7 @@ mod tests {
             rc: 4,
             nprobe: index.centroids(),
             keep: usize::MAX,
+            until: None,
         };
         let (every, _) = index.search(&q, all, &|_| true);
         let (best, _) = index.search(&q, Probe { keep: 60, ..all }, &|_| true);

@@ -339,21 +339,32 @@ impl Frozen {
     /// node (the beam scores its fresh neighbours through the same entry, several at a time).
     fn dot(&self, q: &[f32], node: u32, int8_dots: crate::score::compact::Int8DotsFn) -> f32 {
         let mut out = [0.0f32];
-        int8_dots(q, self.dim, self.codes(), self.scales(), &[node], &mut out);
+        int8_dots(
+            q,
+            1,
+            self.dim,
+            self.codes(),
+            self.scales(),
+            &[node],
+            &mut out,
+        );
         out[0]
     }
 
-    /// The walk's dot products of `q` with `nodes`, into `out` (zeros where the graph is
-    /// empty or `q` has the wrong width).
+    /// The walk's dot products of each row of `q` with `nodes`, into `out` (row `i` at
+    /// `out[i * nodes.len()..]`; zeros where the graph is empty or `q` is not whole rows).
     pub(super) fn dots(&self, q: &[f32], nodes: &[u32], out: &mut [f32]) {
-        if q.len() != self.dim || nodes.iter().any(|&n| n as usize >= self.len()) {
+        let nq = q.len() / self.dim.max(1);
+        if self.dim == 0
+            || q.len() != nq * self.dim
+            || out.len() != nq * nodes.len()
+            || nodes.iter().any(|&n| n as usize >= self.len())
+        {
             out.iter_mut().for_each(|x| *x = 0.0);
             return;
         }
         let int8_dots = crate::score::compact::compact_kernel().int8_dots;
-        for (ids, o) in nodes.chunks(64).zip(out.chunks_mut(64)) {
-            int8_dots(q, self.dim, self.codes(), self.scales(), ids, o);
-        }
+        int8_dots(q, nq, self.dim, self.codes(), self.scales(), nodes, out);
     }
 
     /// The `k` best allowed nodes by dot product with `q` (unit vectors), best first, walking
@@ -429,7 +440,7 @@ impl Frozen {
             }
             // Scored several at a time: independent dot products overlap in the FMA pipeline.
             scores.resize(fresh.len(), 0.0);
-            int8_dots(q, self.dim, codes, scales, &fresh, &mut scores);
+            int8_dots(q, 1, self.dim, codes, scales, &fresh, &mut scores);
             for (&nb, &score) in fresh.iter().zip(&scores) {
                 let s = Scored(score, nb);
                 let full = best.len() >= ef;

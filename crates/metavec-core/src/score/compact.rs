@@ -37,10 +37,19 @@ pub type UpdateI8QFn = fn(
     maxes: &mut [f32],
 );
 
-/// The graph walk's scores: `out[k] = scales[nodes[k]] * <q, row nodes[k] of codes>` (rows of
-/// `dim` int8 values), bit-identical to [`UpdateI8Fn`] on each row alone, several rows at once.
-pub type Int8DotsFn =
-    fn(q: &[f32], dim: usize, codes: &[i8], scales: &[f32], nodes: &[u32], out: &mut [f32]);
+/// Dots with int8 rows (the graph walk's scores, the token index's centroid and vector-0
+/// scores): `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i, row nodes[k] of codes>` for
+/// the `nq` query rows of `q` (rows of `dim` values), each bit-identical to [`UpdateI8Fn`] on that
+/// query row and code row alone.
+pub type Int8DotsFn = fn(
+    q: &[f32],
+    nq: usize,
+    dim: usize,
+    codes: &[i8],
+    scales: &[f32],
+    nodes: &[u32],
+    out: &mut [f32],
+);
 
 /// The MaxSim update kernels for every compact encoding.
 #[derive(Debug, Clone, Copy)]
@@ -320,20 +329,22 @@ pub fn update_int8_scalar(
     update_decoded(query, r_q, dim, doc, maxes, |j| scales[j], |q| q as f32);
 }
 
-/// Scalar reference of [`Int8DotsFn`]: one int8 update per node.
+/// Scalar reference of [`Int8DotsFn`]: one int8 update per query row and node.
 pub fn dots_int8_scalar(
     q: &[f32],
+    nq: usize,
     dim: usize,
     codes: &[i8],
     scales: &[f32],
     nodes: &[u32],
     out: &mut [f32],
 ) {
-    for (o, &n) in out.iter_mut().zip(nodes) {
+    let slots = (0..nq).flat_map(|i| nodes.iter().map(move |&n| (i, n)));
+    for (o, (i, n)) in out.iter_mut().zip(slots) {
         let n = n as usize;
         let mut m = [f32::NEG_INFINITY];
         update_int8_scalar(
-            q,
+            &q[i * dim..(i + 1) * dim],
             1,
             dim,
             &codes[n * dim..(n + 1) * dim],

@@ -45,6 +45,8 @@ pub(super) struct Candidates {
     /// The most document vectors a token-index candidate was matched through (0: no segment
     /// used its token index). Those candidates meet an implicit first stage at that depth.
     pub(super) token_depth: u32,
+    /// The last `ranked` candidates are the token index's, best approximate score first.
+    pub(super) ranked: usize,
 }
 
 /// Fresh candidates (no score yet) for a search with query rows `q` (normalised, `dim` wide).
@@ -62,9 +64,15 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         .unwrap_or(super::DEFAULT_CANDIDATES)
         .max(req.k) as usize;
     let ef = (req.ef.unwrap_or(0) as usize).max(hnsw_c);
+    // A request that sizes its candidates gets that many; by default a segment proposes up to
+    // DEFAULT_TOKEN_CANDIDATES, ranked, and the rerank reads them progressively from the best.
     let token_c = req
         .candidates
         .unwrap_or(DEFAULT_TOKEN_CANDIDATES)
+        .max(req.k) as usize;
+    let token_first = req
+        .candidates
+        .unwrap_or(super::PROGRESSIVE_FIRST)
         .max(req.k) as usize;
     let nq = b.r_q.min(TOKEN_QUERY_VECTORS) as usize;
     let nprobe = |centroids: usize| {
@@ -99,6 +107,9 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                     rc: b.r_c as usize,
                     nprobe: nprobe(tokens.centroids()),
                     keep: token_c,
+                    // Unsized: until the first candidates a progressive rerank reads are the
+                    // segment's best by the codes.
+                    until: req.nprobe.is_none().then_some(token_first),
                 };
                 // Vector 0 scored from the graph's int8 copy, the deeper tokens from codes.
                 let index = seg.index();
@@ -133,6 +144,7 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
                     rc: 1,
                     nprobe: nprobe_v0,
                     keep: usize::MAX,
+                    until: None,
                 };
                 let (extra, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
                 let have: std::collections::HashSet<u32> = found.iter().map(|f| f.0).collect();
@@ -152,6 +164,7 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         maxes: smallvec![f32::NEG_INFINITY; rq],
         score: 0.0,
         upper,
+        approx: f32::NAN,
     };
     let mut cands: Vec<Cand> = view
         .mem()
@@ -181,10 +194,16 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         from_tokens.select_nth_unstable_by(global - 1, by);
         from_tokens.truncate(global);
     }
-    cands.extend(
-        from_tokens
-            .into_iter()
-            .map(|(_, si, o)| fresh(DocRef::Seg(si, o), f32::INFINITY)),
-    );
-    Candidates { cands, token_depth }
+    // Best approximate score first: a progressive rerank reads them in that order.
+    from_tokens.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let ranked = from_tokens.len();
+    cands.extend(from_tokens.into_iter().map(|(approx, si, o)| Cand {
+        approx,
+        ..fresh(DocRef::Seg(si, o), f32::INFINITY)
+    }));
+    Candidates {
+        cands,
+        token_depth,
+        ranked,
+    }
 }

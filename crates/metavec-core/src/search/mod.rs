@@ -25,7 +25,7 @@ pub use filter::Filter;
 pub use request::{
     hit_order, prepare_query, Hit, SearchRequest, SearchResponse, SearchStats, Stage, StageStats,
     DEFAULT_CANDIDATES, DEFAULT_PROBES, DEFAULT_STAGE_KEEP, DEFAULT_TOKEN_CANDIDATES,
-    MAX_CANDIDATES, MAX_NPROBE, TOKEN_QUERY_VECTORS,
+    MAX_CANDIDATES, MAX_NPROBE, PROGRESSIVE_BATCH, PROGRESSIVE_FIRST, TOKEN_QUERY_VECTORS,
 };
 
 use crate::collection::{Collection, View};
@@ -74,6 +74,7 @@ pub fn search(view: &View, cfg: &CollectionConfig, req: &SearchRequest) -> Resul
     let candidates::Candidates {
         mut cands,
         token_depth,
+        ranked,
     } = candidates::collect(view, req, &q, dim);
     stats.candidates = cands.len() as u64;
     stats.docs_scored = cands.len() as u64;
@@ -88,14 +89,27 @@ pub fn search(view: &View, cfg: &CollectionConfig, req: &SearchRequest) -> Resul
         b.r_c.min(token_depth),
     );
     let keep = request::DEFAULT_STAGE_KEEP.max(req.k);
-    if token_depth > 0 && req.stages.is_empty() && first != b && cands.len() > keep as usize {
+    let progressive = ranked > 0 && req.stages.is_empty() && req.candidates.is_none();
+    if !progressive
+        && token_depth > 0
+        && req.stages.is_empty()
+        && first != b
+        && cands.len() > keep as usize
+    {
         at.to_mut().stages.push(Stage {
             budget: first,
             keep,
         });
     }
     let t1 = Instant::now();
-    rerank::run_stages(view, &at, &q, dim, &mut cands, &mut stats)?;
+    // Token-index candidates the request did not count go through a progressive rerank: the
+    // best by approximate score first, then further down while that still changes the top k.
+    if progressive {
+        let fixed = cands.len() - ranked;
+        rerank::run_progressive(view, req, &q, dim, &mut cands, fixed, &mut stats)?;
+    } else {
+        rerank::run_stages(view, &at, &q, dim, &mut cands, &mut stats)?;
+    }
     stats.rerank_time = t1.elapsed();
 
     let t2 = Instant::now();

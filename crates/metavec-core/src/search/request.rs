@@ -10,13 +10,26 @@ use crate::error::{Error, Result};
 
 /// Candidates per segment from the vector-0 HNSW when the request does not say.
 pub const DEFAULT_CANDIDATES: u32 = 320;
-/// Candidates per segment from the token index when the request does not say: the best by
-/// approximate MaxSim among the documents the probed posting lists reach.
+/// Most candidates per segment from the token index when the request does not say (and at
+/// least an eighth of the probed pool), ranked by approximate MaxSim among the documents the
+/// probed posting lists reach; the rerank reads them progressively (see [`PROGRESSIVE_FIRST`]).
 pub const DEFAULT_TOKEN_CANDIDATES: u32 = 1000;
+/// A progressive rerank scores the best this many token-index candidates (by approximate score)
+/// first, then [`PROGRESSIVE_BATCH`] at a time while the candidates' approximate scores, through
+/// the line the scored ones fit to their exact scores, may still reach the top k (see
+/// `rerank::run_progressive`). On 20,000 documents of both synthetic profiles, a fixed 100 held
+/// 0.86-0.99 of the (4,8) top 10 and 200 held 0.999-1.0; 200 held 0.98-0.99 at (16,64) and 400
+/// held 1.0 (benches/results/2026-12-03-depth-study.txt).
+pub const PROGRESSIVE_FIRST: u32 = 128;
+/// Candidates per further batch of a progressive rerank.
+pub const PROGRESSIVE_BATCH: usize = 64;
 /// Query vectors that probe the token index (the first ones; at most the budget's r_q).
 pub const TOKEN_QUERY_VECTORS: u32 = 4;
-/// Posting lists probed per probing query vector when the request does not say, at least (256
-/// for a single one; `2 sqrt(centroids)` in a segment with more than 4,096 centroids).
+/// Posting lists probed per probing query vector when the request does not say, at most (256
+/// for a single one; `2 sqrt(centroids)` in a segment with more than 4,096 centroids): a probe
+/// the request does not size reads lists best first and stops once no document outside its pool
+/// can reach the approximate score of its candidate count's worst (see
+/// `index::tokens::Probe::until`); a request's `nprobe` reads exactly that many.
 pub const DEFAULT_PROBES: u32 = 128;
 /// Vector-0 posting lists probed at budgets with `r_c = 1` (beside the HNSW walk) when the
 /// request does not say.
@@ -41,8 +54,9 @@ pub struct SearchRequest {
     /// [`DEFAULT_CANDIDATES`]) or, for a budget with `r_c > 1` on a segment with a token index,
     /// the best by approximate MaxSim from the token index (default [`DEFAULT_TOKEN_CANDIDATES`]).
     pub candidates: Option<u32>,
-    /// Token index: posting lists probed per query vector (default [`DEFAULT_PROBES`], 256
-    /// when a single query vector probes, `2 sqrt(centroids)` in a segment where that is more).
+    /// Token index: posting lists probed per query vector. Default: adaptive, until the
+    /// candidates kept are the segment's best by approximate score, at most [`DEFAULT_PROBES`]
+    /// (256 when a single query vector probes, `2 sqrt(centroids)` where that is more).
     pub nprobe: Option<u32>,
     /// Where candidates come from: `None` = the collection's choice (the token index for
     /// budgets with `r_c > 1` where a segment has one, else the vector-0 HNSW);

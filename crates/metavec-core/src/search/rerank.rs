@@ -5,7 +5,9 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use super::bounds::Bound;
-use super::request::{hit_order, SearchRequest, SearchStats, Stage, StageStats};
+use super::request::{
+    hit_order, SearchRequest, SearchStats, Stage, StageStats, PROGRESSIVE_BATCH, PROGRESSIVE_FIRST,
+};
 use crate::collection::View;
 use crate::config::{Budget, Dtype};
 use crate::error::Result;
@@ -33,6 +35,8 @@ pub(super) struct Cand {
     /// An upper bound of the vector-0 dot product (the graph walk's int8 score plus its slack;
     /// infinite where unknown): what lets a (1,1) stage skip candidates that cannot be kept.
     pub(super) upper: f32,
+    /// The token index's approximate score (NaN for other candidates).
+    pub(super) approx: f32,
 }
 
 fn cand_id<'a>(c: &'a Cand, view: &'a View) -> &'a str {
@@ -345,6 +349,108 @@ pub(super) fn run_stages(
         stats.vector_pages += ss.vector_pages;
         stats.stages.push(ss);
         prev = b;
+    }
+    Ok(())
+}
+
+/// A search at one budget whose candidates end in token-index ones ranked by approximate score
+/// (`cands[fixed..]`, best first). The first `fixed` and the best [`PROGRESSIVE_FIRST`] (at least
+/// `k`) of the ranked are scored. The (approximate, exact) score pairs seen give a least-squares
+/// line, raised by the largest residual above it: the exact score a candidate of a given
+/// approximate score may be expected to reach. The ranked candidates are then read on
+/// [`PROGRESSIVE_BATCH`] at a time (each batch refitting the line) while the next one's expected
+/// reach still meets the k-th exact score. How far down the approximate order the rerank reads
+/// thus follows how well that order ranks: where the codes are fine the pairs lie close to the
+/// line and it ends soon after the first batch; where they are coarse (a small segment of a large
+/// collection) or the budget is much deeper than the index, the residuals are wide and it reads
+/// on, up to every candidate. A heuristic, not a bound: recall is measured (benches/README.md).
+/// Leaves the best `k` sorted best first; `stats` holds one stage, the sum of the batches'.
+pub(super) fn run_progressive(
+    view: &View,
+    req: &SearchRequest,
+    q: &[f32],
+    dim: usize,
+    cands: &mut Vec<Cand>,
+    fixed: usize,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    let k = req.k as usize;
+    let first = fixed + (PROGRESSIVE_FIRST as usize).max(k);
+    let mut rest = cands.split_off(first.min(cands.len()));
+    let before = stats.stages.len();
+    // Every candidate of a batch keeps its exact score (the residuals need them all).
+    let mut keep_all = req.clone();
+    let mut score = |batch: &mut Vec<Cand>, stats: &mut SearchStats| -> Result<u64> {
+        keep_all.k = batch.len().max(1) as u32;
+        run_stages(view, &keep_all, q, dim, batch, stats)?;
+        Ok(stats.docs_scored)
+    };
+    let mut scored = score(cands, stats)?;
+    // The (approximate, exact) pairs seen, and from them the highest exact score a candidate of
+    // approximate score `a` may be expected to reach: a least-squares line through the pairs,
+    // raised by the largest residual above it. `None`: the line does not rise with the
+    // approximate score, which then says nothing (read on).
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    let mut fit = |batch: &[Cand]| -> Option<(f64, f64)> {
+        pairs.extend(
+            batch
+                .iter()
+                .filter(|c| !c.approx.is_nan())
+                .map(|c| (c.approx as f64, c.score as f64)),
+        );
+        let n = pairs.len() as f64;
+        if n < 2.0 {
+            return None;
+        }
+        let (ma, me) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(x, y), (a, e)| (x + a / n, y + e / n));
+        let (cov, var) = pairs.iter().fold((0.0, 0.0), |(c, v), (a, e)| {
+            (c + (a - ma) * (e - me), v + (a - ma) * (a - ma))
+        });
+        if cov <= 0.0 || var <= 0.0 {
+            return None;
+        }
+        let slope = cov / var;
+        let above = pairs
+            .iter()
+            .map(|(a, e)| e - (me + slope * (a - ma)))
+            .fold(0.0f64, f64::max);
+        Some((slope, me - slope * ma + above))
+    };
+    let mut reach = fit(cands);
+    keep_best(cands, k, view);
+    while let Some(next) = rest.first() {
+        let kth = match cands.len() {
+            n if n >= k => cands[k - 1].score,
+            _ => f32::NEG_INFINITY,
+        };
+        if let Some((slope, lift)) = reach {
+            if slope * next.approx as f64 + lift < kth as f64 {
+                break;
+            }
+        }
+        let tail = rest.split_off(PROGRESSIVE_BATCH.min(rest.len()));
+        let mut batch = std::mem::replace(&mut rest, tail);
+        scored += score(&mut batch, stats)?;
+        reach = fit(&batch);
+        cands.append(&mut batch);
+        keep_best(cands, k, view);
+    }
+    stats.docs_scored = scored;
+    // One stage: the sum of the batches'.
+    let parts = stats.stages.split_off(before);
+    if let Some(head) = parts.first() {
+        let mut one = head.clone();
+        for p in &parts[1..] {
+            one.scored += p.scored;
+            one.pruned += p.pruned;
+            one.dot_products += p.dot_products;
+            one.vector_bytes_read += p.vector_bytes_read;
+            one.vector_pages += p.vector_pages;
+        }
+        one.kept = cands.len() as u64;
+        stats.stages.push(one);
     }
     Ok(())
 }

@@ -138,26 +138,36 @@ fn check_kernel(
         );
     }
 
-    // The walk's several-rows-at-once dots: bit-identical to the single-row int8 update, in any
-    // node order, repeats included; and within rounding of the scalar reference.
+    // The dots of every query row with several rows at once: bit-identical to the single-row
+    // int8 update of that query row, in any node order, repeats included (every blocking of
+    // query rows and nodes is met: r_q and the node count vary); and within rounding of the
+    // scalar reference.
     let n = d.len() / dim;
     let nodes: Vec<u32> = (0..n as u32).rev().chain(0..n as u32).collect();
-    let mut out = vec![0.0f32; nodes.len()];
-    (k.int8_dots)(&q[..dim], dim, &vals, &scales, &nodes, &mut out);
-    let mut reference = vec![0.0f32; nodes.len()];
-    dots_int8_scalar(&q[..dim], dim, &vals, &scales, &nodes, &mut reference);
-    for (o, (&node, r)) in out.iter().zip(nodes.iter().zip(&reference)) {
-        let node = node as usize;
-        let mut m = [f32::NEG_INFINITY];
+    let m = nodes.len();
+    let mut out = vec![0.0f32; r_q * m];
+    (k.int8_dots)(q, r_q, dim, &vals, &scales, &nodes, &mut out);
+    let mut reference = vec![0.0f32; r_q * m];
+    dots_int8_scalar(q, r_q, dim, &vals, &scales, &nodes, &mut reference);
+    for (slot, (o, r)) in out.iter().zip(&reference).enumerate() {
+        let (i, node) = (slot / m, nodes[slot % m] as usize);
+        let mut mx = [f32::NEG_INFINITY];
         (k.int8)(
-            &q[..dim],
+            &q[i * dim..(i + 1) * dim],
             1,
             dim,
             &vals[node * dim..(node + 1) * dim],
             &scales[node..node + 1],
-            &mut m,
+            &mut mx,
         );
-        prop_assert_eq!(o.to_bits(), m[0].to_bits(), "{}: node {}", name, node);
+        prop_assert_eq!(
+            o.to_bits(),
+            mx[0].to_bits(),
+            "{}: row {} node {}",
+            name,
+            i,
+            node
+        );
         close(&[*o], &[*r], 1e-4)?;
     }
 

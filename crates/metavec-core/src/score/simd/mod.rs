@@ -116,16 +116,19 @@ macro_rules! compact_update {
     };
 }
 
-/// The graph walk's kernel for one ISA: `out[k] = scales[nodes[k]] * <q, codes row nodes[k]>`,
-/// eight nodes at a time (eight independent FMA chains sharing each query chunk). Each dot sums
-/// its chunks in order in one accumulator, as the int8 update's single-row path does, so the
-/// scores are bit-identical to it.
+/// The int8 dots kernel for one ISA: `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i,
+/// codes row nodes[k]>`. Four query rows meet four nodes at a time (sixteen independent FMA
+/// chains; each node chunk is loaded and widened once for the four rows), a single row meets
+/// eight nodes at a time (the graph walk's case). Each dot sums its chunks in order in one
+/// accumulator, as the int8 update's single-row path does, so the scores are bit-identical to
+/// it whatever the blocking.
 macro_rules! int8_dots {
     (
         $features:literal, $load:ident, width = $w:literal, zero = $zero:ident,
         fmadd = $fmadd:ident, loadu = $loadu:ident, hsum = $hsum:ident
     ) => {
-        /// `out[k] = scales[nodes[k]] * <q, codes row nodes[k]>`, eight nodes at a time.
+        /// `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i, codes row nodes[k]>` for the
+        /// `nq` rows of `q`.
         ///
         /// # Safety
         ///
@@ -134,66 +137,94 @@ macro_rules! int8_dots {
         #[target_feature(enable = $features)]
         fn inner_dots_i8(
             q: &[f32],
+            nq: usize,
             dim: usize,
             codes: &[i8],
             scales: &[f32],
             nodes: &[u32],
             out: &mut [f32],
         ) {
-            /// The dots of `N` nodes, one accumulator chain each.
+            /// The dots of `Q` query rows (contiguous in `q`) with `N` nodes, one accumulator
+            /// chain each; row `t`'s dots go to `out[t * stride..]`.
             ///
             /// # Safety
             ///
             /// The CPU has the target features: the only precondition (a caller
             /// compiled with them needs no proof).
             #[target_feature(enable = $features)]
-            fn dots<const N: usize>(
+            fn dots<const Q: usize, const N: usize>(
                 q: &[f32],
                 dim: usize,
                 codes: &[i8],
                 scales: &[f32],
                 nodes: &[u32],
                 out: &mut [f32],
+                stride: usize,
             ) {
                 // Re-slicing proves the bounds the vector loads below rely on.
-                let q = &q[..dim];
-                let qp = q.as_ptr();
-                let rows: [&[i8]; N] = std::array::from_fn(|t| {
-                    let n = nodes[t] as usize;
+                let qs: [&[f32]; Q] = std::array::from_fn(|t| &q[t * dim..(t + 1) * dim]);
+                let rows: [&[i8]; N] = std::array::from_fn(|j| {
+                    let n = nodes[j] as usize;
                     &codes[n * dim..(n + 1) * dim]
                 });
-                let mut acc = [$zero(); N];
+                let mut acc = [[$zero(); N]; Q];
                 let mut c = 0;
                 while c + $w <= dim {
-                    // SAFETY: c + $w <= dim: the $w values read at qp + c lie inside `q` and the
-                    // $w `$load` reads at each row + c inside that row (all cut to `dim` above).
+                    // SAFETY: c + $w <= dim: the $w values read at each query row + c lie inside
+                    // that row and the $w `$load` reads at each node row + c inside that row
+                    // (all cut to `dim` above).
                     unsafe {
-                        let y = $loadu(qp.add(c));
-                        for (a, r) in acc.iter_mut().zip(&rows) {
-                            *a = $fmadd(y, $load(r.as_ptr().add(c)), *a);
+                        let y: [_; Q] = std::array::from_fn(|t| $loadu(qs[t].as_ptr().add(c)));
+                        for (j, r) in rows.iter().enumerate() {
+                            let x = $load(r.as_ptr().add(c));
+                            for t in 0..Q {
+                                acc[t][j] = $fmadd(y[t], x, acc[t][j]);
+                            }
                         }
                     }
                     c += $w;
                 }
-                for t in 0..N {
-                    let mut v = $hsum(acc[t]);
-                    for cc in c..dim {
-                        v += q[cc] * rows[t][cc] as f32;
+                for t in 0..Q {
+                    for j in 0..N {
+                        let mut v = $hsum(acc[t][j]);
+                        for cc in c..dim {
+                            v += qs[t][cc] * rows[j][cc] as f32;
+                        }
+                        out[t * stride + j] = v * scales[nodes[j] as usize];
                     }
-                    out[t] = v * scales[nodes[t] as usize];
                 }
             }
 
-            let q = &q[..dim];
-            let mut k = 0;
-            while k < nodes.len() {
-                let w = if nodes.len() - k >= 8 { 8 } else { 1 };
-                let (ns, o) = (&nodes[k..k + w], &mut out[k..k + w]);
-                match w {
-                    8 => dots::<8>(q, dim, codes, scales, ns, o),
-                    _ => dots::<1>(q, dim, codes, scales, ns, o),
+            let n = nodes.len();
+            let mut i = 0;
+            while i < nq {
+                let rows = if nq - i >= 4 { 4 } else { 1 };
+                let qi = &q[i * dim..(i + rows) * dim];
+                let oi = &mut out[i * n..(i + rows) * n];
+                let mut k = 0;
+                while k < n {
+                    let (ns, o) = (&nodes[k..], &mut oi[k..]);
+                    let w = match (rows, n - k) {
+                        (4, 4..) => {
+                            dots::<4, 4>(qi, dim, codes, scales, ns, o, n);
+                            4
+                        }
+                        (4, _) => {
+                            dots::<4, 1>(qi, dim, codes, scales, ns, o, n);
+                            1
+                        }
+                        (_, 8..) => {
+                            dots::<1, 8>(qi, dim, codes, scales, ns, o, n);
+                            8
+                        }
+                        _ => {
+                            dots::<1, 1>(qi, dim, codes, scales, ns, o, n);
+                            1
+                        }
+                    };
+                    k += w;
                 }
-                k += w;
+                i += rows;
             }
         }
     };
@@ -370,16 +401,17 @@ macro_rules! compact_entry_points {
 
         fn dots_int8(
             q: &[f32],
+            nq: usize,
             dim: usize,
             codes: &[i8],
             scales: &[f32],
             nodes: &[u32],
             out: &mut [f32],
         ) {
-            assert!(q.len() >= dim && out.len() >= nodes.len());
+            assert!(q.len() >= nq * dim && out.len() >= nq * nodes.len());
             // SAFETY: `inner_dots_i8` needs only the CPU features (it slices every row and
             // scale with bounds checks), and they were detected before KERNEL was handed out.
-            unsafe { inner_dots_i8(q, dim, codes, scales, nodes, out) }
+            unsafe { inner_dots_i8(q, nq, dim, codes, scales, nodes, out) }
         }
 
         fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
