@@ -41,7 +41,8 @@ pub struct BenchArgs {
     /// Budgets to measure, e.g. "1x1,4x8,16x64" (default: every trained budget).
     #[arg(long)]
     pub budgets: Option<String>,
-    /// HNSW candidates per segment (default: the engine's).
+    /// Candidates per segment, reranked exactly that many (default: the engine's: 320 from the
+    /// HNSW; from the token index up to 1000, reranked progressively).
     #[arg(long)]
     pub candidates: Option<u32>,
     #[arg(short, long, default_value_t = 10)]

@@ -192,11 +192,13 @@ pub struct SearchArgs {
     pub latency_target_us: Option<u32>,
     #[arg(short, long, default_value_t = 10)]
     pub k: u32,
-    /// Candidates per segment (0 = server default: 320 from the vector-0 HNSW, 2000 from the
-    /// token index at budgets with r_c > 1).
+    /// Candidates per segment (0 = server default: 320 from the vector-0 HNSW; from the token
+    /// index at budgets with r_c > 1, up to 1000 reranked progressively, best first, while they
+    /// may still reach the top k). A set value reranks exactly that many.
     #[arg(long, default_value_t = 0)]
     pub candidates: u32,
-    /// Token index: posting lists probed per query vector (0 = server default).
+    /// Token index: posting lists probed per query vector, read exactly (0 = server default:
+    /// adaptive, best lists first until no unread document can reach the first candidates).
     #[arg(long, default_value_t = 0)]
     pub nprobe: u32,
     /// Force the candidate source: "vector0" (the vector-0 HNSW) or "tokens" (default: the
