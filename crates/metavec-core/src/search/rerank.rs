@@ -218,19 +218,36 @@ pub(super) fn run_stages(
     cands: &mut Vec<Cand>,
     stats: &mut SearchStats,
 ) -> Result<()> {
+    run_stages_with(&Scorer::new(view, req, q, dim), req, cands, stats)
+}
+
+impl<'a> Scorer<'a> {
+    /// The query's forms and the kernels for a search of `req` over `view`.
+    fn new(view: &'a View, req: &SearchRequest, q: &'a [f32], dim: usize) -> Scorer<'a> {
+        // An exact search scores every dtype against the f32 query, as the exact scan does.
+        let stores =
+            |d: Dtype| !req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores(d));
+        Scorer {
+            q,
+            quant: stores(Dtype::Int8).then(|| score::compact::QuantQuery::new(q, dim)),
+            bf16: stores(Dtype::Bf16).then(|| score::compact::Bf16Query::new(q)),
+            dim,
+            kern: score::kernel(),
+            compact: score::compact::compact_kernel(),
+            view,
+        }
+    }
+}
+
+/// [`run_stages`] with the query's forms and kernels already made.
+fn run_stages_with(
+    scorer: &Scorer<'_>,
+    req: &SearchRequest,
+    cands: &mut Vec<Cand>,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    let (view, q, dim) = (scorer.view, scorer.q, scorer.dim);
     let k = req.k as usize;
-    // An exact search scores every dtype against the f32 query, as the exact scan does.
-    let stores =
-        |d: Dtype| !req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores(d));
-    let scorer = Scorer {
-        q,
-        quant: stores(Dtype::Int8).then(|| score::compact::QuantQuery::new(q, dim)),
-        bf16: stores(Dtype::Bf16).then(|| score::compact::Bf16Query::new(q)),
-        dim,
-        kern: score::kernel(),
-        compact: score::compact::compact_kernel(),
-        view,
-    };
     let plan: Vec<Stage> = req
         .stages
         .iter()
@@ -258,13 +275,13 @@ pub(super) fn run_stages(
                         // the next two prefetched meanwhile.
                         for i in (0..chunk.len()).step_by(2) {
                             for next in chunk.iter().skip(i + 2).take(2) {
-                                prefetch(&scorer, next, prev, b, parts);
+                                prefetch(scorer, next, prev, b, parts);
                             }
                             let pg = req.count_pages.then_some(&mut pages);
                             let end = (i + 2).min(chunk.len());
                             bytes += match &mut chunk[i..end] {
-                                [x, y] => start_pair(&scorer, x, y, b, parts, pg)?,
-                                [x] => extend(&scorer, x, prev, b, parts, pg)?,
+                                [x, y] => start_pair(scorer, x, y, b, parts, pg)?,
+                                [x] => extend(scorer, x, prev, b, parts, pg)?,
                                 _ => 0,
                             };
                         }
@@ -272,10 +289,10 @@ pub(super) fn run_stages(
                     }
                     for i in 0..chunk.len() {
                         if let Some(next) = chunk.get(i + 1) {
-                            prefetch(&scorer, next, prev, b, parts);
+                            prefetch(scorer, next, prev, b, parts);
                         }
                         let pg = req.count_pages.then_some(&mut pages);
-                        bytes += extend(&scorer, &mut chunk[i], prev, b, parts, pg)?;
+                        bytes += extend(scorer, &mut chunk[i], prev, b, parts, pg)?;
                     }
                     Ok((bytes, pages))
                 })
@@ -378,11 +395,13 @@ pub(super) fn run_progressive(
     let first = fixed + (PROGRESSIVE_FIRST as usize).max(k);
     let mut rest = cands.split_off(first.min(cands.len()));
     let before = stats.stages.len();
-    // Every candidate of a batch keeps its exact score (the residuals need them all).
+    // Every candidate of a batch keeps its exact score (the residuals need them all); the
+    // query's forms are made once for all batches.
+    let scorer = Scorer::new(view, req, q, dim);
     let mut keep_all = req.clone();
     let mut score = |batch: &mut Vec<Cand>, stats: &mut SearchStats| -> Result<u64> {
         keep_all.k = batch.len().max(1) as u32;
-        run_stages(view, &keep_all, q, dim, batch, stats)?;
+        run_stages_with(&scorer, &keep_all, batch, stats)?;
         Ok(stats.docs_scored)
     };
     let mut scored = score(cands, stats)?;
