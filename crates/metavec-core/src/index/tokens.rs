@@ -737,7 +737,8 @@ impl TokenIndex {
         let mut read = 0;
         loop {
             let upto = match p.until {
-                Some(_) => (read.max(FIRST_ROUND / 2) * 2).min(nprobe),
+                Some(_) if read == 0 => FIRST_ROUND.min(nprobe),
+                Some(_) => (2 * read).min(nprobe),
                 None => nprobe,
             };
             fresh.clear();

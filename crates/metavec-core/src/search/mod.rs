@@ -103,7 +103,7 @@ pub fn search(view: &View, cfg: &CollectionConfig, req: &SearchRequest) -> Resul
     }
     let t1 = Instant::now();
     // Token-index candidates the request did not count go through a progressive rerank: the
-    // best by approximate score first, then further down while that still changes the top k.
+    // best by approximate score first, then further down while they may still reach the top k.
     if progressive {
         let fixed = cands.len() - ranked;
         rerank::run_progressive(view, req, &q, dim, &mut cands, fixed, &mut stats)?;
