@@ -121,6 +121,23 @@ fn main() {
                         .collect::<Vec<_>>()
                 })
                 .collect();
+            // Kept beside the queries (as the reference writes it) for the next run.
+            let header =
+                format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({nq}, {k}), }}");
+            let mut header = header.into_bytes();
+            while (10 + header.len() + 1) % 64 != 0 {
+                header.push(b' ');
+            }
+            header.push(b'\n');
+            let mut out = b"\x93NUMPY\x01\x00".to_vec();
+            out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            out.extend_from_slice(&header);
+            for g in &gt {
+                out.extend_from_slice(&g.to_le_bytes());
+            }
+            if let Err(e) = std::fs::write(&gt_path, out) {
+                eprintln!("{}: {e}", gt_path.display());
+            }
         }
         for (nprobe, cands, stage) in settings {
             let label = format!(

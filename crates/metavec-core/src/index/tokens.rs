@@ -215,19 +215,23 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
     matmul(dst, Accum::Replace, a, b.transpose(), 1.0f32, Par::Seq);
 }
 
-/// [`scores`] of a query's few rows against the int8 copy of the centroids, one row at a time
-/// through the graph walk's int8 kernel (`Int8DotsFn`, eight centroids per step). The f32 rows
+/// [`scores`] of a query's few rows against the int8 copy of the centroids, through the graph
+/// walk's int8 kernel (`Int8DotsFn`: the rows quantised to i16, exact integer dots, four rows by
+/// four centroids per step). The f32 rows
 /// are megabytes (4,096 x 384 x 4 = 6 MiB) that the rerank's reads evict between queries, and a
 /// GEMM also packs them on every call: on 20,000 documents of the hard profile this took
 /// 0.8-1.1 ms of a 2.7 ms candidate stage at (4,8). The lists to probe and the tokens'
 /// approximate scores need ranks, not exact dots: int8 moves a dot by at most 1/254 of the
-/// centroid's largest value times the query row's L1 norm.
+/// centroid's largest value times the query row's L1 norm (the query's i16 rounding adds about
+/// a fiftieth of that at 384 dims).
 fn query_scores(rows: &[f32], quick: &QuickCentroids, dim: usize, out: &mut [f32]) {
     let k = quick.all.len();
     let dots = crate::score::compact::compact_kernel().int8_dots;
     let nq = rows.len() / dim;
+    let q = crate::score::compact::QuantQuery::new(rows, dim);
     dots(
-        rows,
+        &q.values,
+        &q.scales,
         nq,
         dim,
         &quick.values,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, PREAMBLE_LEN};
 use crate::io::{write_file_atomic_with, MappedFile, Storage};
+use crate::score::compact::QuantQuery;
 
 /// Most layers a graph file may describe (hnsw_rs builds at most 16).
 const MAX_LAYERS: usize = 16;
@@ -324,23 +325,28 @@ impl Frozen {
         self.n
     }
 
-    /// How far the walk's score of `node` may be from the f32 dot product, for a query whose
-    /// L1 norm is `query_l1`: each stored value is within half a step (`scale / 2`) of the true
-    /// one, so the dot moves by at most `||q||_1 * scale / 2`; the margin covers f32 rounding
-    /// of both sums (384 terms: ~1e-5). Used to skip exact rescoring that cannot change a
-    /// result.
+    /// How far the walk's score of `node` may be from the f32 dot product, for a unit query
+    /// whose L1 norm is `query_l1`: each stored value is within half a step (`scale / 2`) of the
+    /// true one, so the dot moves by at most `||q||_1 * scale / 2`; the query, quantised to
+    /// i16 with a step of at most `1 / query_quant_max(dim)` (its values are at most 1), moves
+    /// it by at most half that step times the stored row's L1 norm (`127 * scale * dim`); the
+    /// margin covers f32 rounding of both sums (384 terms: ~1e-5). Used to skip exact rescoring
+    /// that cannot change a result.
     pub(super) fn slack(&self, query_l1: f32, node: usize) -> f32 {
-        self.scales()
-            .get(node)
-            .map_or(f32::INFINITY, |s| query_l1 * s * 0.5 * 1.001 + 1e-4)
+        let q_step = 1.0 / crate::score::compact::query_quant_max(self.dim) as f32;
+        self.scales().get(node).map_or(f32::INFINITY, |s| {
+            (query_l1 * s * 0.5 + 0.5 * q_step * 127.0 * s * self.dim as f32) * 1.001 + 1e-4
+        })
     }
 
-    /// The (approximate) dot product of `q` with node `node`'s vector: the walk's kernel on one
-    /// node (the beam scores its fresh neighbours through the same entry, several at a time).
-    fn dot(&self, q: &[f32], node: u32, int8_dots: crate::score::compact::Int8DotsFn) -> f32 {
+    /// The (approximate) dot product of quantised query `q` with node `node`'s vector: the
+    /// walk's kernel on one node (the beam scores its fresh neighbours through the same entry,
+    /// several at a time).
+    fn dot(&self, q: &QuantQuery, node: u32, int8_dots: crate::score::compact::Int8DotsFn) -> f32 {
         let mut out = [0.0f32];
         int8_dots(
-            q,
+            &q.values,
+            &q.scales,
             1,
             self.dim,
             self.codes(),
@@ -364,7 +370,17 @@ impl Frozen {
             return;
         }
         let int8_dots = crate::score::compact::compact_kernel().int8_dots;
-        int8_dots(q, nq, self.dim, self.codes(), self.scales(), nodes, out);
+        let qq = QuantQuery::new(q, self.dim);
+        int8_dots(
+            &qq.values,
+            &qq.scales,
+            nq,
+            self.dim,
+            self.codes(),
+            self.scales(),
+            nodes,
+            out,
+        );
     }
 
     /// The `k` best allowed nodes by dot product with `q` (unit vectors), best first, walking
@@ -381,6 +397,7 @@ impl Frozen {
             return Vec::new();
         }
         let int8_dots = crate::score::compact::compact_kernel().int8_dots;
+        let q = &QuantQuery::new(q, self.dim);
         let ef = ef.max(k);
         let ok = |node: u32| allow.is_none_or(|f| f(node as usize));
 
@@ -440,7 +457,16 @@ impl Frozen {
             }
             // Scored several at a time: independent dot products overlap in the FMA pipeline.
             scores.resize(fresh.len(), 0.0);
-            int8_dots(q, 1, self.dim, codes, scales, &fresh, &mut scores);
+            int8_dots(
+                &q.values,
+                &q.scales,
+                1,
+                self.dim,
+                codes,
+                scales,
+                &fresh,
+                &mut scores,
+            );
             for (&nb, &score) in fresh.iter().zip(&scores) {
                 let s = Scored(score, nb);
                 let full = best.len() >= ef;

@@ -38,11 +38,13 @@ pub type UpdateI8QFn = fn(
 );
 
 /// Dots with int8 rows (the graph walk's scores, the token index's centroid and vector-0
-/// scores): `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i, row nodes[k] of codes>` for
-/// the `nq` query rows of `q` (rows of `dim` values), each bit-identical to [`UpdateI8Fn`] on that
-/// query row and code row alone.
+/// scores), the query rows quantised once ([`QuantQuery`]): `out[i * nodes.len() + k] =
+/// <qv row i, row nodes[k] of codes> as f32 * (qs[i] * scales[nodes[k]])` for the `nq` query rows
+/// (rows of `dim` values), the dot in exact i32 arithmetic: every kernel gives the bits of
+/// [`UpdateI8QFn`] on that query row and code row alone.
 pub type Int8DotsFn = fn(
-    q: &[f32],
+    qv: &[i16],
+    qs: &[f32],
     nq: usize,
     dim: usize,
     codes: &[i8],
@@ -329,9 +331,11 @@ pub fn update_int8_scalar(
     update_decoded(query, r_q, dim, doc, maxes, |j| scales[j], |q| q as f32);
 }
 
-/// Scalar reference of [`Int8DotsFn`]: one int8 update per query row and node.
+/// Scalar reference of [`Int8DotsFn`]: one integer int8 update per query row and node.
+#[allow(clippy::too_many_arguments)]
 pub fn dots_int8_scalar(
-    q: &[f32],
+    qv: &[i16],
+    qs: &[f32],
     nq: usize,
     dim: usize,
     codes: &[i8],
@@ -343,8 +347,9 @@ pub fn dots_int8_scalar(
     for (o, (i, n)) in out.iter_mut().zip(slots) {
         let n = n as usize;
         let mut m = [f32::NEG_INFINITY];
-        update_int8_scalar(
-            &q[i * dim..(i + 1) * dim],
+        update_int8_q_scalar(
+            &qv[i * dim..(i + 1) * dim],
+            &qs[i..i + 1],
             1,
             dim,
             &codes[n * dim..(n + 1) * dim],

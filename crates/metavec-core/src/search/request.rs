@@ -22,7 +22,7 @@ pub const DEFAULT_TOKEN_CANDIDATES: u32 = 1000;
 /// held 1.0 (benches/results/2026-12-03-depth-study.txt).
 pub const PROGRESSIVE_FIRST: u32 = 128;
 /// Candidates per further batch of a progressive rerank.
-pub const PROGRESSIVE_BATCH: usize = 64;
+pub const PROGRESSIVE_BATCH: usize = 32;
 /// Query vectors that probe the token index (the first ones; at most the budget's r_q).
 pub const TOKEN_QUERY_VECTORS: u32 = 4;
 /// Posting lists probed per probing query vector when the request does not say, at most (256

@@ -138,22 +138,34 @@ fn check_kernel(
         );
     }
 
-    // The dots of every query row with several rows at once: bit-identical to the single-row
-    // int8 update of that query row, in any node order, repeats included (every blocking of
-    // query rows and nodes is met: r_q and the node count vary); and within rounding of the
-    // scalar reference.
+    // The dots of every query row with several rows at once: bit-identical to the integer
+    // update of that query row and node alone and to the scalar reference, in any node order,
+    // repeats included (every blocking of query rows and nodes is met: r_q and the node count
+    // vary).
     let n = d.len() / dim;
     let nodes: Vec<u32> = (0..n as u32).rev().chain(0..n as u32).collect();
     let m = nodes.len();
     let mut out = vec![0.0f32; r_q * m];
-    (k.int8_dots)(q, r_q, dim, &vals, &scales, &nodes, &mut out);
+    (k.int8_dots)(
+        &qq.values, &qq.scales, r_q, dim, &vals, &scales, &nodes, &mut out,
+    );
     let mut reference = vec![0.0f32; r_q * m];
-    dots_int8_scalar(q, r_q, dim, &vals, &scales, &nodes, &mut reference);
+    dots_int8_scalar(
+        &qq.values,
+        &qq.scales,
+        r_q,
+        dim,
+        &vals,
+        &scales,
+        &nodes,
+        &mut reference,
+    );
     for (slot, (o, r)) in out.iter().zip(&reference).enumerate() {
         let (i, node) = (slot / m, nodes[slot % m] as usize);
         let mut mx = [f32::NEG_INFINITY];
-        (k.int8)(
-            &q[i * dim..(i + 1) * dim],
+        (k.int8_q)(
+            &qq.values[i * dim..(i + 1) * dim],
+            &qq.scales[i..i + 1],
             1,
             dim,
             &vals[node * dim..(node + 1) * dim],
@@ -168,7 +180,14 @@ fn check_kernel(
             i,
             node
         );
-        close(&[*o], &[*r], 1e-4)?;
+        prop_assert_eq!(
+            o.to_bits(),
+            r.to_bits(),
+            "{}: row {} node {} vs scalar",
+            name,
+            i,
+            node
+        );
     }
 
     // Compact scores stay near the f32 ones (values in [-1, 1]): the dtype's error bound.

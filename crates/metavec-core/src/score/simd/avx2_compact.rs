@@ -81,16 +81,6 @@ compact_update!(
     hsum = hsum
 );
 
-int8_dots!(
-    "avx2,fma",
-    load_i8,
-    width = 8,
-    zero = _mm256_setzero_ps,
-    fmadd = _mm256_fmadd_ps,
-    loadu = _mm256_loadu_ps,
-    hsum = hsum
-);
-
 /// 16 int8 values at `p` as i16 lanes (sign-extend; exact).
 ///
 /// # Safety
@@ -170,6 +160,18 @@ int8q_update!(
     madd_add = madd_add,
     hsum = hsum_i32,
     tree8 = tree8_i32
+);
+
+int8q_dots!(
+    "avx2",
+    width = 16,
+    zero = _mm256_setzero_si256,
+    widen = widen_i8,
+    loadq = load_i16,
+    madd_add = madd_add,
+    hsum = hsum_i32,
+    tree8 = tree8_i32,
+    quad = 2
 );
 
 compact_entry_points!(detected: "avx2, fma and f16c");

@@ -92,16 +92,6 @@ compact_update!(
     hsum = hsum
 );
 
-int8_dots!(
-    "avx512f,avx512bw",
-    load_i8,
-    width = 16,
-    zero = _mm512_setzero_ps,
-    fmadd = _mm512_fmadd_ps,
-    loadu = _mm512_loadu_ps,
-    hsum = hsum
-);
-
 /// 32 int8 values at `p` as i16 lanes (sign-extend; exact).
 ///
 /// # Safety
@@ -170,6 +160,18 @@ int8q_update!(
     madd_add = madd_add,
     hsum = hsum_i32,
     tree8 = tree8_i32
+);
+
+int8q_dots!(
+    "avx512f,avx512bw",
+    width = 32,
+    zero = _mm512_setzero_si512,
+    widen = widen_i8,
+    loadq = load_i16,
+    madd_add = madd_add,
+    hsum = hsum_i32,
+    tree8 = tree8_i32,
+    quad = 4
 );
 
 compact_entry_points!(detected: "avx512f, avx512bw and avx512vl");

@@ -17,6 +17,7 @@ const FEATURES: &str = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni";
 pub const KERNEL: CompactKernel = CompactKernel {
     bf16_q: update_bf16_q,
     int8_q: update_int8_q,
+    int8_dots: dots_int8,
     ..super::avx512_compact::KERNEL
 };
 
@@ -42,6 +43,18 @@ int8q_update!(
     madd_add = madd_add,
     hsum = hsum_i32,
     tree8 = tree8_i32
+);
+
+int8q_dots!(
+    "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni",
+    width = 32,
+    zero = _mm512_setzero_si512,
+    widen = widen_i8,
+    loadq = load_i16,
+    madd_add = madd_add,
+    hsum = hsum_i32,
+    tree8 = tree8_i32,
+    quad = 4
 );
 
 /// The lanes of a 32-value chunk at offset `c` of a `dim`-value row: all 32, or the row's tail.

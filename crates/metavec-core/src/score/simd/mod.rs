@@ -116,27 +116,31 @@ macro_rules! compact_update {
     };
 }
 
-/// The int8 dots kernel for one ISA: `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i,
-/// codes row nodes[k]>`. Four query rows meet four nodes at a time (sixteen independent FMA
-/// chains; each node chunk is loaded and widened once for the four rows), a single row meets
-/// eight nodes at a time (the graph walk's case). Each dot sums its chunks in order in one
-/// accumulator, as the int8 update's single-row path does, so the scores are bit-identical to
-/// it whatever the blocking.
-macro_rules! int8_dots {
+/// The int8 dots for one ISA ([`super::compact::Int8DotsFn`]): the query rows quantised to i16
+/// ([`super::compact::QuantQuery`]) against int8 rows picked by number, in exact i32 arithmetic as
+/// the integer int8 update ([`int8q_update!`]): each `$w`-value chunk of a node's row is widened
+/// once and meets every query row of the block, each query chunk is loaded once and meets every
+/// node of the block. Four query rows meet `$quad` nodes at a time (the token index's centroid and
+/// vector-0 scores; four where the registers hold sixteen accumulators, else two), a single row eight nodes (the graph walk's case). The sums are exact, so
+/// every blocking and every ISA gives the scalar reference's bits.
+macro_rules! int8q_dots {
     (
-        $features:literal, $load:ident, width = $w:literal, zero = $zero:ident,
-        fmadd = $fmadd:ident, loadu = $loadu:ident, hsum = $hsum:ident
+        $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
+        loadq = $loadq:ident, madd_add = $madd_add:ident, hsum = $hsum:ident,
+        tree8 = $tree8:ident, quad = $quad:literal
     ) => {
-        /// `out[i * nodes.len() + k] = scales[nodes[k]] * <q row i, codes row nodes[k]>` for the
-        /// `nq` rows of `q`.
+        /// `out[i * nodes.len() + k] = <qv row i, codes row nodes[k]> as f32 * (qs[i] *
+        /// scales[nodes[k]])` for the `nq` rows of `qv`.
         ///
         /// # Safety
         ///
         /// The CPU has the target features: the only precondition (a caller
         /// compiled with them needs no proof).
         #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
         fn inner_dots_i8(
-            q: &[f32],
+            qv: &[i16],
+            qs: &[f32],
             nq: usize,
             dim: usize,
             codes: &[i8],
@@ -144,16 +148,18 @@ macro_rules! int8_dots {
             nodes: &[u32],
             out: &mut [f32],
         ) {
-            /// The dots of `Q` query rows (contiguous in `q`) with `N` nodes, one accumulator
-            /// chain each; row `t`'s dots go to `out[t * stride..]`.
+            /// The exact dots of `Q` query rows (contiguous in `q`) with `N` nodes, row `t`'s
+            /// into `out[t * stride..]` (scaled).
             ///
             /// # Safety
             ///
             /// The CPU has the target features: the only precondition (a caller
             /// compiled with them needs no proof).
             #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
             fn dots<const Q: usize, const N: usize>(
-                q: &[f32],
+                q: &[i16],
+                qs: &[f32],
                 dim: usize,
                 codes: &[i8],
                 scales: &[f32],
@@ -162,7 +168,7 @@ macro_rules! int8_dots {
                 stride: usize,
             ) {
                 // Re-slicing proves the bounds the vector loads below rely on.
-                let qs: [&[f32]; Q] = std::array::from_fn(|t| &q[t * dim..(t + 1) * dim]);
+                let qr: [&[i16]; Q] = std::array::from_fn(|t| &q[t * dim..(t + 1) * dim]);
                 let rows: [&[i8]; N] = std::array::from_fn(|j| {
                     let n = nodes[j] as usize;
                     &codes[n * dim..(n + 1) * dim]
@@ -170,27 +176,46 @@ macro_rules! int8_dots {
                 let mut acc = [[$zero(); N]; Q];
                 let mut c = 0;
                 while c + $w <= dim {
-                    // SAFETY: c + $w <= dim: the $w values read at each query row + c lie inside
-                    // that row and the $w `$load` reads at each node row + c inside that row
-                    // (all cut to `dim` above).
+                    // SAFETY: c + $w <= dim: the $w i8 `$widen` reads at each node row + c and
+                    // the $w i16 at each query row + c lie inside those rows (all cut to `dim`
+                    // above).
                     unsafe {
-                        let y: [_; Q] = std::array::from_fn(|t| $loadu(qs[t].as_ptr().add(c)));
-                        for (j, r) in rows.iter().enumerate() {
-                            let x = $load(r.as_ptr().add(c));
-                            for t in 0..Q {
-                                acc[t][j] = $fmadd(y[t], x, acc[t][j]);
+                        let x: [_; N] = std::array::from_fn(|j| $widen(rows[j].as_ptr().add(c)));
+                        for (t, row) in acc.iter_mut().enumerate() {
+                            let y = $loadq(qr[t].as_ptr().add(c));
+                            for (a, &xj) in row.iter_mut().zip(&x) {
+                                *a = $madd_add(*a, y, xj);
                             }
                         }
                     }
                     c += $w;
                 }
+                // Eight sums at a time in one reduction tree, the rest one by one.
+                let mut flat = [[$zero(); 8]; 2];
+                let mut sums = [0i32; 16];
+                let total = Q * N;
                 for t in 0..Q {
                     for j in 0..N {
-                        let mut v = $hsum(acc[t][j]);
-                        for cc in c..dim {
-                            v += qs[t][cc] * rows[j][cc] as f32;
+                        let at = t * N + j;
+                        if total >= 8 && at < 16 {
+                            flat[at / 8][at % 8] = acc[t][j];
+                        } else {
+                            sums[at] = $hsum(acc[t][j]);
                         }
-                        out[t * stride + j] = v * scales[nodes[j] as usize];
+                    }
+                }
+                if total >= 8 {
+                    for (g, group) in flat.iter().enumerate().take(total / 8) {
+                        sums[g * 8..g * 8 + 8].copy_from_slice(&$tree8(*group));
+                    }
+                }
+                for t in 0..Q {
+                    for j in 0..N {
+                        let mut s = sums[t * N + j];
+                        for cc in c..dim {
+                            s += qr[t][cc] as i32 * rows[j][cc] as i32;
+                        }
+                        out[t * stride + j] = s as f32 * (qs[t] * scales[nodes[j] as usize]);
                     }
                 }
             }
@@ -199,26 +224,30 @@ macro_rules! int8_dots {
             let mut i = 0;
             while i < nq {
                 let rows = if nq - i >= 4 { 4 } else { 1 };
-                let qi = &q[i * dim..(i + rows) * dim];
+                let (qi, si) = (&qv[i * dim..(i + rows) * dim], &qs[i..i + rows]);
                 let oi = &mut out[i * n..(i + rows) * n];
                 let mut k = 0;
                 while k < n {
                     let (ns, o) = (&nodes[k..], &mut oi[k..]);
                     let w = match (rows, n - k) {
-                        (4, 4..) => {
-                            dots::<4, 4>(qi, dim, codes, scales, ns, o, n);
-                            4
+                        (4, r) if r >= $quad => {
+                            dots::<4, $quad>(qi, si, dim, codes, scales, ns, o, n);
+                            $quad
+                        }
+                        (4, 2..) => {
+                            dots::<4, 2>(qi, si, dim, codes, scales, ns, o, n);
+                            2
                         }
                         (4, _) => {
-                            dots::<4, 1>(qi, dim, codes, scales, ns, o, n);
+                            dots::<4, 1>(qi, si, dim, codes, scales, ns, o, n);
                             1
                         }
                         (_, 8..) => {
-                            dots::<1, 8>(qi, dim, codes, scales, ns, o, n);
+                            dots::<1, 8>(qi, si, dim, codes, scales, ns, o, n);
                             8
                         }
                         _ => {
-                            dots::<1, 1>(qi, dim, codes, scales, ns, o, n);
+                            dots::<1, 1>(qi, si, dim, codes, scales, ns, o, n);
                             1
                         }
                     };
@@ -226,6 +255,24 @@ macro_rules! int8_dots {
                 }
                 i += rows;
             }
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn dots_int8(
+            qv: &[i16],
+            qs: &[f32],
+            nq: usize,
+            dim: usize,
+            codes: &[i8],
+            scales: &[f32],
+            nodes: &[u32],
+            out: &mut [f32],
+        ) {
+            assert!(qv.len() >= nq * dim && qs.len() >= nq && out.len() >= nq * nodes.len());
+            // SAFETY: `inner_dots_i8` needs only the CPU features (it slices every row and
+            // scale with bounds checks), and they were detected before the module's KERNEL,
+            // the only way here, was handed out.
+            unsafe { inner_dots_i8(qv, qs, nq, dim, codes, scales, nodes, out) }
         }
     };
 }
@@ -384,7 +431,7 @@ macro_rules! int8q_update {
 }
 
 /// The safe entry points of one ISA's compact kernels (`inner_bf16`, `inner_f16`, `inner_i8` from
-/// [`compact_update!`], `inner_dots_i8` from [`int8_dots!`]) and their [`CompactKernel`]. The
+/// [`compact_update!`], `dots_int8` from [`int8q_dots!`]) and their [`CompactKernel`]. The
 /// module is private and the kernel table hands `KERNEL` out only after the runtime check of
 /// `$detected`: the SAFETY proofs below rest on that.
 macro_rules! compact_entry_points {
@@ -398,21 +445,6 @@ macro_rules! compact_entry_points {
             int8_q: update_int8_q,
             int8_dots: dots_int8,
         };
-
-        fn dots_int8(
-            q: &[f32],
-            nq: usize,
-            dim: usize,
-            codes: &[i8],
-            scales: &[f32],
-            nodes: &[u32],
-            out: &mut [f32],
-        ) {
-            assert!(q.len() >= nq * dim && out.len() >= nq * nodes.len());
-            // SAFETY: `inner_dots_i8` needs only the CPU features (it slices every row and
-            // scale with bounds checks), and they were detected before KERNEL was handed out.
-            unsafe { inner_dots_i8(q, nq, dim, codes, scales, nodes, out) }
-        }
 
         fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
             assert!(query.len() >= r_q * dim && maxes.len() >= r_q);
