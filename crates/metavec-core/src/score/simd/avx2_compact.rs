@@ -159,17 +159,6 @@ int8q_update!(
     loadq = load_i16,
     madd_add = madd_add,
     hsum = hsum_i32,
-    tree8 = tree8_i32
-);
-
-int8q_dots!(
-    "avx2",
-    width = 16,
-    zero = _mm256_setzero_si256,
-    widen = widen_i8,
-    loadq = load_i16,
-    madd_add = madd_add,
-    hsum = hsum_i32,
     tree8 = tree8_i32,
     quad = 2
 );

@@ -159,17 +159,6 @@ int8q_update!(
     loadq = load_i16,
     madd_add = madd_add,
     hsum = hsum_i32,
-    tree8 = tree8_i32
-);
-
-int8q_dots!(
-    "avx512f,avx512bw",
-    width = 32,
-    zero = _mm512_setzero_si512,
-    widen = widen_i8,
-    loadq = load_i16,
-    madd_add = madd_add,
-    hsum = hsum_i32,
     tree8 = tree8_i32,
     quad = 4
 );

@@ -283,13 +283,26 @@ macro_rules! int8q_dots {
 /// meets `D` document rows, with one `$madd_add` per pair (i16 pairs multiplied, summed and added
 /// into i32 lanes: `vpmaddwd` + `vpaddd`, or VNNI's `vpdpwssd` alone). The i32 sums are exact (the query's quantisation bounds
 /// them), so the result is bit-identical to the scalar reference whatever the lane count or the
-/// blocking.
+/// blocking. It expands [`int8q_dots!`] with the same instructions as well.
 macro_rules! int8q_update {
     (
         $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
         loadq = $loadq:ident, madd_add = $madd_add:ident, hsum = $hsum:ident,
-        tree8 = $tree8:ident
+        tree8 = $tree8:ident, quad = $quad:literal
     ) => {
+        // The int8 dots on the same instructions.
+        int8q_dots!(
+            $features,
+            width = $w,
+            zero = $zero,
+            widen = $widen,
+            loadq = $loadq,
+            madd_add = $madd_add,
+            hsum = $hsum,
+            tree8 = $tree8,
+            quad = $quad
+        );
+
         /// `maxes[i] = max(maxes[i], <qv_i, d_j> * (qs[i] * scales[j]))` over the rows of `doc`.
         ///
         /// # Safety
