@@ -47,7 +47,16 @@ fn main() {
     let (mq, dim) = (qs[1], qs[2]);
     let nq = qs[0].min(nq_max);
     type Setting = (Option<u32>, u32, Option<u32>);
-    let budgets: [(Budget, Vec<Setting>); 2] = [
+    let budgets: [(Budget, Vec<Setting>); 3] = [
+        (
+            Budget::new(1, 1),
+            vec![
+                (None, 0, None),
+                (None, 64, None),
+                (None, 128, None),
+                (None, 200, None),
+            ],
+        ),
         (
             Budget::new(4, 8),
             vec![

@@ -83,81 +83,87 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
     let want_tokens = token_ok && b.r_c > 1;
     let want_tokens_v0 = token_ok && b.r_c == 1;
     let nprobe_v0 = req.nprobe.unwrap_or(V0_PROBES) as usize;
-    let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = (0..view.segments().len())
-        .into_par_iter()
-        .map(|si| {
-            let seg = view.seg(si);
-            let scan = || {
-                (0..seg.len())
-                    .filter(|&o| view.allowed(si, o))
-                    .map(|o| (o as u32, f32::INFINITY))
-                    .collect()
+    let per_segment = |si: usize| {
+        let seg = view.seg(si);
+        let scan = || {
+            (0..seg.len())
+                .filter(|&o| view.allowed(si, o))
+                .map(|o| (o as u32, f32::INFINITY))
+                .collect()
+        };
+        if req.exact {
+            return (scan(), 0);
+        }
+        let live = view.live(si);
+        if let Some(tokens) = seg.tokens().filter(|_| want_tokens) {
+            if live <= token_c {
+                // The segment's whole population fits in its share: no index needed.
+                return (scan(), 0);
+            }
+            let probe = Probe {
+                nq,
+                rc: b.r_c as usize,
+                nprobe: nprobe(tokens.centroids()),
+                keep: token_c,
+                // Unsized: until the first candidates a progressive rerank reads are the
+                // segment's best by the codes.
+                until: req.nprobe.is_none().then_some(token_first),
             };
-            if req.exact {
-                return (scan(), 0);
-            }
-            let live = view.live(si);
-            if let Some(tokens) = seg.tokens().filter(|_| want_tokens) {
-                if live <= token_c {
-                    // The segment's whole population fits in its share: no index needed.
-                    return (scan(), 0);
-                }
-                let probe = Probe {
-                    nq,
-                    rc: b.r_c as usize,
-                    nprobe: nprobe(tokens.centroids()),
-                    keep: token_c,
-                    // Unsized: until the first candidates a progressive rerank reads are the
-                    // segment's best by the codes.
-                    until: req.nprobe.is_none().then_some(token_first),
-                };
-                // Vector 0 scored from the graph's int8 copy, the deeper tokens from codes.
-                let index = seg.index();
-                let v0 = |row: &[f32], docs: &[u32], out: &mut [f32]| index.dots(row, docs, out);
-                let (found, _) = tokens.search_with(q, probe, &|o| view.allowed(si, o), Some(&v0));
-                let starved = found.len() < token_c
-                    && (view.filter().is_some() || found.len() < req.k as usize);
-                if starved {
-                    return (scan(), 0);
-                }
-                let depth = b.r_c.min(tokens.index_vectors() as u32);
-                // (ordinal, approximate score): the scores meet the other segments' below.
-                return (found, depth);
-            }
+            // Vector 0 scored from the graph's int8 copy, the deeper tokens from codes.
             let index = seg.index();
-            let mut found: Vec<(u32, f32)> = index
-                .search(q0, hnsw_c, ef, &|o| view.allowed(si, o))
-                .into_iter()
-                .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
-                .collect();
-            if found.len() < hnsw_c.min(live) {
+            let v0 = |row: &[f32], docs: &[u32], out: &mut [f32]| index.dots(row, docs, out);
+            let (found, _) = tokens.search_with(q, probe, &|o| view.allowed(si, o), Some(&v0));
+            let starved =
+                found.len() < token_c && (view.filter().is_some() || found.len() < req.k as usize);
+            if starved {
                 return (scan(), 0);
             }
-            if let Some(tokens) = seg.tokens().filter(|_| want_tokens_v0) {
-                // Vector 0s that nearly coincide (a topic's documents) defeat the graph: the
-                // walk reaches part of the cluster. The token index's lists hold whole clusters,
-                // and every document of them joins the walk's (each scored once): at r_c = 1
-                // the codes cannot rank (a list's vector 0s share one code), and one exact dot
-                // each is cheap.
-                let probe = Probe {
-                    nq: 1,
-                    rc: 1,
-                    nprobe: nprobe_v0,
-                    keep: usize::MAX,
-                    until: None,
-                };
-                let (extra, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
-                let have: std::collections::HashSet<u32> = found.iter().map(|f| f.0).collect();
-                found.extend(
-                    extra
-                        .into_iter()
-                        .filter(|(o, _)| !have.contains(o))
-                        .map(|(o, _)| (o, f32::INFINITY)),
-                );
-            }
-            (found, 0)
-        })
-        .collect();
+            let depth = b.r_c.min(tokens.index_vectors() as u32);
+            // (ordinal, approximate score): the scores meet the other segments' below.
+            return (found, depth);
+        }
+        let index = seg.index();
+        let mut found: Vec<(u32, f32)> = index
+            .search(q0, hnsw_c, ef, &|o| view.allowed(si, o))
+            .into_iter()
+            .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
+            .collect();
+        if found.len() < hnsw_c.min(live) {
+            return (scan(), 0);
+        }
+        if let Some(tokens) = seg.tokens().filter(|_| want_tokens_v0) {
+            // Vector 0s that nearly coincide (a topic's documents) defeat the graph: the
+            // walk reaches part of the cluster. The token index's lists hold whole clusters,
+            // and every document of them joins the walk's (each scored once): at r_c = 1
+            // the codes cannot rank (a list's vector 0s share one code), and one exact dot
+            // each is cheap.
+            let probe = Probe {
+                nq: 1,
+                rc: 1,
+                nprobe: nprobe_v0,
+                keep: usize::MAX,
+                until: None,
+            };
+            let (extra, _) = tokens.search(q, probe, &|o| view.allowed(si, o));
+            let have: std::collections::HashSet<u32> = found.iter().map(|f| f.0).collect();
+            found.extend(
+                extra
+                    .into_iter()
+                    .filter(|(o, _)| !have.contains(o))
+                    .map(|(o, _)| (o, f32::INFINITY)),
+            );
+        }
+        (found, 0)
+    };
+    // One segment, or a pool of one thread, is searched on the calling thread (a hand-off to
+    // the pool costs a wake-up and a wait for nothing to run beside it).
+    let n_segs = view.segments().len();
+    let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = if n_segs <= 1 || rayon::current_num_threads() <= 1
+    {
+        (0..n_segs).map(per_segment).collect()
+    } else {
+        (0..n_segs).into_par_iter().map(per_segment).collect()
+    };
     let rq = b.r_q as usize;
     let fresh = |doc, upper| Cand {
         doc,

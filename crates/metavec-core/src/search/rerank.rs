@@ -185,6 +185,9 @@ fn start_pair<'a>(
     Ok(2 * (dim * 4) as u64)
 }
 
+/// Candidates a rerank task scores (the unit of its parallelism).
+const RERANK_CHUNK: usize = 64;
+
 /// Starts loading the rows [`extend`] will read for `c`, so they arrive while the previous
 /// candidate is being scored (a candidate's rows sit at random places in large groups).
 fn prefetch<'a>(
@@ -264,38 +267,46 @@ fn run_stages_with(
             budget: b,
             ..Default::default()
         };
-        // Returns the bytes read and, with `count_pages`, the pages touched.
+        // Scores one chunk of candidates; returns the bytes read and, with `count_pages`, the
+        // pages touched.
+        let chunk_run = |parts: &mut Vec<_>, chunk: &mut [Cand]| -> Result<(u64, Vec<usize>)> {
+            let mut bytes = 0u64;
+            let mut pages = Vec::new();
+            if prev == Budget::new(0, 0) && b.r_c == 1 {
+                // One row per candidate: vector 0, two candidates per kernel call,
+                // the next two prefetched meanwhile.
+                for i in (0..chunk.len()).step_by(2) {
+                    for next in chunk.iter().skip(i + 2).take(2) {
+                        prefetch(scorer, next, prev, b, parts);
+                    }
+                    let pg = req.count_pages.then_some(&mut pages);
+                    let end = (i + 2).min(chunk.len());
+                    bytes += match &mut chunk[i..end] {
+                        [x, y] => start_pair(scorer, x, y, b, parts, pg)?,
+                        [x] => extend(scorer, x, prev, b, parts, pg)?,
+                        _ => 0,
+                    };
+                }
+                return Ok((bytes, pages));
+            }
+            for i in 0..chunk.len() {
+                if let Some(next) = chunk.get(i + 1) {
+                    prefetch(scorer, next, prev, b, parts);
+                }
+                let pg = req.count_pages.then_some(&mut pages);
+                bytes += extend(scorer, &mut chunk[i], prev, b, parts, pg)?;
+            }
+            Ok((bytes, pages))
+        };
+        // One chunk, or a pool of one thread, runs on the calling thread: handing it to the
+        // pool would cost a wake-up and a wait (tens of microseconds on a VM) for nothing to
+        // run beside it, several times a query in a progressive rerank's batches.
         let run = |cs: &mut [Cand]| -> Result<(u64, Vec<usize>)> {
-            cs.par_chunks_mut(64)
-                .map_init(Vec::new, |parts, chunk| {
-                    let mut bytes = 0u64;
-                    let mut pages = Vec::new();
-                    if prev == Budget::new(0, 0) && b.r_c == 1 {
-                        // One row per candidate: vector 0, two candidates per kernel call,
-                        // the next two prefetched meanwhile.
-                        for i in (0..chunk.len()).step_by(2) {
-                            for next in chunk.iter().skip(i + 2).take(2) {
-                                prefetch(scorer, next, prev, b, parts);
-                            }
-                            let pg = req.count_pages.then_some(&mut pages);
-                            let end = (i + 2).min(chunk.len());
-                            bytes += match &mut chunk[i..end] {
-                                [x, y] => start_pair(scorer, x, y, b, parts, pg)?,
-                                [x] => extend(scorer, x, prev, b, parts, pg)?,
-                                _ => 0,
-                            };
-                        }
-                        return Ok((bytes, pages));
-                    }
-                    for i in 0..chunk.len() {
-                        if let Some(next) = chunk.get(i + 1) {
-                            prefetch(scorer, next, prev, b, parts);
-                        }
-                        let pg = req.count_pages.then_some(&mut pages);
-                        bytes += extend(scorer, &mut chunk[i], prev, b, parts, pg)?;
-                    }
-                    Ok((bytes, pages))
-                })
+            if cs.len() <= RERANK_CHUNK || rayon::current_num_threads() <= 1 {
+                return chunk_run(&mut Vec::new(), cs);
+            }
+            cs.par_chunks_mut(RERANK_CHUNK)
+                .map_init(Vec::new, chunk_run)
                 .try_reduce(
                     || (0, Vec::new()),
                     |(b1, mut p1), (b2, p2)| {
