@@ -13,6 +13,7 @@ use smallvec::smallvec;
 
 use super::request::{
     SearchRequest, DEFAULT_PROBES, DEFAULT_TOKEN_CANDIDATES, TOKEN_QUERY_VECTORS, V0_PROBES,
+    V0_WALK_CANDIDATES,
 };
 use super::rerank::{Cand, DocRef};
 use crate::collection::View;
@@ -123,12 +124,23 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
             return (found, depth);
         }
         let index = seg.index();
+        // At r_c = 1 beside the vector-0 lists (below) the walk needs fewer candidates: a
+        // score is the vector-0 dot the graph is built for, and the lists bring the clusters it
+        // reaches only in part.
+        let lists = want_tokens_v0 && seg.tokens().is_some();
+        let (walk_c, walk_ef) = match req.candidates {
+            None if lists => {
+                let c = V0_WALK_CANDIDATES.max(req.k) as usize;
+                (c, (req.ef.unwrap_or(0) as usize).max(c))
+            }
+            _ => (hnsw_c, ef),
+        };
         let mut found: Vec<(u32, f32)> = index
-            .search(q0, hnsw_c, ef, &|o| view.allowed(si, o))
+            .search(q0, walk_c, walk_ef, &|o| view.allowed(si, o))
             .into_iter()
             .map(|(o, s)| (o as u32, s + index.slack(q0_l1, o)))
             .collect();
-        if found.len() < hnsw_c.min(live) {
+        if found.len() < walk_c.min(live) {
             return (scan(), 0);
         }
         if let Some(tokens) = seg.tokens().filter(|_| want_tokens_v0) {

@@ -26,6 +26,7 @@ pub use request::{
     hit_order, prepare_query, Hit, SearchRequest, SearchResponse, SearchStats, Stage, StageStats,
     DEFAULT_CANDIDATES, DEFAULT_PROBES, DEFAULT_STAGE_KEEP, DEFAULT_TOKEN_CANDIDATES,
     MAX_CANDIDATES, MAX_NPROBE, PROGRESSIVE_BATCH, PROGRESSIVE_FIRST, TOKEN_QUERY_VECTORS,
+    V0_WALK_CANDIDATES,
 };
 
 use crate::collection::{Collection, View};

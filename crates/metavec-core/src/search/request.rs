@@ -34,6 +34,9 @@ pub const DEFAULT_PROBES: u32 = 128;
 /// Vector-0 posting lists probed at budgets with `r_c = 1` (beside the HNSW walk) when the
 /// request does not say.
 pub const V0_PROBES: u32 = 16;
+/// HNSW candidates at budgets with `r_c = 1` on a segment whose vector-0 lists are probed beside
+/// the walk, when the request does not say ([`DEFAULT_CANDIDATES`] elsewhere).
+pub const V0_WALK_CANDIDATES: u32 = 128;
 /// Most centroids a request may probe per query vector.
 pub const MAX_NPROBE: u32 = 65_536;
 /// Candidates the implicit first stage keeps (see [`SearchRequest::stages`]): at (8,16) on a
