@@ -55,6 +55,7 @@ fn main() {
                 (None, 64, None),
                 (None, 128, None),
                 (None, 200, None),
+                (None, 320, None),
             ],
         ),
         (
