@@ -177,12 +177,6 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
             _ => 1,
         };
         let d = &doc[j * dim..(j + dn) * dim];
-        // The next rows start on their way to L1 while these meet every query row: a block
-        // reads four rows a cache line each per step, a pattern the hardware prefetcher is slow
-        // to follow (in cache the kernel runs at about twice its speed over rows streamed from L3).
-        if let Some(next) = doc.get((j + dn) * dim..((j + dn + 4) * dim).min(doc.len())) {
-            super::prefetch_l1(next);
-        }
         let mut i = 0;
         while i < r_q {
             let qn = match r_q - i {

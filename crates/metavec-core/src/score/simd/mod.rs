@@ -755,29 +755,6 @@ pub fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
-/// [`prefetch`] into L1 (`prefetcht0`): for the next few rows a kernel reads, a few KiB ahead
-/// (the whole candidate goes to L2 with [`prefetch`]).
-pub fn prefetch_l1<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p = data.as_ptr().cast::<i8>();
-        let bytes = std::mem::size_of_val(data);
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: the intrinsic needs only sse, which every x86_64 CPU has; a prefetch never
-            // faults and reads nothing architecturally (the address is inside `data` anyway).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.wrapping_add(off),
-                )
-            };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
