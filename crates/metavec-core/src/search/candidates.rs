@@ -167,11 +167,8 @@ pub(super) fn collect(view: &View, req: &SearchRequest, q: &[f32], dim: usize) -
         }
         (found, 0)
     };
-    // One segment, or a pool of one thread, is searched on the calling thread (a hand-off to
-    // the pool costs a wake-up and a wait for nothing to run beside it).
     let n_segs = view.segments().len();
-    let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = if n_segs <= 1 || rayon::current_num_threads() <= 1
-    {
+    let seg_cands: Vec<(Vec<(u32, f32)>, u32)> = if super::on_caller(n_segs) {
         (0..n_segs).map(per_segment).collect()
     } else {
         (0..n_segs).into_par_iter().map(per_segment).collect()

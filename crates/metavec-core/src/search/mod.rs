@@ -34,6 +34,13 @@ use crate::config::{Budget, CollectionConfig};
 use crate::error::{Error, Result};
 use rerank::DocRef;
 
+/// Whether `tasks` parallel tasks of a search run on the calling thread: one task, or a pool of
+/// one thread, has nothing to run beside it, and handing it to the pool costs a wake-up and a
+/// wait (tens of microseconds on a VM), several times a query in a progressive rerank's batches.
+fn on_caller(tasks: usize) -> bool {
+    tasks <= 1 || rayon::current_num_threads() <= 1
+}
+
 impl Collection {
     /// Budgeted MaxSim search (optionally a cascade); see the module doc.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {

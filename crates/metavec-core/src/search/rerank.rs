@@ -298,11 +298,8 @@ fn run_stages_with(
             }
             Ok((bytes, pages))
         };
-        // One chunk, or a pool of one thread, runs on the calling thread: handing it to the
-        // pool would cost a wake-up and a wait (tens of microseconds on a VM) for nothing to
-        // run beside it, several times a query in a progressive rerank's batches.
         let run = |cs: &mut [Cand]| -> Result<(u64, Vec<usize>)> {
-            if cs.len() <= RERANK_CHUNK || rayon::current_num_threads() <= 1 {
+            if super::on_caller(cs.len().div_ceil(RERANK_CHUNK)) {
                 return chunk_run(&mut Vec::new(), cs);
             }
             cs.par_chunks_mut(RERANK_CHUNK)
