@@ -49,6 +49,8 @@ use crate::io::{write_file_atomic_with, MappedFile, Storage};
 const HEADER_LEN: usize = 32;
 /// Tokens per GEMM chunk when assigning.
 const CHUNK: usize = 1024;
+/// How many documents ahead the approximate scoring prefetches a document's codes.
+const CODES_AHEAD: usize = 8;
 /// Most centroids a code can name.
 pub const MAX_CENTROIDS: usize = u16::MAX as usize + 1;
 
@@ -774,6 +776,10 @@ impl TokenIndex {
                 v0(&q[..nq * dim], &fresh, &mut first);
             }
             scored.extend(fresh.iter().enumerate().map(|(at, &d)| {
+                // The codes of a document a few ahead (scattered rows of a large array).
+                if let Some(&ahead) = fresh.get(at + CODES_AHEAD) {
+                    crate::score::simd::prefetch(&codes[ahead as usize * nv..][..rc]);
+                }
                 let dc = &codes[d as usize * nv + skip..d as usize * nv + rc];
                 let approx: f32 = s
                     .chunks_exact(c)

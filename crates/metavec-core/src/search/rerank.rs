@@ -48,8 +48,12 @@ fn cand_id<'a>(c: &'a Cand, view: &'a View) -> &'a str {
 
 /// Keeps the best `keep` candidates, sorted best first.
 fn keep_best(cands: &mut Vec<Cand>, keep: usize, view: &View) {
-    let cmp =
-        |a: &Cand, b: &Cand| hit_order((a.score, cand_id(a, view)), (b.score, cand_id(b, view)));
+    // Ids (a lookup in the segment's metadata) only break ties.
+    let cmp = |a: &Cand, b: &Cand| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| hit_order((a.score, cand_id(a, view)), (b.score, cand_id(b, view))))
+    };
     if cands.len() > keep && keep > 0 {
         cands.select_nth_unstable_by(keep - 1, cmp);
     }

@@ -116,13 +116,18 @@ macro_rules! compact_update {
     };
 }
 
+/// How many nodes ahead the integer dots prefetch a node's row.
+const ROWS_AHEAD: usize = 16;
+
 /// The int8 dots for one ISA ([`super::compact::Int8DotsFn`]): the query rows quantised to i16
 /// ([`super::compact::QuantQuery`]) against int8 rows picked by number, in exact i32 arithmetic as
 /// the integer int8 update ([`int8q_update!`]): each `$w`-value chunk of a node's row is widened
 /// once and meets every query row of the block, each query chunk is loaded once and meets every
 /// node of the block. Four query rows meet `$quad` nodes at a time (the token index's centroid and
-/// vector-0 scores; four where the registers hold sixteen accumulators, else two), a single row eight nodes (the graph walk's case). The sums are exact, so
-/// every blocking and every ISA gives the scalar reference's bits.
+/// vector-0 scores; four where the registers hold sixteen accumulators, else two), a single row
+/// eight nodes (the graph walk's case). The sums are exact, so every blocking and every ISA gives
+/// the scalar reference's bits. The rows [`ROWS_AHEAD`] nodes on are prefetched: scattered nodes
+/// miss every cache level.
 macro_rules! int8q_dots {
     (
         $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
@@ -228,6 +233,13 @@ macro_rules! int8q_dots {
                 let oi = &mut out[i * n..(i + rows) * n];
                 let mut k = 0;
                 while k < n {
+                    let ahead = nodes.iter().skip(k + $crate::score::simd::ROWS_AHEAD);
+                    for &a in ahead.take($quad) {
+                        let a = a as usize * dim;
+                        if let Some(row) = codes.get(a..a + dim) {
+                            $crate::score::simd::prefetch(row);
+                        }
+                    }
                     let (ns, o) = (&nodes[k..], &mut oi[k..]);
                     let w = match (rows, n - k) {
                         (4, r) if r >= $quad => {
