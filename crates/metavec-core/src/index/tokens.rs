@@ -608,7 +608,8 @@ impl TokenIndex {
     /// Maps `dir/<basename>.tok` and checks that it describes `docs` documents of `dim`.
     pub fn open(dir: &Path, basename: &str, dim: usize, docs: usize) -> Result<TokenIndex> {
         let path = dir.join(Self::file_name(basename));
-        let map = MappedFile::open(&path)?;
+        let mut map = MappedFile::open(&path)?;
+        map.advise_scattered();
         let (_, header) = decode_preamble(map.bytes(), FileKind::Tokens, &path)?;
         if header.len() < 16 {
             return Err(Error::corruption(&path, 20, "token index header is short"));

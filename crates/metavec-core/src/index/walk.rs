@@ -257,8 +257,8 @@ impl Frozen {
     /// neighbour id and the entry point below `n`.
     pub(super) fn open(dir: &Path, basename: &str, dim: usize, n: usize) -> Result<Frozen> {
         let path = dir.join(Self::file_name(basename));
-        let map = MappedFile::open(&path)?;
-        map.advise_random();
+        let mut map = MappedFile::open(&path)?;
+        map.advise_scattered();
         let (_, header) = decode_preamble(map.bytes(), FileKind::Graph, &path)?;
         let bad = |at: usize, m: String| Error::corruption(&path, at as u64, m);
         if header.len() < HEADER_LEN {

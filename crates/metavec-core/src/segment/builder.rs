@@ -187,7 +187,9 @@ fn write_segment_file(
     let n = docs.len();
     let tmp = tmp_path(path);
     let file = storage.create(&tmp).at(&tmp)?;
-    let mut w = BufWriter::with_capacity(1 << 20, StorageWriter(&*file));
+    // Writes of several MiB leave the page cache in 2 MiB folios (on a filesystem with large
+    // folios), which the reader's huge-page map then maps whole (io::MappedFile).
+    let mut w = BufWriter::with_capacity(8 << 20, StorageWriter(&*file));
     let bounds = cfg.group_bounds();
 
     let mut header = Vec::with_capacity(HEADER_LEN);

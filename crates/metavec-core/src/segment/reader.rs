@@ -70,8 +70,8 @@ impl Segment {
     /// Opens segment `id` in `dir` for a collection of `cfg`; its HNSW files must be there too.
     pub fn open(dir: &Path, id: u64, cfg: &CollectionConfig) -> Result<Segment> {
         let path = dir.join(super::file_name(id));
-        let map = MappedFile::open(&path)?;
-        map.advise_random();
+        let mut map = MappedFile::open(&path)?;
+        map.advise_scattered();
         let meta_range = check_layout(map.bytes(), &path, id, cfg)?;
         let meta = archived_meta(&map, &meta_range);
         let n_docs = meta.ids.len();
