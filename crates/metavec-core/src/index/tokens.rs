@@ -721,16 +721,25 @@ impl TokenIndex {
         let orders: Vec<Vec<u32>> = s
             .chunks_exact(c)
             .map(|row| {
-                let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
-                let mut order: Vec<u32> = (0..c as u32).collect();
+                // One u64 per list, best first as integers: the score's bits made to order as
+                // its value and inverted, then the list's number (ties: lower first).
+                let mut keys: Vec<u64> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let b = x.to_bits();
+                        let ordered = if b >> 31 == 1 { !b } else { b | 1 << 31 };
+                        (u64::from(!ordered) << 32) | i as u64
+                    })
+                    .collect();
                 if nprobe < c {
-                    order.select_nth_unstable_by(nprobe - 1, by_score);
-                    order.truncate(nprobe);
+                    keys.select_nth_unstable(nprobe - 1);
+                    keys.truncate(nprobe);
                 }
                 if p.until.is_some() {
-                    order.sort_unstable_by(by_score);
+                    keys.sort_unstable();
                 }
-                order
+                keys.into_iter().map(|k| k as u32).collect()
             })
             .collect();
         let (offsets, postings) = (self.offsets(), self.postings());

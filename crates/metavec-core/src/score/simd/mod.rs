@@ -126,8 +126,8 @@ const ROWS_AHEAD: usize = 16;
 /// node of the block. Four query rows meet `$quad` nodes at a time (the token index's centroid and
 /// vector-0 scores; four where the registers hold sixteen accumulators, else two), a single row
 /// eight nodes (the graph walk's case). The sums are exact, so every blocking and every ISA gives
-/// the scalar reference's bits. The rows [`ROWS_AHEAD`] nodes on are prefetched: scattered nodes
-/// miss every cache level.
+/// the scalar reference's bits. Where the nodes are scattered, the rows [`ROWS_AHEAD`] nodes on
+/// are prefetched: they miss every cache level.
 macro_rules! int8q_dots {
     (
         $features:literal, width = $w:literal, zero = $zero:ident, widen = $widen:ident,
@@ -233,8 +233,15 @@ macro_rules! int8q_dots {
                 let oi = &mut out[i * n..(i + rows) * n];
                 let mut k = 0;
                 while k < n {
-                    let ahead = nodes.iter().skip(k + $crate::score::simd::ROWS_AHEAD);
-                    for &a in ahead.take($quad) {
+                    let far = k + $crate::score::simd::ROWS_AHEAD;
+                    // Consecutive nodes (every centroid in order) stream without help.
+                    let scattered = nodes
+                        .get(far)
+                        .is_some_and(|&f| f as usize != nodes[k] as usize + (far - k));
+                    for &a in nodes[far.min(n)..]
+                        .iter()
+                        .take(if scattered { $quad } else { 0 })
+                    {
                         let a = a as usize * dim;
                         if let Some(row) = codes.get(a..a + dim) {
                             $crate::score::simd::prefetch(row);
