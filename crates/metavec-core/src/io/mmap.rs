@@ -84,9 +84,9 @@ impl MappedFile {
     /// memory), the map asks for huge pages (`MADV_HUGEPAGE`): a fault reads the aligned 2 MiB
     /// around it, and on a filesystem with large folios (ext4 and xfs on Linux 6.16+) the kernel
     /// maps each 2 MiB with one TLB entry. On a 2 GB segment that took the rerank at (4,8) from
-    /// 0.285 to 0.19 ms and the first pass over a cold file from 37 to 5 s (benches/README.md). Beyond
-    /// the budget (files larger than memory, where a 2 MiB read per touched document would
-    /// evict what the next query needs) it asks for no readahead (`MADV_RANDOM`).
+    /// 0.285 to 0.19 ms and the first pass over a cold file from 37 to 5 s (benches/README.md).
+    /// Beyond the budget (files larger than memory, where a 2 MiB read per touched document
+    /// would evict what the next query needs) it asks for no readahead (`MADV_RANDOM`).
     pub fn advise_scattered(&mut self) {
         let Some(m) = &self.map else { return };
         #[cfg(target_os = "linux")]
