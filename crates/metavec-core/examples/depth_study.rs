@@ -41,7 +41,9 @@ fn main() {
         .build_global()
         .unwrap();
     let engine = Engine::open(dd, EngineOptions::default()).unwrap();
-    let coll = engine.collection("bench").unwrap();
+    // `MV_COLLECTION=bench-contiguous`: the per-document baseline `metavec bench` also stores.
+    let name = std::env::var("MV_COLLECTION").unwrap_or_else(|_| "bench".into());
+    let coll = engine.collection(&name).unwrap();
     let (qb, qs, _) = npy(&nd.join("queries.npy"));
     let q: Vec<f32> = bytemuck_cast(&qb);
     let (mq, dim) = (qs[1], qs[2]);

@@ -18,7 +18,9 @@ static HUGE_MAPPED: AtomicU64 = AtomicU64::new(0);
 pub const HUGE_PAGE_BUDGET_ENV: &str = "METAVEC_HUGE_PAGE_BUDGET";
 
 /// The most bytes of mapped files the process maps with huge pages: `METAVEC_HUGE_PAGE_BUDGET`,
-/// or half the machine's memory (`MemTotal` in /proc/meminfo; 0 where that cannot be read).
+/// or half the memory the process may use: the machine's (`MemTotal` in /proc/meminfo) or its
+/// cgroup's limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) if lower; 0 where neither can be
+/// read.
 pub fn huge_page_budget() -> u64 {
     static BUDGET: OnceLock<u64> = OnceLock::new();
     *BUDGET.get_or_init(|| {
@@ -28,14 +30,43 @@ pub fn huge_page_budget() -> u64 {
         {
             return v;
         }
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let meminfo = read("/proc/meminfo");
         let total_kib: u64 = meminfo
             .lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        total_kib * 1024 / 2
+        let limit = cgroup_memory_limit(&read("/proc/self/cgroup"), |p| {
+            std::fs::read_to_string(p).ok()
+        });
+        (total_kib * 1024).min(limit.unwrap_or(u64::MAX)) / 2
     })
+}
+
+/// The memory limit of the cgroup in `/proc/self/cgroup` text `cgroups` (v2 `0::/path`, v1
+/// `N:memory:/path`), reading its files with `read`; `None` when there is none.
+fn cgroup_memory_limit(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let file = match controllers {
+                "" => format!("/sys/fs/cgroup{path}/memory.max"),
+                c if c.split(',').any(|c| c == "memory") => {
+                    format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+                }
+                _ => return None,
+            };
+            // "max" (v2) and v1's near-2^63 "unlimited" leave the machine's memory in charge.
+            read(&file)?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v < 1 << 62)
+        })
+        .min()
 }
 
 /// A read-only map of a sealed file.
@@ -142,5 +173,24 @@ mod tests {
         let mut none = MappedFile::open(&empty).unwrap();
         none.advise_scattered();
         assert!(!none.huge_pages());
+    }
+
+    #[test]
+    fn the_cgroup_limit_bounds_the_budget_in_either_cgroup_version() {
+        let files = |p: &str| match p {
+            "/sys/fs/cgroup/pod/a/memory.max" => Some("4294967296\n".to_string()),
+            "/sys/fs/cgroup/pod/b/memory.max" => Some("max\n".to_string()),
+            "/sys/fs/cgroup/memory/box/memory.limit_in_bytes" => Some("2147483648\n".into()),
+            "/sys/fs/cgroup/memory/open/memory.limit_in_bytes" => {
+                Some("9223372036854771712\n".into())
+            }
+            _ => None,
+        };
+        assert_eq!(cgroup_memory_limit("0::/pod/a\n", files), Some(4 << 30));
+        assert_eq!(cgroup_memory_limit("0::/pod/b\n", files), None);
+        let v1 = "4:memory:/box\n3:cpuset:/\n0::/\n";
+        assert_eq!(cgroup_memory_limit(v1, files), Some(2 << 30));
+        assert_eq!(cgroup_memory_limit("7:cpu,memory:/open\n", files), None);
+        assert_eq!(cgroup_memory_limit("", files), None);
     }
 }
