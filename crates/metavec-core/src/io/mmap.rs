@@ -30,16 +30,14 @@ pub fn huge_page_budget() -> u64 {
         {
             return v;
         }
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let meminfo = read("/proc/meminfo");
-        let total_kib: u64 = meminfo
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        let total_kib: u64 = read("/proc/meminfo")
+            .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        let limit = cgroup_memory_limit(&read("/proc/self/cgroup"), |p| {
-            std::fs::read_to_string(p).ok()
-        });
+        let limit = cgroup_memory_limit(&read("/proc/self/cgroup").unwrap_or_default(), read);
         (total_kib * 1024).min(limit.unwrap_or(u64::MAX)) / 2
     })
 }

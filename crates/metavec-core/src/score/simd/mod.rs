@@ -238,13 +238,12 @@ macro_rules! int8q_dots {
                     let scattered = nodes
                         .get(far)
                         .is_some_and(|&f| f as usize != nodes[k] as usize + (far - k));
-                    for &a in nodes[far.min(n)..]
-                        .iter()
-                        .take(if scattered { $quad } else { 0 })
-                    {
-                        let a = a as usize * dim;
-                        if let Some(row) = codes.get(a..a + dim) {
-                            $crate::score::simd::prefetch(row);
+                    if scattered {
+                        for &a in &nodes[far..(far + $quad).min(n)] {
+                            let a = a as usize * dim;
+                            if let Some(row) = codes.get(a..a + dim) {
+                                $crate::score::simd::prefetch(row);
+                            }
                         }
                     }
                     let (ns, o) = (&nodes[k..], &mut oi[k..]);
