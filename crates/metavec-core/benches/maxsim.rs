@@ -13,7 +13,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const D: usize = 384;
-const C: usize = 200;
+
+/// Candidates per iteration: 200 (their rows outgrow the caches at (16,64)), or
+/// `MAXSIM_CANDIDATES` (e.g. 10, whose rows stay in L2: the kernel's arithmetic alone).
+fn candidates() -> usize {
+    std::env::var("MAXSIM_CANDIDATES").map_or(200, |s| s.parse().expect("MAXSIM_CANDIDATES"))
+}
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -21,6 +26,8 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
+    #[allow(non_snake_case)]
+    let C = candidates();
     let mut g = c.benchmark_group("maxsim");
     g.sample_size(30);
     for (r_q, r_c) in [(1usize, 1usize), (4, 8), (16, 64)] {

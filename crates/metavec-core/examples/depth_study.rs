@@ -190,7 +190,14 @@ fn main() {
             let mut lat = Vec::new();
             let mut recall = 0.0;
             let (mut cand_ms, mut rr_ms) = (Vec::new(), Vec::new());
-            for (i, r) in reqs.iter().enumerate().cycle().take(nq * repeat) {
+            // `MV_EACH=n`: each query n times in a row (its rows then sit in the caches: the
+            // rerank's arithmetic without its memory traffic).
+            let each: usize = std::env::var("MV_EACH").map_or(1, |s| s.parse().unwrap());
+            let order = reqs
+                .iter()
+                .enumerate()
+                .flat_map(|x| std::iter::repeat_n(x, each));
+            for (i, r) in order.cycle().take(nq * repeat * each) {
                 let t = Instant::now();
                 let res = coll.search(r).unwrap();
                 lat.push(t.elapsed().as_secs_f64() * 1e3);

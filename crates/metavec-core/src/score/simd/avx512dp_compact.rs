@@ -130,7 +130,12 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
     /// The CPU has the target features: the only precondition (a caller
     /// compiled with them needs no proof).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    fn block<const Q: usize, const D: usize>(q: &[u16], d: &[u16], dim: usize) -> [f32; 16] {
+    fn block<const Q: usize, const D: usize>(
+        q: &[u16],
+        d: &[u16],
+        dim: usize,
+        next: *const u16,
+    ) -> __m512 {
         // Re-slicing proves the bounds the masked loads below rely on.
         let (q, d) = (&q[..Q * dim], &d[..D * dim]);
         let (qp, dp) = (q.as_ptr(), d.as_ptr());
@@ -138,6 +143,14 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
         let mut c = 0;
         while c < dim {
             let m = lanes(dim, c);
+            if !next.is_null() {
+                // The same chunk of the D rows two blocks on: streaming a deep prefix from
+                // memory overlaps with the arithmetic (into L2, as the f32 kernel's). A
+                // prefetch never faults.
+                for t in 0..D {
+                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(t * dim + c).cast());
+                }
+            }
             // SAFETY: `m` holds min(32, dim - c) lanes: those at dp + t * dim + c lie in
             // document row t < D of `d` (D * dim values) and those at qp + k * dim + c in query
             // row k < Q of `q` (Q * dim values), both cut to those lengths above.
@@ -162,12 +175,15 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
                 slots[4 * t + k] = a;
             }
         }
-        let mut out = [0f32; 16];
-        // SAFETY: `out` has room for the 16 f32 the store writes.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), reduce16(slots)) };
-        out
+        reduce16(slots)
     }
 
+    // Full 4 x 4 blocks keep their dots' running maxima in registers, one per four query rows
+    // (lane 4k + t: query row k's best over document rows t, t + 4, ...), folded into `maxes`
+    // at the end; other blocks go to `maxes` directly. `max(dots, run)` keeps `run` where a dot
+    // is NaN, as the scalar `v > m` does.
+    const RUNS: usize = 16;
+    let mut run = [_mm512_set1_ps(f32::NEG_INFINITY); RUNS];
     let n = doc.len() / dim;
     let mut j = 0;
     while j < n {
@@ -177,6 +193,13 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
             _ => 1,
         };
         let d = &doc[j * dim..(j + dn) * dim];
+        // The rows two blocks on, prefetched by the first block of query rows while they lie
+        // in this part (the rerank prefetches whole candidates ahead, but in one burst).
+        let ahead = if j + 2 * dn + dn <= n {
+            doc.as_ptr().wrapping_add((j + 2 * dn) * dim)
+        } else {
+            std::ptr::null()
+        };
         let mut i = 0;
         while i < r_q {
             let qn = match r_q - i {
@@ -185,27 +208,47 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
                 _ => 1,
             };
             let q = &qb[i * dim..(i + qn) * dim];
+            let pf = if i == 0 { ahead } else { std::ptr::null() };
             let dots = match (qn, dn) {
-                (4, 4) => block::<4, 4>(q, d, dim),
-                (4, 2) => block::<4, 2>(q, d, dim),
-                (4, _) => block::<4, 1>(q, d, dim),
-                (2, 4) => block::<2, 4>(q, d, dim),
-                (2, 2) => block::<2, 2>(q, d, dim),
-                (2, _) => block::<2, 1>(q, d, dim),
-                (_, 4) => block::<1, 4>(q, d, dim),
-                (_, 2) => block::<1, 2>(q, d, dim),
-                _ => block::<1, 1>(q, d, dim),
+                (4, 4) => block::<4, 4>(q, d, dim, pf),
+                (4, 2) => block::<4, 2>(q, d, dim, pf),
+                (4, _) => block::<4, 1>(q, d, dim, pf),
+                (2, 4) => block::<2, 4>(q, d, dim, pf),
+                (2, 2) => block::<2, 2>(q, d, dim, pf),
+                (2, _) => block::<2, 1>(q, d, dim, pf),
+                (_, 4) => block::<1, 4>(q, d, dim, pf),
+                (_, 2) => block::<1, 2>(q, d, dim, pf),
+                _ => block::<1, 1>(q, d, dim, pf),
             };
-            for (k, m) in maxes[i..i + qn].iter_mut().enumerate() {
-                for &v in &dots[4 * k..4 * k + dn] {
-                    if v > *m {
-                        *m = v;
+            if (qn, dn) == (4, 4) && i / 4 < RUNS {
+                run[i / 4] = _mm512_max_ps(dots, run[i / 4]);
+            } else {
+                let mut out = [0f32; 16];
+                // SAFETY: `out` has room for the 16 f32 the store writes.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), dots) };
+                for (k, m) in maxes[i..i + qn].iter_mut().enumerate() {
+                    for &v in &out[4 * k..4 * k + dn] {
+                        if v > *m {
+                            *m = v;
+                        }
                     }
                 }
             }
             i += qn;
         }
         j += dn;
+    }
+    for (b, r) in run.iter().enumerate().take(r_q / 4) {
+        let mut out = [0f32; 16];
+        // SAFETY: `out` has room for the 16 f32 the store writes.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *r) };
+        for (k, m) in maxes.iter_mut().skip(4 * b).take(4).enumerate() {
+            for &v in &out[4 * k..4 * k + 4] {
+                if v > *m {
+                    *m = v;
+                }
+            }
+        }
     }
 }
 
