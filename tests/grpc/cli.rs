@@ -402,6 +402,9 @@ fn bench_subcommand_measures_every_budget() {
             "--json",
             "--cascade",
             "100",
+            // f32 rows, whose bytes per document the checks below count.
+            "--dtype",
+            "f32",
             "--plot",
         ])
         .arg(&svg)

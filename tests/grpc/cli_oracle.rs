@@ -307,7 +307,8 @@ async fn cli_f16_storage_exact_search_is_maxsim_over_stored_values() {
     let server = Server::start(&tmp.path().join("data"), &[]);
     let a = server.addr.as_str();
     assert_eq!(create(a, "h", &["--dtype", "f16"])["dtype"], "f16");
-    assert_eq!(create(a, "f", &[])["dtype"], "f32");
+    assert_eq!(create(a, "f", &["--dtype", "f32"])["dtype"], "f32");
+    assert_eq!(create(a, "default", &[])["dtype"], "bf16");
     for name in ["h", "f"] {
         load(a, name, &docs, &[]);
         ok(metavec(a, &["flush", name]));

@@ -49,8 +49,18 @@ async fn compact_dtypes_over_grpc_and_the_cli() {
         3,
     ));
 
+    // "f": f32 storage asked for; "d": the default dtype (bf16).
     let mut req = create_req("f", DIM, MC, 8);
+    req.dtype = "f32".into();
     c.collections.create_collection(req.clone()).await.unwrap();
+    req.name = "d".into();
+    req.dtype = String::new();
+    let info = c.collections.create_collection(req.clone()).await.unwrap();
+    assert_eq!(
+        info.into_inner().config.unwrap().dtype,
+        "bf16",
+        "the default dtype"
+    );
     for (name, dtype) in [("b", "bf16"), ("h", "f16")] {
         req.name = name.into();
         req.dtype = dtype.into();

@@ -147,8 +147,13 @@ async fn identical_vector_zeros_do_not_cap_results() {
     let v0 = data.doc(0)[..DIM as usize].to_vec();
     let server = start(&dir.path().join("data"), &plan);
     let mut c = server.clients().await;
+    // f32 storage: exact and default searches then compute the same scores (a bf16 search
+    // rounds the query, the exact scan does not).
     c.collections
-        .create_collection(create_req("v", DIM, MC, 4))
+        .create_collection(pb::CreateCollectionRequest {
+            dtype: "f32".into(),
+            ..create_req("v", DIM, MC, 4)
+        })
         .await
         .unwrap();
     let docs: Vec<pb::Document> = (0..n)

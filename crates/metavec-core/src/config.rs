@@ -49,8 +49,8 @@ impl std::fmt::Display for Budget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
-    #[default]
     F32,
+    #[default]
     Bf16,
     F16,
     Int8,
@@ -232,7 +232,8 @@ pub struct CollectionConfig {
 }
 
 impl CollectionConfig {
-    /// A config with the MetaEmbed ladder cut to the counts, default HNSW and f32.
+    /// A config with the MetaEmbed ladder cut to the counts, default HNSW and the default dtype
+    /// (bf16: see [`Dtype`]).
     pub fn new(dim: u32, doc_vectors: u32, query_vectors: u32) -> Self {
         CollectionConfig {
             dim,
@@ -240,9 +241,15 @@ impl CollectionConfig {
             query_vectors,
             budgets: default_budgets(doc_vectors, query_vectors),
             hnsw: HnswConfig::default(),
-            dtype: Dtype::F32,
+            dtype: Dtype::default(),
             candidates: CandidateConfig::default(),
         }
+    }
+
+    /// This config with vectors 1.. stored as `dtype`.
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     /// Vectors per document a segment's token index covers (0: none is built): the

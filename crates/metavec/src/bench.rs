@@ -62,7 +62,7 @@ pub struct BenchArgs {
     /// Storage dtype of the segments: f32, bf16, f16 or int8. With a compact dtype every row
     /// also reports its quality against f32: recall@10 of the exact top 10 against the exact f32
     /// top 10 at the same budget (brute force over the raw data).
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value = "bf16")]
     pub dtype: String,
     /// Relevance judgements `query_idx<TAB>doc_idx<TAB>grade` (0-based rows of the .npy files):
     /// adds nDCG@10 of the exact ranking, and of the exact f32 ranking with a compact dtype.

@@ -166,6 +166,9 @@ class Client:
     ) -> dict:
         """Creates a collection; `budgets` defaults to the server's ladder for these counts.
 
+        `dtype` is how sealed segments store vectors 1..: "bf16" (the default, half the bytes;
+        a flush rounds them, so `get` then returns the rounded values), "f32" (read back
+        exactly as written), "f16" or "int8". Vector 0 is always stored as f32.
         `candidate_index` is where deep budgets take candidates from: "tokens" (the default: a
         token index over the first `index_vectors` vectors, default 8) or "vector0".
         """

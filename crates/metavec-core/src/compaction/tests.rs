@@ -1,3 +1,4 @@
+use crate::config::Dtype;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ fn docs(data: &SynthData, r: std::ops::Range<usize>) -> Vec<Document> {
 #[test]
 fn compaction_drops_dead_docs_and_keeps_results() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CollectionConfig::new(16, 16, 8);
+    let cfg = CollectionConfig::new(16, 16, 8).with_dtype(Dtype::F32);
     let data = generate(&SynthSpec::new(
         900,
         5,
@@ -114,7 +115,7 @@ fn compaction_drops_dead_docs_and_keeps_results() {
 #[test]
 fn writes_and_searches_go_on_during_compaction_and_match_the_oracle() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CollectionConfig::new(8, 4, 2);
+    let cfg = CollectionConfig::new(8, 4, 2).with_dtype(Dtype::F32);
     let small = CollectionOptions {
         memtable_max_bytes: 30 * 4 * 8 * 4,
         compact_max_segments: 3,
@@ -193,7 +194,7 @@ fn background_policy_compacts_when_segments_pile_up() {
     };
     let e = engine(dir.path(), opts);
     let c = e
-        .create_collection("c", CollectionConfig::new(8, 4, 2))
+        .create_collection("c", CollectionConfig::new(8, 4, 2).with_dtype(Dtype::F32))
         .unwrap();
     let data = generate(&SynthSpec::new(90, 1, 8, &[(1, 1), (2, 4)], 5));
     for r in [0..30, 30..60, 60..90] {
@@ -217,7 +218,7 @@ fn background_policy_compacts_when_segments_pile_up() {
 #[test]
 fn shrink_to_budget_keeps_results_at_kept_budgets_and_refuses_deeper_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CollectionConfig::new(32, 16, 8);
+    let cfg = CollectionConfig::new(32, 16, 8).with_dtype(Dtype::F32);
     let data = generate(&SynthSpec::new(
         600,
         6,
@@ -330,7 +331,7 @@ fn settle(c: &crate::Collection) {
 #[test]
 fn tiered_compaction_rewrites_each_document_a_logarithmic_number_of_times() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CollectionConfig::new(8, 4, 2);
+    let cfg = CollectionConfig::new(8, 4, 2).with_dtype(Dtype::F32);
     let opts = CollectionOptions {
         compact_fanout: 3,
         ..Default::default()
@@ -393,7 +394,7 @@ fn flushes_go_on_while_a_merge_runs_and_never_share_its_segment_id() {
     });
     let e = engine(dir.path(), opts.clone());
     let c = e
-        .create_collection("c", CollectionConfig::new(8, 4, 2))
+        .create_collection("c", CollectionConfig::new(8, 4, 2).with_dtype(Dtype::F32))
         .unwrap();
     let data = generate(&SynthSpec::new(120, 2, 8, &[(1, 1), (2, 4)], 2));
     for r in [0..30, 30..60] {
@@ -465,7 +466,7 @@ fn a_merge_without_disk_space_is_refused_before_it_writes_and_loses_nothing() {
     };
     let e = engine(dir.path(), opts);
     let c = e
-        .create_collection("c", CollectionConfig::new(32, 4, 2))
+        .create_collection("c", CollectionConfig::new(32, 4, 2).with_dtype(Dtype::F32))
         .unwrap();
     let data = generate(&SynthSpec::new(400, 2, 32, &[(1, 1), (2, 4)], 3));
     for r in [0..200, 200..400] {
@@ -506,7 +507,7 @@ fn a_throttled_merge_reads_no_faster_than_its_rate() {
     };
     let e = engine(dir.path(), opts);
     let c = e
-        .create_collection("c", CollectionConfig::new(64, 8, 2))
+        .create_collection("c", CollectionConfig::new(64, 8, 2).with_dtype(Dtype::F32))
         .unwrap();
     let data = generate(&SynthSpec::new(600, 2, 64, &[(1, 1), (2, 4), (4, 8)], 4));
     for r in [0..300, 300..600] {

@@ -1,3 +1,4 @@
+use crate::config::Dtype;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::*;
@@ -7,7 +8,7 @@ use crate::synth::{generate, SynthSpec};
 use crate::{Document, Error};
 
 fn fixture(n: usize) -> (tempfile::TempDir, CollectionConfig, Run) {
-    let cfg = CollectionConfig::new(16, 16, 8);
+    let cfg = CollectionConfig::new(16, 16, 8).with_dtype(Dtype::F32);
     let ladder: Vec<(u32, u32)> = cfg.budgets.iter().map(|b| (b.r_q, b.r_c)).collect();
     let data = generate(&SynthSpec::new(n, 1, 16, &ladder, 3));
     let docs = (0..n)
@@ -117,7 +118,7 @@ fn flipped_header_or_footer_fails_open() {
     }
     Segment::open(dir.path(), 1, &cfg).unwrap();
     // The wrong collection shape is refused too.
-    let other = CollectionConfig::new(8, 16, 8);
+    let other = CollectionConfig::new(8, 16, 8).with_dtype(Dtype::F32);
     assert!(matches!(
         Segment::open(dir.path(), 1, &other),
         Err(Error::Corruption { .. })

@@ -1,5 +1,6 @@
 //! Bytes read grow with r_c, not with M_c: the prefix-grouped layout at work.
 
+use metavec_core::Dtype;
 use metavec_core::{Budget, CollectionConfig, SearchRequest};
 
 use crate::support::{engine_with, load, synth};
@@ -8,7 +9,7 @@ use crate::support::{engine_with, load, synth};
 fn vector_bytes_read_are_proportional_to_r_c_on_the_same_candidates() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(32, 64, 16);
+    let cfg = CollectionConfig::new(32, 64, 16).with_dtype(Dtype::F32);
     let coll = engine.create_collection("bytes", cfg.clone()).unwrap();
     let data = synth(&cfg, 2_000, 3, 9);
     load(&coll, &data, 0..2_000, 250);
@@ -44,7 +45,7 @@ fn vector_bytes_read_are_proportional_to_r_c_on_the_same_candidates() {
 fn pages_touched_by_a_scan_follow_the_grouped_layout() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(32, 64, 16);
+    let cfg = CollectionConfig::new(32, 64, 16).with_dtype(Dtype::F32);
     let coll = engine.create_collection("pages", cfg.clone()).unwrap();
     let data = synth(&cfg, 2_000, 3, 9);
     load(&coll, &data, 0..2_000, 250);

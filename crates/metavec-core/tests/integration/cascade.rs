@@ -2,6 +2,7 @@
 //! vector) pairs are computed, and the final scores are bit-identical to a from-scratch search.
 
 use metavec_core::search::Stage;
+use metavec_core::Dtype;
 use metavec_core::{Budget, CollectionConfig, SearchRequest};
 
 use crate::support::{engine_with, load, synth};
@@ -10,7 +11,7 @@ use crate::support::{engine_with, load, synth};
 fn cascade_computes_only_new_pairs_and_scores_like_a_single_stage() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(32, 64, 16);
+    let cfg = CollectionConfig::new(32, 64, 16).with_dtype(Dtype::F32);
     let coll = engine.create_collection("cascade", cfg.clone()).unwrap();
     let data = synth(&cfg, 3_000, 5, 17);
     load(&coll, &data, 0..2_000, 250);
@@ -85,7 +86,7 @@ fn cascade_computes_only_new_pairs_and_scores_like_a_single_stage() {
 fn bad_stages_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(8, 16, 8);
+    let cfg = CollectionConfig::new(8, 16, 8).with_dtype(Dtype::F32);
     let coll = engine.create_collection("c", cfg).unwrap();
     let q = vec![1.0; 64];
     let with = |stages: Vec<Stage>| {
@@ -114,7 +115,7 @@ fn bad_stages_are_refused() {
 fn early_termination_prunes_without_changing_results() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(32, 16, 8);
+    let cfg = CollectionConfig::new(32, 16, 8).with_dtype(Dtype::F32);
     let coll = engine.create_collection("prune", cfg.clone()).unwrap();
     // Documents whose deeper vectors stay close to vector 0 (small radii): where bounds bite.
     let mut spec =
@@ -174,7 +175,7 @@ fn early_termination_prunes_without_changing_results() {
 fn auto_budget_picks_the_largest_budget_that_fits_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(16, 16, 8);
+    let cfg = CollectionConfig::new(16, 16, 8).with_dtype(Dtype::F32);
     let coll = engine.create_collection("auto", cfg.clone()).unwrap();
     let data = synth(&cfg, 500, 4, 41);
     load(&coll, &data, 0..500, 250);
@@ -214,7 +215,7 @@ fn auto_budget_picks_the_largest_budget_that_fits_and_reports_it() {
 fn a_first_stage_at_1x1_skips_candidates_the_walk_rules_out() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(32, 16, 8);
+    let cfg = CollectionConfig::new(32, 16, 8).with_dtype(Dtype::F32);
     let coll = engine.create_collection("v0", cfg.clone()).unwrap();
     let data = synth(&cfg, 3_000, 12, 29);
     load(&coll, &data, 0..1_500, 500);

@@ -1,6 +1,7 @@
 //! A child process upserts and is killed with SIGKILL mid-stream; after reopen every acknowledged
 //! id is there with bit-identical vectors, and the batch in flight is all there or all gone.
 
+use metavec_core::Dtype;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -41,7 +42,10 @@ fn crash_child_writer() {
     let coll = match engine.collection("crash") {
         Ok(c) => c,
         Err(_) => engine
-            .create_collection("crash", CollectionConfig::new(DIM as u32, MC as u32, 4))
+            .create_collection(
+                "crash",
+                CollectionConfig::new(DIM as u32, MC as u32, 4).with_dtype(Dtype::F32),
+            )
             .unwrap(),
     };
     let mut out = std::io::stdout().lock();

@@ -2,6 +2,7 @@
 //! oracle over the allowed documents — also for a very selective filter, where the graph walk is
 //! replaced by a scan of the allowed documents.
 
+use metavec_core::Dtype;
 use std::collections::BTreeMap;
 
 use metavec_core::document::normalize_rows;
@@ -16,7 +17,7 @@ use crate::support::{engine_with, synth};
 fn filtered_search_matches_the_oracle() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(16, 8, 4);
+    let cfg = CollectionConfig::new(16, 8, 4).with_dtype(Dtype::F32);
     let coll = engine.create_collection("f", cfg.clone()).unwrap();
     let data = synth(&cfg, 3_000, 8, 31);
     let payload = |i: usize| {

@@ -1,6 +1,7 @@
 //! Random upsert / delete / flush / reopen / search sequences against a BTreeMap + brute-force
 //! MaxSim oracle (redb's fuzz pattern, driven by proptest).
 
+use metavec_core::Dtype;
 use std::collections::BTreeMap;
 
 use metavec_core::document::normalize_rows;
@@ -57,7 +58,7 @@ fn run(ops: Vec<Op>) {
     // A tiny memtable so writes also trigger flushes on their own.
     let small = 6 * (MC * DIM * 4 + 80);
     let mut engine = engine_with(dir.path(), small);
-    let cfg = CollectionConfig::new(DIM as u32, MC as u32, MQ as u32);
+    let cfg = CollectionConfig::new(DIM as u32, MC as u32, MQ as u32).with_dtype(Dtype::F32);
     engine.create_collection("m", cfg.clone()).unwrap();
     let mut oracle: BTreeMap<String, (Vec<f32>, Option<String>)> = BTreeMap::new();
     for op in ops {

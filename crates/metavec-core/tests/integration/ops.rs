@@ -4,6 +4,7 @@
 //! thread works on events, not on time: each writer hands it a milestone every 250 writes (a
 //! rendezvous, so the writer goes on writing while the compaction and snapshot run).
 
+use metavec_core::Dtype;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ fn oracle_upto(log: &Log, seq: u64) -> BTreeMap<String, Vec<f32>> {
 #[test]
 fn concurrent_ingest_search_compaction_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CollectionConfig::new(16, 8, 4);
+    let cfg = CollectionConfig::new(16, 8, 4).with_dtype(Dtype::F32);
     let engine = Arc::new(
         Engine::open(
             dir.path(),

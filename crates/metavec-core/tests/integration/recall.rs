@@ -1,5 +1,6 @@
 //! Default search against `exact = true` on 20,000 synthetic documents, at every trained budget.
 
+use metavec_core::Dtype;
 use metavec_core::{CollectionConfig, SearchRequest};
 
 use crate::support::{engine_with, load, recall, synth};
@@ -8,7 +9,7 @@ use crate::support::{engine_with, load, recall, synth};
 fn recall_at_10_is_at_least_095_at_every_trained_budget() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_with(dir.path(), 1 << 30);
-    let cfg = CollectionConfig::new(64, 16, 8);
+    let cfg = CollectionConfig::new(64, 16, 8).with_dtype(Dtype::F32);
     let coll = engine.create_collection("synth", cfg.clone()).unwrap();
     let n = 20_000;
     let data = synth(&cfg, n, 40, 42);

@@ -115,7 +115,7 @@ pub enum CollectionsCmd {
         hnsw_m: Option<u32>,
         #[arg(long)]
         ef_construction: Option<u32>,
-        /// How segments store vectors 1..: f32 (default), bf16, f16 or int8.
+        /// How segments store vectors 1..: bf16 (default), f32 (reads back bit-exact), f16 or int8.
         #[arg(long, default_value = "")]
         dtype: String,
         /// Candidate index of deep budgets: tokens (default: centroid posting lists over the
