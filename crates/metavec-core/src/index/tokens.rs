@@ -45,6 +45,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::{align_up, decode_preamble, encode_preamble, FileKind, PREAMBLE_LEN};
 use crate::io::{write_file_atomic_with, MappedFile, Storage};
+use crate::score::compact::{Columns, QuantQuery};
 
 const HEADER_LEN: usize = 32;
 /// Tokens per GEMM chunk when assigning.
@@ -191,6 +192,8 @@ struct QuickCentroids {
     values: Vec<i8>,
     scales: Vec<f32>,
     all: Vec<u32>,
+    /// The same rows laid out for `vpdpbusd`, where the CPU has it.
+    columns: Option<Columns>,
 }
 
 /// Byte layout of a file for these sizes: (offset, len) of centroids, codes, offsets, postings;
@@ -217,21 +220,30 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
     matmul(dst, Accum::Replace, a, b.transpose(), 1.0f32, Par::Seq);
 }
 
-/// [`scores`] of a query's few rows against the int8 copy of the centroids, through the graph
-/// walk's int8 kernel (`Int8DotsFn`: the rows quantised to i16, exact integer dots, four rows by
-/// four centroids per step). The f32 rows
-/// are megabytes (4,096 x 384 x 4 = 6 MiB) that the rerank's reads evict between queries, and a
-/// GEMM also packs them on every call: on 20,000 documents of the hard profile this took
-/// 0.8-1.1 ms of a 2.7 ms candidate stage at (4,8). The lists to probe and the tokens'
-/// approximate scores need ranks, not exact dots: int8 moves a dot by at most 1/254 of the
-/// centroid's largest value times the query row's L1 norm (the query's i16 rounding adds about
-/// a fiftieth of that at 384 dims).
+/// [`scores`] of a query's few rows against the int8 copy of the centroids: the rows quantised
+/// to int8 ([`QuantQuery::new_i8`]), exact integer dots, scaled. Where the CPU has `vpdpbusd` the
+/// centroids are read in their [`Columns`] layout (16 centroids' dots per instruction, no
+/// horizontal sums), elsewhere through the graph walk's int8 kernel (`Int8DotsFn`, four rows
+/// by four centroids per step): the same integers, the same bits. The f32 rows are megabytes
+/// (4,096 x 384 x 4 = 6 MiB) that the rerank's reads evict between queries, and a GEMM also
+/// packs them on every call: on 20,000 documents of the hard profile this took 0.8-1.1 ms of a
+/// 2.7 ms candidate stage at (4,8); the int8 kernel took ~0.15 ms of a 0.25 ms stage, the columns
+/// ~0.05 ms less (stage 0.20 ms, 2026-12-03). The lists
+/// to probe and the tokens' approximate scores need ranks, not exact dots: int8 moves a dot by
+/// at most 1/254 of the centroid's largest value times the query row's L1 norm, and as much
+/// again for the query's rounding.
 fn query_scores(rows: &[f32], quick: &QuickCentroids, dim: usize, out: &mut [f32]) {
     let k = quick.all.len();
-    let dots = crate::score::compact::compact_kernel().int8_dots;
     let nq = rows.len() / dim;
-    let q = crate::score::compact::QuantQuery::new(rows, dim);
-    dots(
+    let q = QuantQuery::new_i8(rows, dim);
+    let kernel = crate::score::compact::compact_kernel();
+    if let (Some(column_dots), Some(cols)) = (kernel.column_dots, &quick.columns) {
+        let mut raw = vec![0i32; nq * cols.padded_rows()];
+        column_dots(&cols.query(&q), nq, cols, &mut raw);
+        cols.finish(&q, &raw, &mut out[..nq * k]);
+        return;
+    }
+    (kernel.int8_dots)(
         &q.values,
         &q.scales,
         nq,
@@ -709,10 +721,14 @@ impl TokenIndex {
         let mut s = vec![0f32; nq * c];
         let quick = self.quick.get_or_init(|| {
             let (values, scales) = crate::score::compact::encode_int8(self.centroid_rows(), dim);
+            let columns = crate::score::compact::compact_kernel()
+                .column_dots
+                .map(|_| Columns::new(&values, &scales, dim));
             QuickCentroids {
                 values,
                 scales,
                 all: (0..c as u32).collect(),
+                columns,
             }
         });
         query_scores(&q[..nq * dim], quick, dim, &mut s);
@@ -894,10 +910,15 @@ mod tests {
         decode_int8(&values, &scales, dim)
     }
 
-    /// The approximate score the module doc defines, computed the slow way.
+    /// The approximate score the module doc defines, computed the slow way (the query rounded
+    /// to int8 as a search rounds it).
     fn reference(index: &TokenIndex, q: &[f32], dim: usize, nq: usize, rc: usize, d: usize) -> f32 {
         let (c, nv) = (index.centroids(), index.index_vectors());
         let cent = &quick_rows(index, dim);
+        let qq = crate::score::compact::QuantQuery::new_i8(&q[..nq * dim], dim);
+        let q: &Vec<f32> = &(0..nq * dim)
+            .map(|x| qq.values[x] as f32 * qq.scales[x / dim])
+            .collect();
         (0..nq)
             .map(|i| {
                 (0..rc)
@@ -1043,14 +1064,20 @@ mod tests {
         let (found, _) = index.search_with(&q, probe, &|_| true, Some(&v0));
         assert_eq!(found.len(), docs);
         let cent = &quick_rows(&index, dim);
+        // The codes meet the query rounded to int8, as a search rounds it.
+        let qq = QuantQuery::new_i8(&q, dim);
+        let qr: Vec<f32> = (0..nq * dim)
+            .map(|x| qq.values[x] as f32 * qq.scales[x / dim])
+            .collect();
         for &(d, got) in &found {
             let want: f32 = (0..nq)
                 .map(|i| {
                     let row = &q[i * dim..(i + 1) * dim];
+                    let rounded = &qr[i * dim..(i + 1) * dim];
                     (1..rc)
                         .map(|j| {
                             let code = index.codes()[d as usize * nv + j] as usize;
-                            crate::score::dot_scalar(row, &cent[code * dim..(code + 1) * dim])
+                            crate::score::dot_scalar(rounded, &cent[code * dim..(code + 1) * dim])
                         })
                         .fold(exact0(row, d), f32::max)
                 })

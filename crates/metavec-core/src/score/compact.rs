@@ -53,6 +53,114 @@ pub type Int8DotsFn = fn(
     out: &mut [f32],
 );
 
+/// Raw dots of `nq` query rows with every int8 row of a [`Columns`] layout: the query rows as
+/// `u8` (`i8` values + 128, [`Columns::query`]), `out[i * cols.padded_rows() + r] = sum_d
+/// (q_i[d] + 128) * row_r[d]` in exact i32 arithmetic (callers take off `128 * sum(row_r)`,
+/// [`Columns::finish`]).
+pub type ColumnDotsFn = fn(qu: &[u8], nq: usize, cols: &Columns, out: &mut [i32]);
+
+/// int8 rows (the token index's centroids) laid out for `vpdpbusd`: in blocks of 16 rows, for
+/// every group of 4 dimensions the 16 rows' 4 bytes side by side (64 bytes, one register), so a
+/// register of products holds 16 rows' partial dots and no dot needs a horizontal sum. Dimensions
+/// and rows are padded with zeros to multiples of 4 and 16.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// `blocks * groups * 64` bytes: block `b`, group `g`, row `16b + l`, dims `4g..4g + 4` at
+    /// `(b * groups + g) * 64 + 4l`.
+    pub bytes: Vec<i8>,
+    /// Sum of each row's values (the zero point's correction).
+    pub sums: Vec<i32>,
+    /// The rows' scales (as [`encode_int8`] gives them).
+    pub scales: Vec<f32>,
+    pub rows: usize,
+    pub dim: usize,
+    /// Groups of 4 dimensions: `dim.div_ceil(4)`.
+    pub groups: usize,
+}
+
+impl Columns {
+    /// The layout of `rows` int8 rows of `dim` values (`values`, row-major) with their scales.
+    pub fn new(values: &[i8], scales: &[f32], dim: usize) -> Columns {
+        let rows = values.len().checked_div(dim).unwrap_or(0);
+        let groups = dim.div_ceil(4);
+        let blocks = rows.div_ceil(16);
+        let mut bytes = vec![0i8; blocks * groups * 64];
+        for r in 0..rows {
+            let (b, l) = (r / 16, r % 16);
+            for (d, &v) in values[r * dim..(r + 1) * dim].iter().enumerate() {
+                bytes[(b * groups + d / 4) * 64 + 4 * l + d % 4] = v;
+            }
+        }
+        let sums = values
+            .chunks_exact(dim.max(1))
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        Columns {
+            bytes,
+            sums,
+            scales: scales[..rows].to_vec(),
+            rows,
+            dim,
+            groups,
+        }
+    }
+
+    /// Rows rounded up to whole blocks of 16: the stride of a [`ColumnDotsFn`]'s output.
+    pub fn padded_rows(&self) -> usize {
+        self.rows.div_ceil(16) * 16
+    }
+
+    /// The query rows of `q` (a [`QuantQuery::new_i8`]) as a [`ColumnDotsFn`] reads them:
+    /// `value + 128`, each row padded with 128s (zeros) to `4 * groups` values.
+    pub fn query(&self, q: &QuantQuery) -> Vec<u8> {
+        let w = 4 * self.groups;
+        let nq = q.scales.len();
+        let mut out = vec![128u8; nq * w];
+        for i in 0..nq {
+            for (o, &v) in out[i * w..]
+                .iter_mut()
+                .zip(&q.values[i * self.dim..(i + 1) * self.dim])
+            {
+                *o = (v + 128) as u8;
+            }
+        }
+        out
+    }
+
+    /// `out[i * rows + r] = <q_i, row r>` from a [`ColumnDotsFn`]'s raw sums: `(raw - 128 *
+    /// sum(row)) as f32 * (q.scales[i] * scales[r])`, bit for bit what [`Int8DotsFn`] gives for
+    /// the same query values (the same integer dot, scaled the same way).
+    pub fn finish(&self, q: &QuantQuery, raw: &[i32], out: &mut [f32]) {
+        let (n, stride) = (self.rows, self.padded_rows());
+        for (i, &qs) in q.scales.iter().enumerate() {
+            let (raw, out) = (&raw[i * stride..][..n], &mut out[i * n..][..n]);
+            for (r, o) in out.iter_mut().enumerate() {
+                let dot = raw[r] - 128 * self.sums[r];
+                *o = dot as f32 * (qs * self.scales[r]);
+            }
+        }
+    }
+}
+
+/// Scalar reference of [`ColumnDotsFn`].
+pub fn column_dots_scalar(qu: &[u8], nq: usize, cols: &Columns, out: &mut [i32]) {
+    let (g, stride) = (cols.groups, cols.padded_rows());
+    for i in 0..nq {
+        let q = &qu[i * 4 * g..(i + 1) * 4 * g];
+        for r in 0..stride {
+            let (b, l) = (r / 16, r % 16);
+            let mut s = 0i32;
+            for gi in 0..g {
+                let at = (b * g + gi) * 64 + 4 * l;
+                for e in 0..4 {
+                    s += q[4 * gi + e] as i32 * cols.bytes[at + e] as i32;
+                }
+            }
+            out[i * stride + r] = s;
+        }
+    }
+}
+
 /// The MaxSim update kernels for every compact encoding.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactKernel {
@@ -65,6 +173,9 @@ pub struct CompactKernel {
     /// int8 rows against the quantised query: the rerank's int8 kernel.
     pub int8_q: UpdateI8QFn,
     pub int8_dots: Int8DotsFn,
+    /// [`ColumnDotsFn`] where the CPU has `vpdpbusd` (the token index scores its centroids with
+    /// it); `None`: the centroids go through `int8_dots`.
+    pub column_dots: Option<ColumnDotsFn>,
 }
 
 /// The scalar references, as a [`CompactKernel`].
@@ -75,6 +186,7 @@ pub const SCALAR: CompactKernel = CompactKernel {
     int8: update_int8_scalar,
     int8_q: update_int8_q_scalar,
     int8_dots: dots_int8_scalar,
+    column_dots: None,
 };
 
 /// The compact kernels of this process ([`super::simd::chosen`]).
@@ -162,10 +274,19 @@ pub struct QuantQuery {
 impl QuantQuery {
     /// Quantises the rows of `q` (`q.len() / dim` rows of `dim` values; finite values).
     pub fn new(q: &[f32], dim: usize) -> QuantQuery {
+        Self::with_top(q, dim, query_quant_max(dim))
+    }
+
+    /// [`Self::new`] in the int8 range (`scale = max|x| / 127`), as [`Columns`] needs.
+    pub fn new_i8(q: &[f32], dim: usize) -> QuantQuery {
+        Self::with_top(q, dim, 127)
+    }
+
+    fn with_top(q: &[f32], dim: usize, top: i16) -> QuantQuery {
         if dim == 0 {
             return QuantQuery::default();
         }
-        let top = query_quant_max(dim) as f32;
+        let top = top as f32;
         let mut out = QuantQuery {
             values: Vec::with_capacity(q.len()),
             scales: Vec::with_capacity(q.len() / dim),

@@ -230,3 +230,35 @@ fn int8_q_at_the_quantisation_bound_does_not_wrap() {
         }
     }
 }
+
+proptest! {
+    /// The column layout's dots (every kernel this CPU has, and the scalar reference) equal
+    /// `int8_dots` on the same int8 query bit for bit: the same integer dot, the same scaling.
+    #[test]
+    fn column_dots_equal_int8_dots(
+        nq in 1usize..10, rows in 1usize..70, dim in 1usize..50, seed in 0u64..1000,
+    ) {
+        let q = vecs(nq * dim, seed);
+        let (values, scales) = encode_int8(&vecs(rows * dim, seed + 7), dim);
+        let cols = Columns::new(&values, &scales, dim);
+        let qq = QuantQuery::new_i8(&q, dim);
+        let nodes: Vec<u32> = (0..rows as u32).collect();
+        let mut want = vec![0f32; nq * rows];
+        dots_int8_scalar(&qq.values, &qq.scales, nq, dim, &values, &scales, &nodes, &mut want);
+        let qu = cols.query(&qq);
+        let mut kernels: Vec<(&str, ColumnDotsFn)> = vec![("scalar", column_dots_scalar)];
+        for set in crate::score::simd::under_test() {
+            if let Some(f) = set.compact.column_dots {
+                kernels.push((set.name, f));
+            }
+        }
+        for (name, f) in kernels {
+            let mut raw = vec![0i32; nq * cols.padded_rows()];
+            f(&qu, nq, &cols, &mut raw);
+            let mut got = vec![0f32; nq * rows];
+            cols.finish(&qq, &raw, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&got), bits(&want), "{}", name);
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::compact::CompactKernel;
+use super::super::compact::{Columns, CompactKernel};
 
 /// The features of this module's own kernels (the AVX-512 set's need a subset).
 #[cfg(test)]
@@ -18,6 +18,7 @@ pub const KERNEL: CompactKernel = CompactKernel {
     bf16_q: update_bf16_q,
     int8_q: update_int8_q,
     int8_dots: dots_int8,
+    column_dots: Some(column_dots),
     ..super::avx512_compact::KERNEL
 };
 
@@ -45,6 +46,99 @@ int8q_update!(
     tree8 = tree8_i32,
     quad = 4
 );
+
+/// [`super::super::compact::ColumnDotsFn`] on `vpdpbusd`: `Q` query rows by `B` blocks of 16
+/// rows per step, one load per block and one broadcast per query row for every 4 dimensions,
+/// `Q * B` accumulators each holding 16 rows' dots (no horizontal sums).
+fn column_dots(qu: &[u8], nq: usize, cols: &Columns, out: &mut [i32]) {
+    let (g, stride) = (cols.groups, cols.padded_rows());
+    assert!(qu.len() >= nq * 4 * g && out.len() >= nq * stride);
+    assert_eq!(cols.bytes.len(), stride / 16 * g * 64);
+    // SAFETY: `inner_column_dots` needs only the CPU features (it slices with bounds checks),
+    // and they were detected before KERNEL, the only way here, was handed out.
+    unsafe { inner_column_dots(qu, nq, cols, out) }
+}
+
+/// [`column_dots`] with the features on.
+///
+/// # Safety
+///
+/// The CPU has the target features: the only precondition (a caller
+/// compiled with them needs no proof).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn inner_column_dots(qu: &[u8], nq: usize, cols: &Columns, out: &mut [i32]) {
+    /// Query rows `q` (`Q` rows of `4 * g` bytes) by blocks `b..b + B`, into `out` (row `t` at
+    /// `out[t * stride..]`, the block's 16 lanes at `16 * b`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has the target features: the only precondition (a caller
+    /// compiled with them needs no proof).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn step<const Q: usize, const B: usize>(
+        q: &[u8],
+        bytes: &[i8],
+        b: usize,
+        g: usize,
+        out: &mut [i32],
+        stride: usize,
+    ) {
+        // Re-slicing proves the bounds the loads below rely on.
+        let q = &q[..Q * 4 * g];
+        let blk: [&[i8]; B] =
+            std::array::from_fn(|k| &bytes[(b + k) * g * 64..(b + k + 1) * g * 64]);
+        let mut acc = [[_mm512_setzero_si512(); B]; Q];
+        for gi in 0..g {
+            // SAFETY: gi < g: the 64 bytes at 64 * gi lie in each block's slice (g * 64 bytes),
+            // and the 4 at 4 * (t * g + gi) in query row t < Q of `q` (4 * g bytes a row).
+            unsafe {
+                let x: [__m512i; B] = std::array::from_fn(|k| {
+                    _mm512_loadu_si512(blk[k].as_ptr().add(64 * gi).cast())
+                });
+                for (t, row) in acc.iter_mut().enumerate() {
+                    let four = q
+                        .as_ptr()
+                        .add(4 * (t * g + gi))
+                        .cast::<i32>()
+                        .read_unaligned();
+                    let y = _mm512_set1_epi32(four);
+                    for (a, &xk) in row.iter_mut().zip(&x) {
+                        *a = _mm512_dpbusd_epi32(*a, y, xk);
+                    }
+                }
+            }
+        }
+        for (t, row) in acc.iter().enumerate() {
+            for (k, &a) in row.iter().enumerate() {
+                let o = &mut out[t * stride + 16 * (b + k)..][..16];
+                // SAFETY: `o` has room for the 16 i32 the store writes.
+                unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), a) };
+            }
+        }
+    }
+
+    let (g, stride) = (cols.groups, cols.padded_rows());
+    let blocks = stride / 16;
+    let mut i = 0;
+    while i < nq {
+        let qn = super::block_rows(nq - i);
+        let (q, o) = (&qu[i * 4 * g..], &mut out[i * stride..]);
+        let mut b = 0;
+        while b < blocks {
+            let two = blocks - b >= 2;
+            match (qn, two) {
+                (4, true) => step::<4, 2>(q, &cols.bytes, b, g, o, stride),
+                (4, false) => step::<4, 1>(q, &cols.bytes, b, g, o, stride),
+                (2, true) => step::<2, 2>(q, &cols.bytes, b, g, o, stride),
+                (2, false) => step::<2, 1>(q, &cols.bytes, b, g, o, stride),
+                (_, true) => step::<1, 2>(q, &cols.bytes, b, g, o, stride),
+                (_, false) => step::<1, 1>(q, &cols.bytes, b, g, o, stride),
+            }
+            b += if two { 2 } else { 1 };
+        }
+        i += qn;
+    }
+}
 
 /// The lanes of a 32-value chunk at offset `c` of a `dim`-value row: all 32, or the row's tail.
 fn lanes(dim: usize, c: usize) -> __mmask32 {
@@ -187,11 +281,7 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
     let n = doc.len() / dim;
     let mut j = 0;
     while j < n {
-        let dn = match n - j {
-            4.. => 4,
-            2..=3 => 2,
-            _ => 1,
-        };
+        let dn = super::block_rows(n - j);
         let d = &doc[j * dim..(j + dn) * dim];
         // The rows two blocks on, prefetched by the first block of query rows while they lie
         // in this part (the rerank prefetches whole candidates ahead, but in one burst).
@@ -202,11 +292,7 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
         };
         let mut i = 0;
         while i < r_q {
-            let qn = match r_q - i {
-                4.. => 4,
-                2..=3 => 2,
-                _ => 1,
-            };
+            let qn = super::block_rows(r_q - i);
             let q = &qb[i * dim..(i + qn) * dim];
             let pf = if i == 0 { ahead } else { std::ptr::null() };
             let dots = match (qn, dn) {

@@ -410,11 +410,7 @@ macro_rules! int8q_update {
                 let d = &doc[j * dim..(j + dn) * dim];
                 let mut i = 0;
                 while i < r_q {
-                    let qn = match r_q - i {
-                        4.. => 4,
-                        2..=3 => 2,
-                        _ => 1,
-                    };
+                    let qn = $crate::score::simd::block_rows(r_q - i);
                     let q = &qv[i * dim..(i + qn) * dim];
                     let mut dots = [[0i32; 2]; 4];
                     match (qn, dn) {
@@ -475,6 +471,7 @@ macro_rules! compact_entry_points {
             int8: update_int8,
             int8_q: update_int8_q,
             int8_dots: dots_int8,
+            column_dots: None,
         };
 
         fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
@@ -744,6 +741,15 @@ fn test_plan<'t>(
         }
     }
     Ok(plan)
+}
+
+/// Rows in the next block of a blocked kernel with `left` rows to go: 4, then 2, then 1.
+pub(crate) fn block_rows(left: usize) -> usize {
+    match left {
+        4.. => 4,
+        2..=3 => 2,
+        _ => 1,
+    }
 }
 
 /// Asks the CPU to start loading every cache line of `data` into L2 (`prefetcht1`). A hint
