@@ -2,19 +2,20 @@
 # metavec bench and the reference pipeline (faiss HNSW on vector 0 + numpy MaxSim) on the same data,
 # same machine, one after the other, both warmed up the same way (benches/reference_warm.py runs the
 # reference's own stages after 5 untimed queries per budget, as `metavec bench` does); then metavec
-# again on the same files with each compact dtype (quality against f32 included), and the ratios on
+# again on the same files with each other dtype (f32, int8; the first run is the collection's
+# default, bf16, with its quality against f32), and the ratios on
 # medians and on QPS with p99 beside them (benches/ratios.py). Every metavec run measures the plain
 # search with only a budget (the collection's default candidate stage) and each budget as a
 # two-stage cascade (the trained budget below it keeping 100, then the budget).
 # Usage: benches/run-vs-reference.sh [OUT_DIR] [NPY_DIR]
 #   NPY_DIR: docs.npy / queries.npy (and qrels.tsv) to use; default: metavec's synthetic set,
-#   written to OUT_DIR (PROFILE=easy or hard). DTYPES="bf16 int8" by default ("" skips them);
+#   written to OUT_DIR (PROFILE=easy or hard). DTYPES="f32 int8" by default ("" skips them);
 #   REF_CANDS=320.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/metavec-bench}
 npy=${2:-}
-dtypes=${DTYPES-"bf16 int8"}
+dtypes=${DTYPES-"f32 int8"}
 cands=${REF_CANDS:-320}
 mkdir -p "$out"
 cargo build --release -p metavec

@@ -102,6 +102,10 @@ fn main() {
     let only = args.get(4).cloned();
     let repeat: usize = args.get(5).map_or(1, |s| s.parse().unwrap());
     for (b, settings) in budgets {
+        if b.r_q as usize > mq {
+            // The queries carry fewer vectors than this budget uses.
+            continue;
+        }
         let k = 10;
         // One exact search touches every block this budget reads: the timings below are a
         // serving process's steady state, as in `metavec bench`.
