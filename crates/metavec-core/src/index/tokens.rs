@@ -186,14 +186,17 @@ pub struct TokenIndex {
     quick: std::sync::OnceLock<QuickCentroids>,
 }
 
-/// A search's copy of the centroids: a quarter of the f32 rows' bytes.
+/// A search's copy of the centroids, int8: a quarter of the f32 rows' bytes.
 #[derive(Debug)]
-struct QuickCentroids {
-    values: Vec<i8>,
-    scales: Vec<f32>,
-    all: Vec<u32>,
-    /// The same rows laid out for `vpdpbusd`, where the CPU has it.
-    columns: Option<Columns>,
+enum QuickCentroids {
+    /// Laid out for `vpdpbusd`, where the CPU has it, with its kernel.
+    Columns(Columns, crate::score::compact::ColumnDotsFn),
+    /// Row-major, for the int8 kernel: the rows, their scales, and every centroid's number.
+    Rows {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+        all: Vec<u32>,
+    },
 }
 
 /// Byte layout of a file for these sizes: (offset, len) of centroids, codes, offsets, postings;
@@ -233,26 +236,29 @@ fn scores(rows: &[f32], centroids: &[f32], dim: usize, out: &mut [f32]) {
 /// at most 1/254 of the centroid's largest value times the query row's L1 norm, and as much
 /// again for the query's rounding.
 fn query_scores(rows: &[f32], quick: &QuickCentroids, dim: usize, out: &mut [f32]) {
-    let k = quick.all.len();
     let nq = rows.len() / dim;
     let q = QuantQuery::new_i8(rows, dim);
-    let kernel = crate::score::compact::compact_kernel();
-    if let (Some(column_dots), Some(cols)) = (kernel.column_dots, &quick.columns) {
-        let mut raw = vec![0i32; nq * cols.padded_rows()];
-        column_dots(&cols.query(&q), nq, cols, &mut raw);
-        cols.finish(&q, &raw, &mut out[..nq * k]);
-        return;
+    match quick {
+        QuickCentroids::Columns(cols, column_dots) => {
+            let mut raw = vec![0i32; nq * cols.padded_rows()];
+            column_dots(&cols.query(&q), nq, cols, &mut raw);
+            cols.finish(&q, &raw, &mut out[..nq * cols.rows]);
+        }
+        QuickCentroids::Rows {
+            values,
+            scales,
+            all,
+        } => (crate::score::compact::compact_kernel().int8_dots)(
+            &q.values,
+            &q.scales,
+            nq,
+            dim,
+            values,
+            scales,
+            all,
+            &mut out[..nq * all.len()],
+        ),
     }
-    (kernel.int8_dots)(
-        &q.values,
-        &q.scales,
-        nq,
-        dim,
-        &quick.values,
-        &quick.scales,
-        &quick.all,
-        &mut out[..nq * k],
-    );
 }
 
 /// Nearest centroid (largest dot) of every row of `rows`.
@@ -721,14 +727,13 @@ impl TokenIndex {
         let mut s = vec![0f32; nq * c];
         let quick = self.quick.get_or_init(|| {
             let (values, scales) = crate::score::compact::encode_int8(self.centroid_rows(), dim);
-            let columns = crate::score::compact::compact_kernel()
-                .column_dots
-                .map(|_| Columns::new(&values, &scales, dim));
-            QuickCentroids {
-                values,
-                scales,
-                all: (0..c as u32).collect(),
-                columns,
+            match crate::score::compact::compact_kernel().column_dots {
+                Some(f) => QuickCentroids::Columns(Columns::new(&values, &scales, dim), f),
+                None => QuickCentroids::Rows {
+                    values,
+                    scales,
+                    all: (0..c as u32).collect(),
+                },
             }
         });
         query_scores(&q[..nq * dim], quick, dim, &mut s);
