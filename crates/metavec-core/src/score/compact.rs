@@ -176,6 +176,10 @@ pub struct CompactKernel {
     /// [`ColumnDotsFn`] where the CPU has `vpdpbusd` (the token index scores its centroids with
     /// it); `None`: the centroids go through `int8_dots`.
     pub column_dots: Option<ColumnDotsFn>,
+    /// Rows `bf16_q` prefetches ahead of the ones it scores, spread over its arithmetic (0: it
+    /// prefetches nothing). A caller prefetching a bf16 run for it starts only the rows before
+    /// this lead ([`super::Rows::prefetch`]).
+    pub bf16_q_lead: usize,
 }
 
 /// The scalar references, as a [`CompactKernel`].
@@ -187,6 +191,7 @@ pub const SCALAR: CompactKernel = CompactKernel {
     int8_q: update_int8_q_scalar,
     int8_dots: dots_int8_scalar,
     column_dots: None,
+    bf16_q_lead: 0,
 };
 
 /// The compact kernels of this process ([`super::simd::chosen`]).

@@ -82,10 +82,18 @@ impl Rows<'_> {
         }
     }
 
-    /// Starts loading the rows into cache (a hint, see [`super::simd::prefetch`]).
-    pub fn prefetch(&self) {
+    /// Starts loading the rows into cache (a hint, see [`super::simd::prefetch`]) ahead of an
+    /// [`Rows::update`] with the same `ck` (`bf16_query`: its forms hold the bf16 query). Where
+    /// that kernel streams the rows itself (bf16 rows against the bf16 query on a kernel with a
+    /// [`CompactKernel::bf16_q_lead`]), only
+    /// the rows before its lead: the rest, prefetched in one burst, would queue behind each other
+    /// instead of overlapping the arithmetic.
+    pub fn prefetch(&self, ck: &CompactKernel, bf16_query: bool, dim: usize) {
         match *self {
             Rows::F32(d) => super::simd::prefetch(d),
+            Rows::Bf16(d) if bf16_query && ck.bf16_q_lead > 0 => {
+                super::simd::prefetch(&d[..d.len().min(ck.bf16_q_lead * dim)])
+            }
             Rows::Bf16(d) | Rows::F16(d) => super::simd::prefetch(d),
             Rows::Int8 { values, scales } => {
                 super::simd::prefetch(values);

@@ -209,7 +209,9 @@ fn prefetch<'a>(
         DocRef::Seg(si, o) => {
             parts.clear();
             if s.view.seg(*si).range(*o as usize, ra, tc, parts).is_ok() {
-                parts.iter().for_each(|p| p.prefetch());
+                parts
+                    .iter()
+                    .for_each(|p| p.prefetch(&s.compact, s.bf16.is_some(), s.dim));
             }
         }
     }

@@ -19,6 +19,7 @@ pub const KERNEL: CompactKernel = CompactKernel {
     int8_q: update_int8_q,
     int8_dots: dots_int8,
     column_dots: Some(column_dots),
+    bf16_q_lead: LEAD,
     ..super::avx512_compact::KERNEL
 };
 
@@ -140,6 +141,9 @@ fn inner_column_dots(qu: &[u8], nq: usize, cols: &Columns, out: &mut [i32]) {
     }
 }
 
+/// Rows [`inner_bf16_q`] prefetches ahead of the block it scores: two blocks of four.
+const LEAD: usize = 8;
+
 /// The lanes of a 32-value chunk at offset `c` of a `dim`-value row: all 32, or the row's tail.
 fn lanes(dim: usize, c: usize) -> __mmask32 {
     let n = (dim - c).min(32);
@@ -229,6 +233,7 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
         d: &[u16],
         dim: usize,
         next: *const u16,
+        (part, parts): (usize, usize),
     ) -> __m512 {
         // Re-slicing proves the bounds the masked loads below rely on.
         let (q, d) = (&q[..Q * dim], &d[..D * dim]);
@@ -237,10 +242,10 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
         let mut c = 0;
         while c < dim {
             let m = lanes(dim, c);
-            if !next.is_null() {
-                // The same chunk of the D rows two blocks on: streaming a deep prefix from
-                // memory overlaps with the arithmetic (into L2, as the f32 kernel's). A
-                // prefetch never faults.
+            if !next.is_null() && (c / 32) % parts == part {
+                // This block's share of the chunks of the D rows two blocks on: streaming a
+                // deep prefix from memory overlaps with the arithmetic (into L2, as the f32
+                // kernel's). A prefetch never faults.
                 for t in 0..D {
                     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(t * dim + c).cast());
                 }
@@ -283,10 +288,11 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
     while j < n {
         let dn = super::block_rows(n - j);
         let d = &doc[j * dim..(j + dn) * dim];
-        // The rows two blocks on, prefetched by the first block of query rows while they lie
-        // in this part (the rerank prefetches whole candidates ahead, but in one burst).
-        let ahead = if j + 2 * dn + dn <= n {
-            doc.as_ptr().wrapping_add((j + 2 * dn) * dim)
+        // The rows two blocks (LEAD rows) on, while they lie in this part, prefetched a share of their chunks by each block of query rows: spread over
+        // all the arithmetic on these rows, the loads overlap it instead of queueing in one
+        // burst (the rerank prefetches only a bf16 run's first LEAD rows).
+        let ahead = if j + LEAD + dn <= n {
+            doc.as_ptr().wrapping_add((j + LEAD) * dim)
         } else {
             std::ptr::null()
         };
@@ -294,17 +300,17 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
         while i < r_q {
             let qn = super::block_rows(r_q - i);
             let q = &qb[i * dim..(i + qn) * dim];
-            let pf = if i == 0 { ahead } else { std::ptr::null() };
+            let share = (i / 4, r_q.div_ceil(4));
             let dots = match (qn, dn) {
-                (4, 4) => block::<4, 4>(q, d, dim, pf),
-                (4, 2) => block::<4, 2>(q, d, dim, pf),
-                (4, _) => block::<4, 1>(q, d, dim, pf),
-                (2, 4) => block::<2, 4>(q, d, dim, pf),
-                (2, 2) => block::<2, 2>(q, d, dim, pf),
-                (2, _) => block::<2, 1>(q, d, dim, pf),
-                (_, 4) => block::<1, 4>(q, d, dim, pf),
-                (_, 2) => block::<1, 2>(q, d, dim, pf),
-                _ => block::<1, 1>(q, d, dim, pf),
+                (4, 4) => block::<4, 4>(q, d, dim, ahead, share),
+                (4, 2) => block::<4, 2>(q, d, dim, ahead, share),
+                (4, _) => block::<4, 1>(q, d, dim, ahead, share),
+                (2, 4) => block::<2, 4>(q, d, dim, ahead, share),
+                (2, 2) => block::<2, 2>(q, d, dim, ahead, share),
+                (2, _) => block::<2, 1>(q, d, dim, ahead, share),
+                (_, 4) => block::<1, 4>(q, d, dim, ahead, share),
+                (_, 2) => block::<1, 2>(q, d, dim, ahead, share),
+                _ => block::<1, 1>(q, d, dim, ahead, share),
             };
             if (qn, dn) == (4, 4) && i / 4 < RUNS {
                 run[i / 4] = _mm512_max_ps(dots, run[i / 4]);

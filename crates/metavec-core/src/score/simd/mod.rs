@@ -472,6 +472,7 @@ macro_rules! compact_entry_points {
             int8_q: update_int8_q,
             int8_dots: dots_int8,
             column_dots: None,
+            bf16_q_lead: 0,
         };
 
         fn check(query: &[f32], r_q: usize, dim: usize, maxes: &[f32]) {
