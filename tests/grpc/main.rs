@@ -10,6 +10,7 @@ mod cli;
 mod cli_npy;
 mod cli_oracle;
 mod crash_loop;
+mod documents;
 mod dtypes;
 mod e2e;
 mod faults;

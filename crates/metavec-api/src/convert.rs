@@ -289,7 +289,8 @@ pub fn document_pb(d: core::Document, dim: u32) -> pb::Document {
     }
 }
 
-fn filter(json: &str) -> Result<Option<core::search::Filter>, Error> {
+/// A request's payload filter: "" (or blanks) is none.
+pub fn filter(json: &str) -> Result<Option<core::search::Filter>, Error> {
     if json.trim().is_empty() {
         return Ok(None);
     }

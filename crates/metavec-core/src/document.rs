@@ -47,12 +47,20 @@ pub fn validate_id(id: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// How far from 1 a row's squared norm may be for [`normalize_rows`] to keep it as it is: above
+/// the rounding of a normalised row's f32 norm (~1e-6 at 4,096 dims), and a relative score error
+/// of at most 5e-6.
+pub const UNIT_NORM2_SLACK: f32 = 1e-5;
+
 /// Checks a row-major block of `count` vectors of `dim` floats for NaN, infinity and zero norm,
 /// then scales every row to unit length. `what` names the block in messages ("document 3 (id \"x\")").
 ///
 /// Any finite row that is not all zeros is accepted: one whose squared norm overflows f32 (values
 /// near 3e38) or falls where f32 loses precision (subnormal values) is normalised in f64. Rows in
-/// the ordinary range take the f32 path, so their stored bits do not change.
+/// the ordinary range take the f32 path, so their stored bits do not change. A row already of
+/// unit length (squared norm within [`UNIT_NORM2_SLACK`] of 1, as every stored row is) is kept as
+/// it is: normalising is idempotent, so a document read back and written again (an export loaded
+/// back, a payload update) keeps its bits.
 pub fn normalize_rows(values: &mut [f32], dim: usize, what: &str) -> Result<()> {
     // Below this squared norm, components whose squares underflow f32 could make up a visible
     // share of it (dim x f32::MIN_POSITIVE is < 1e-34 for any dim we accept).
@@ -65,6 +73,9 @@ pub fn normalize_rows(values: &mut [f32], dim: usize, what: &str) -> Result<()> 
             )));
         }
         let norm2 = crate::score::dot_scalar(v, v);
+        if (norm2 - 1.0).abs() <= UNIT_NORM2_SLACK {
+            continue;
+        }
         if norm2.is_finite() && norm2 >= F32_SAFE_NORM2 {
             let inv = 1.0 / norm2.sqrt();
             v.iter_mut().for_each(|x| *x *= inv);

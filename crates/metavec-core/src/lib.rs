@@ -45,7 +45,8 @@ pub mod testing;
 pub mod wal;
 
 pub use collection::{
-    Collection, CollectionInfo, CollectionOptions, MaintenanceStats, SegmentInfo, WriteAck,
+    Collection, CollectionInfo, CollectionOptions, MaintenanceStats, PayloadUpdate, ScrollPage,
+    SegmentInfo, WriteAck,
 };
 pub use compaction::CompactionReport;
 pub use config::{Budget, CollectionConfig, Dtype, HnswConfig};

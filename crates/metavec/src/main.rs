@@ -43,6 +43,18 @@ enum Command {
     Load(cli::LoadArgs),
     /// Search with queries from a .npy file [Q, M_q, D].
     Search(cli::SearchArgs),
+    /// Show documents by id: payload, and with --vectors their stored vectors.
+    Get(cli::docs::GetArgs),
+    /// Delete documents by id, or every document a --filter matches.
+    Delete(cli::docs::DeleteArgs),
+    /// Count documents (all, or those a --filter matches).
+    Count(cli::docs::CountArgs),
+    /// List document ids in id order, a page at a time (--all for every page).
+    Scroll(cli::docs::ScrollArgs),
+    /// Write a collection's documents to docs.npy, ids.txt and payloads.jsonl (what `load` reads).
+    Export(cli::docs::ExportArgs),
+    /// Set (replace or --merge) the payload of documents without resending their vectors.
+    SetPayload(cli::docs::SetPayloadArgs),
     /// Seal memtables into segments (one collection, or all).
     Flush { collection: Option<String> },
     /// Per-collection sizes (one collection, or all).
@@ -156,6 +168,12 @@ fn main() -> std::process::ExitCode {
             Command::Collections(cmd) => cli::collections(r, cmd).await,
             Command::Load(a) => cli::load(r, a).await,
             Command::Search(a) => cli::search(r, a).await,
+            Command::Get(a) => cli::docs::get(r, a).await,
+            Command::Delete(a) => cli::docs::delete(r, a).await,
+            Command::Count(a) => cli::docs::count(r, a).await,
+            Command::Scroll(a) => cli::docs::scroll(r, a).await,
+            Command::Export(a) => cli::docs::export(r, a).await,
+            Command::SetPayload(a) => cli::docs::set_payload(r, a).await,
             Command::Flush { collection } => cli::admin(r, cli::AdminOp::Flush(collection)).await,
             Command::Stats { collection } => cli::admin(r, cli::AdminOp::Stats(collection)).await,
             Command::Compact {

@@ -404,6 +404,92 @@ impl pb::documents_server::Documents for Router {
         }
         Ok(Response::new(out))
     }
+    /// Every shard's page after the cursor, merged by id: the first `limit` of the union are
+    /// the collection's (each shard gave its first `limit`).
+    async fn scroll(
+        &self,
+        req: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let pages = self
+            .on_all(each!(self, s => documents.scroll(r.clone())))
+            .await?;
+        let more = pages.iter().any(|p| !p.next_cursor.is_empty());
+        let mut docs: Vec<pb::Document> = pages.into_iter().flat_map(|p| p.documents).collect();
+        docs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let more = more || docs.len() > limit;
+        docs.truncate(limit);
+        let next_cursor = match docs.last() {
+            Some(d) if more => d.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ScrollResponse {
+            documents: docs,
+            next_cursor,
+        }))
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let r = req.into_inner();
+        let counts = self
+            .on_all(each!(self, s => documents.count(r.clone())))
+            .await?;
+        Ok(Response::new(pb::CountResponse {
+            count: counts.iter().map(|c| c.count).sum(),
+        }))
+    }
+
+    /// On every shard; not atomic across shards (a failed shard fails the call, the others'
+    /// deletes stand).
+    async fn delete_by_filter(
+        &self,
+        req: Request<pb::DeleteByFilterRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let acks = self
+            .on_all(each!(self, s => documents.delete_by_filter(r.clone())))
+            .await?;
+        Ok(Response::new(pb::DeleteResponse {
+            deleted: acks.iter().map(|a| a.deleted).sum(),
+        }))
+    }
+
+    /// Each shard updates its own ids, all or nothing per shard.
+    async fn set_payload(
+        &self,
+        req: Request<pb::SetPayloadRequest>,
+    ) -> Result<Response<pb::SetPayloadResponse>, Status> {
+        let r = req.into_inner();
+        if r.ids.is_empty() {
+            return Err(Status::invalid_argument(
+                "ids has 0 entries: a payload update names 1..=1000 ids",
+            ));
+        }
+        let n = self.shards.len();
+        let mut parts: Vec<Vec<String>> = vec![Vec::new(); n];
+        for id in &r.ids {
+            parts[owner(id, n)].push(id.clone());
+        }
+        let which: Vec<usize> = (0..n).filter(|&s| !parts[s].is_empty()).collect();
+        let mut updated = 0;
+        for a in self
+            .fan(
+                &which,
+                each!(self, s => documents.set_payload(pb::SetPayloadRequest {
+                    ids: parts[s].clone(),
+                    ..r.clone()
+                })),
+            )
+            .await
+        {
+            updated += a?.updated;
+        }
+        Ok(Response::new(pb::SetPayloadResponse { updated }))
+    }
 }
 
 #[tonic::async_trait]

@@ -11,6 +11,7 @@
 //! holds up a flush (see [`crate::compaction`]).
 
 mod commit;
+mod listing;
 mod recover;
 mod state;
 mod view;
@@ -30,6 +31,7 @@ use crate::wal::{self, Wal};
 use crate::Document;
 
 use crate::background::Lane;
+pub use listing::{PayloadUpdate, ScrollPage, MAX_SCROLL_LIMIT, MAX_SET_PAYLOAD_IDS};
 pub use state::Bitset;
 #[cfg(test)]
 pub(crate) use state::Run;

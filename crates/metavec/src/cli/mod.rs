@@ -1,6 +1,7 @@
 //! The operations CLI: client subcommands that talk gRPC to a running server (`--addr`), and
 //! offline subcommands (`inspect`, `verify`) that read a stopped server's data directory.
 
+pub mod docs;
 pub mod npy;
 
 use std::path::PathBuf;
@@ -168,6 +169,10 @@ pub struct LoadArgs {
     /// One JSON object per line, per document.
     #[arg(long)]
     pub payload: Option<PathBuf>,
+    /// Take each document's id from this field of its payload line (a string or an integer;
+    /// dotted paths reach nested fields) instead of --ids or the row number.
+    #[arg(long, requires = "payload", conflicts_with = "ids")]
+    pub id_field: Option<String>,
     /// Documents per streamed batch.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -441,15 +446,65 @@ fn read_lines(path: &Option<PathBuf>) -> Result<Option<Vec<String>>, String> {
         .transpose()
 }
 
+/// `--id-field`: each payload line's `field` (a string, or an integer written in decimal).
+fn ids_from_payloads(lines: &[String], field: &str, a: &LoadArgs) -> Result<Vec<String>, String> {
+    let path = a
+        .payload
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{path}: line {}: not JSON ({e})", i + 1))?;
+            let at = field.split('.').try_fold(&v, |v, k| v.get(k));
+            match at {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+                Some(other) => Err(format!(
+                    "{path}: line {}: --id-field {field:?} is {other}, not a string or an integer",
+                    i + 1
+                )),
+                None => Err(format!(
+                    "{path}: line {}: no field {field:?} (--id-field)",
+                    i + 1
+                )),
+            }
+        })
+        .collect()
+}
+
 pub async fn load(remote: &Remote, a: LoadArgs) -> CliResult {
     let (values, shape) = npy::read(&a.npy)?;
     let [n, mc, dim] = shape[..] else {
         return Err(format!("{}: shape {shape:?}, expected [N, M_c, D]", a.npy.display()).into());
     };
-    let ids = read_lines(&a.ids)?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
     let payloads = read_lines(&a.payload)?;
-    if ids.len() < n || payloads.as_ref().is_some_and(|p| p.len() < n) {
-        return Err(format!("{n} documents but fewer ids or payload lines").into());
+    let ids = match &a.id_field {
+        Some(field) => ids_from_payloads(payloads.as_deref().unwrap_or_default(), field, &a)?,
+        None => read_lines(&a.ids)?.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect()),
+    };
+    if let (Some(path), true) = (&a.ids, ids.len() < n) {
+        return Err(format!(
+            "{}: {n} documents in {} but {} ids (one per line)",
+            path.display(),
+            a.npy.display(),
+            ids.len()
+        )
+        .into());
+    }
+    if let (Some(path), Some(p)) = (&a.payload, &payloads) {
+        if p.len() < n {
+            return Err(format!(
+                "{}: {n} documents in {} but {} payload lines (one JSON object per line)",
+                path.display(),
+                a.npy.display(),
+                p.len()
+            )
+            .into());
+        }
     }
     let ch = channel(remote).await?;
     let mut docs = DocumentsClient::with_interceptor(ch, remote.interceptor()?)
@@ -608,7 +663,7 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
                 serde_json::json!({
                     "query": i,
                     "budget": used,
-                    "hits": r.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "payload": h.payload})).collect::<Vec<_>>(),
+                    "hits": r.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "payload": docs::payload_value(&h.payload)})).collect::<Vec<_>>(),
                     "docs_scored": st.docs_scored, "vector_bytes_read": st.vector_bytes_read, "total_us": st.total_us,
                 })
             );
@@ -616,7 +671,9 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             for (rank, h) in r.hits.iter().enumerate() {
                 lines.push(format!(
                     "{i:<6} {rank:<5} {:<32} {:>10.5}  {used:<7} {}",
-                    h.id, h.score, h.payload
+                    h.id,
+                    h.score,
+                    docs::payload_cell(&h.payload)
                 ));
             }
         }

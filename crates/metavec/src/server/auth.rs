@@ -28,6 +28,8 @@ const READ_RPCS: &[&str] = &[
     "/metavec.v1.Search/Search",
     "/metavec.v1.Search/SearchBatch",
     "/metavec.v1.Documents/Get",
+    "/metavec.v1.Documents/Scroll",
+    "/metavec.v1.Documents/Count",
     "/metavec.v1.Collections/GetCollection",
     "/metavec.v1.Collections/ListCollections",
     "/metavec.v1.Admin/Stats",

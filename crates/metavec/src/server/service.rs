@@ -286,6 +286,114 @@ impl pb::documents_server::Documents for Api {
         .await?;
         Ok(budget.response(out))
     }
+
+    /// The page's ids come from one point-in-time view; their documents are then read one at a
+    /// time within the message limit (one deleted meanwhile is left out of the page).
+    async fn scroll(
+        &self,
+        req: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let r = req.into_inner();
+        let coll = self.collection(&r.collection)?;
+        let filter = convert::filter(&r.filter).map_err(status)?;
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let max = self.max_response_bytes;
+        let (out, budget) = blocking(move || {
+            let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
+            let page = coll
+                .scroll(cursor, limit, filter.as_ref())
+                .map_err(status)?;
+            let dim = coll.config().dim;
+            let total = page.ids.len();
+            let mut budget = ResponseBudget::new(max);
+            let mut out = pb::ScrollResponse {
+                next_cursor: page.next.unwrap_or_default(),
+                ..Default::default()
+            };
+            budget.reserve(framed_str(&out.next_cursor), || "the cursor".into())?;
+            for (i, id) in page.ids.into_iter().enumerate() {
+                let what = || format!("document {i} of a page of {total}");
+                let d = if r.with_vectors || r.with_payload {
+                    let Some(d) = coll
+                        .get(std::slice::from_ref(&id))
+                        .map_err(status)?
+                        .pop()
+                        .flatten()
+                    else {
+                        continue;
+                    };
+                    let mut d = convert::document_pb(d, dim);
+                    if !r.with_vectors {
+                        d.vectors = None;
+                    }
+                    if !r.with_payload {
+                        d.payload.clear();
+                    }
+                    d
+                } else {
+                    pb::Document {
+                        id,
+                        ..Default::default()
+                    }
+                };
+                budget.reserve(framed(&d), what)?;
+                out.documents.push(d);
+            }
+            Ok((out, budget))
+        })
+        .await?;
+        Ok(budget.response(out))
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let r = req.into_inner();
+        let coll = self.collection(&r.collection)?;
+        let filter = convert::filter(&r.filter).map_err(status)?;
+        let count = engine_call(move || coll.count(filter.as_ref())).await?;
+        Ok(Response::new(pb::CountResponse { count }))
+    }
+
+    async fn delete_by_filter(
+        &self,
+        req: Request<pb::DeleteByFilterRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let coll = self.collection(&r.collection)?;
+        let Some(filter) = convert::filter(&r.filter).map_err(status)? else {
+            return Err(Status::invalid_argument(
+                "filter is empty: DeleteByFilter needs a filter (to delete every document, \
+                 delete the collection)",
+            ));
+        };
+        let ack = engine_call(move || coll.delete_by_filter(&filter)).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            deleted: ack.count as u64,
+        }))
+    }
+
+    async fn set_payload(
+        &self,
+        req: Request<pb::SetPayloadRequest>,
+    ) -> Result<Response<pb::SetPayloadResponse>, Status> {
+        let r = req.into_inner();
+        let coll = self.collection(&r.collection)?;
+        let how = if r.merge {
+            metavec_core::PayloadUpdate::Merge
+        } else {
+            metavec_core::PayloadUpdate::Overwrite
+        };
+        let ack = engine_call(move || {
+            let payload = (!r.payload.is_empty()).then_some(r.payload.as_str());
+            coll.set_payload(&r.ids, payload, how)
+        })
+        .await?;
+        Ok(Response::new(pb::SetPayloadResponse {
+            updated: ack.count as u64,
+        }))
+    }
 }
 
 #[tonic::async_trait]
