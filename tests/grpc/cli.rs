@@ -299,7 +299,7 @@ fn cli_round_trip_and_offline_checks() {
         ],
     );
     assert!(!deep.status.success());
-    assert!(String::from_utf8_lossy(&deep.stderr).contains("FailedPrecondition"));
+    assert!(String::from_utf8_lossy(&deep.stderr).contains("failed precondition: budget"));
     // The shrunk copy's segment (and its token index) is new: its exact answers at a kept
     // budget are the original's exact ones.
     let exact_at = |coll: &str| {
@@ -333,7 +333,7 @@ fn cli_round_trip_and_offline_checks() {
         ],
     );
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("NotFound"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not found: "));
 
     assert!(server.terminate());
     let out = ok(metavec(

@@ -12,6 +12,19 @@ use tonic::Code;
 use crate::cli::{metavec, ok};
 use crate::support::{create_req, synth_doc, upsert, Server};
 
+fn write_npy(path: &std::path::Path, shape: &[u64], values: &[f32]) {
+    use npyz::WriterBuilder;
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    w.extend(values.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
 fn docs(data: &SynthData, n: usize) -> Vec<pb::Document> {
     (0..n)
         .map(|i| pb::Document {
@@ -262,18 +275,7 @@ fn cli_document_commands_and_an_export_that_loads_back() {
     // 60 documents of 4 x 8 f32, payloads carrying their ids in a nested field.
     let data = generate(&SynthSpec::new(60, 1, 8, &[(1, 1), (2, 4)], 3));
     let npy = tmp.path().join("docs.npy");
-    {
-        use npyz::WriterBuilder;
-        let file = std::io::BufWriter::new(std::fs::File::create(&npy).unwrap());
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[60, 4, 8])
-            .writer(file)
-            .begin_nd()
-            .unwrap();
-        w.extend(data.docs[..60 * 32].iter().copied()).unwrap();
-        w.finish().unwrap();
-    }
+    write_npy(&npy, &[60, 4, 8], &data.docs[..60 * 32]);
     let long = "x".repeat(300);
     let payloads: Vec<String> = (0..60)
         .map(|i| {
@@ -320,6 +322,54 @@ fn cli_document_commands_and_an_export_that_loads_back() {
     ));
     assert!(out.contains("upserted 60 documents"), "{out}");
     ok(metavec(&a, &["flush", "src"]));
+
+    // Tables show sizes and times for people (--json keeps the raw numbers).
+    let out = ok(metavec(&a, &["stats", "src"]));
+    assert!(out.contains(" KiB") && !out.contains(" B "), "{out}");
+    let raw: serde_json::Value =
+        serde_json::from_str(ok(metavec(&a, &["--json", "stats", "src"])).trim()).unwrap();
+    assert!(raw["segment_bytes"].as_u64().unwrap() > 1024, "{raw}");
+    ok(metavec(&a, &["snapshot", "create", "src"]));
+    let out = ok(metavec(&a, &["snapshot", "list"]));
+    let year = jiff::Timestamp::now().strftime("%Y-").to_string();
+    assert!(out.contains(" UTC") && out.contains(&year), "{out}");
+
+    // An untrained budget: the message names the CLI's flag, not the gRPC field.
+    let qnpy = tmp.path().join("q.npy");
+    write_npy(&qnpy, &[1, 2, 8], &data.queries[..16]);
+    let q = qnpy.to_str().unwrap();
+    let bad = metavec(
+        &a,
+        &[
+            "search",
+            "--collection",
+            "src",
+            "--npy",
+            q,
+            "--budget",
+            "1x4",
+        ],
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && err.contains("pass --allow-untrained-budget")
+            && !err.contains("allow_untrained"),
+        "{err}"
+    );
+    ok(metavec(
+        &a,
+        &[
+            "search",
+            "--collection",
+            "src",
+            "--npy",
+            q,
+            "--budget",
+            "1x4",
+            "--allow-untrained-budget",
+        ],
+    ));
 
     // get: payloads as JSON objects in --json, cut in the table; a missing id fails naming it.
     let out = ok(metavec(&a, &["--json", "get", "src", "doc-007"]));

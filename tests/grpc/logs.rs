@@ -165,3 +165,44 @@ async fn text_spans_name_the_collection_once() {
         "{log}"
     );
 }
+
+/// `RUST_LOG=debug` is metavec's debug log, not h2's frames or sled's internals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_debug_level_logs_metavec_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server =
+        Server::start_logging(&dir.path().join("data"), &[], "debug", Stdio::from(log));
+    let mut c = server.clients().await;
+    c.collections
+        .create_collection(create_req("quiet", 4, 1, 1))
+        .await
+        .unwrap();
+    upsert(
+        &mut c,
+        vec![pb::UpsertRequest {
+            collection: "quiet".into(),
+            documents: vec![pb::Document {
+                id: "a".into(),
+                vectors: Some(vectors(1, 4, vec![1.0, 0.0, 0.0, 0.0])),
+                payload: String::new(),
+            }],
+        }],
+    )
+    .await
+    .unwrap();
+    drop(c);
+    assert!(server.terminate());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("metavec::server::observe: ok"),
+        "no metavec debug lines:\n{text}"
+    );
+    for noisy in ["h2::", "sled::", "hyper::", "tower::"] {
+        assert!(
+            !text.contains(noisy),
+            "{noisy} logged at RUST_LOG=debug:\n{text}"
+        );
+    }
+}

@@ -93,14 +93,34 @@ async fn api_keys_gate_every_rpc_but_health() {
                 "collections",
                 "list",
             ])
-            .env_remove("METAVEC_API_KEY")
+            .env_remove("METAVEC_AUTH_KEY")
             .output()
             .unwrap()
     };
     assert!(cli("reader-secret").status.success());
     let denied = cli("wrong");
     assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stderr).contains("Unauthenticated"));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("unauthenticated: invalid api key"), "{err}");
+    // The server's key variable is not the client's: a shell that starts a server with
+    // METAVEC_API_KEY does not hand that key to every CLI call.
+    let env_only = std::process::Command::new(env!("CARGO_BIN_EXE_metavec"))
+        .args(["collections", "list", "--addr", &server.addr])
+        .env_remove("METAVEC_AUTH_KEY")
+        .env("METAVEC_API_KEY", "reader-secret")
+        .output()
+        .unwrap();
+    assert!(!env_only.status.success());
+    let by_var = std::process::Command::new(env!("CARGO_BIN_EXE_metavec"))
+        .args(["collections", "list", "--addr", &server.addr])
+        .env("METAVEC_AUTH_KEY", "reader-secret")
+        .output()
+        .unwrap();
+    assert!(
+        by_var.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_var.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,20 +6,21 @@ use tonic::{Code, Status};
 
 use crate::pb;
 
-/// The one mapping from engine errors to gRPC statuses.
+/// The one mapping from engine errors to gRPC statuses. Where the code says what kind of error
+/// it is, the message is the engine's without its kind ("ids[0] is empty", not "invalid
+/// argument: ids[0] is empty"), so no client shows it twice.
 pub fn to_status(e: &Error) -> Status {
-    let code = match e {
-        Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::NotFound(_) => Code::NotFound,
-        Error::AlreadyExists(_) => Code::AlreadyExists,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
-        Error::ResourceExhausted(_) => Code::ResourceExhausted,
-        Error::Poisoned(_) => Code::Unavailable,
-        Error::Corruption { .. } => Code::DataLoss,
-        Error::Io { .. } | Error::Catalog(_) => Code::Internal,
-        _ => Code::Internal,
+    let (code, msg) = match e {
+        Error::InvalidArgument(m) => (Code::InvalidArgument, m.clone()),
+        Error::NotFound(m) => (Code::NotFound, m.clone()),
+        Error::AlreadyExists(m) => (Code::AlreadyExists, m.clone()),
+        Error::FailedPrecondition(m) => (Code::FailedPrecondition, m.clone()),
+        Error::ResourceExhausted(m) => (Code::ResourceExhausted, m.clone()),
+        Error::Poisoned(_) => (Code::Unavailable, e.to_string()),
+        Error::Corruption { .. } => (Code::DataLoss, e.to_string()),
+        _ => (Code::Internal, e.to_string()),
     };
-    Status::new(code, e.to_string())
+    Status::new(code, msg)
 }
 
 fn invalid(msg: String) -> Error {

@@ -27,15 +27,19 @@ pub struct BenchArgs {
     /// Synthetic: number of documents.
     #[arg(long, default_value_t = 20_000)]
     pub docs: usize,
+    /// Synthetic: width D of every vector.
     #[arg(long, default_value_t = 384)]
     pub dim: usize,
+    /// Synthetic: M_c, vectors per document.
     #[arg(long, default_value_t = 64)]
     pub doc_vectors: usize,
+    /// Synthetic: M_q, vectors per query.
     #[arg(long, default_value_t = 16)]
     pub query_vectors: usize,
     /// Queries to time (per budget).
     #[arg(long, default_value_t = 100)]
     pub queries: usize,
+    /// Synthetic: seed of the generator (same seed, same data).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Budgets to measure, e.g. "1x1,4x8,16x64" (default: every trained budget).
@@ -45,6 +49,7 @@ pub struct BenchArgs {
     /// HNSW; from the token index up to 1000, reranked progressively).
     #[arg(long)]
     pub candidates: Option<u32>,
+    /// Hits per query (recall is recall@k).
     #[arg(short, long, default_value_t = 10)]
     pub k: u32,
     /// Write the data set as f32 docs.npy / queries.npy here (e.g. for ../shared/bench's reference pipeline).

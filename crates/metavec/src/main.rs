@@ -18,7 +18,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     about = "A database for Matryoshka multi-vector embeddings"
 )]
 struct Cli {
-    /// Log format: "text" or "json" (level from RUST_LOG, default info).
+    /// Log format: "text" or "json". The level comes from RUST_LOG: a bare level (`debug`) is
+    /// metavec's own crates' (others log warnings); `h2=debug,metavec=trace` is taken as is.
     #[arg(
         long,
         global = true,
@@ -56,11 +57,18 @@ enum Command {
     /// Set (replace or --merge) the payload of documents without resending their vectors.
     SetPayload(cli::docs::SetPayloadArgs),
     /// Seal memtables into segments (one collection, or all).
-    Flush { collection: Option<String> },
+    Flush {
+        /// Collection to flush (default: every collection).
+        collection: Option<String>,
+    },
     /// Per-collection sizes (one collection, or all).
-    Stats { collection: Option<String> },
+    Stats {
+        /// Collection to describe (default: every collection).
+        collection: Option<String>,
+    },
     /// Merge a collection's segments, dropping deleted documents.
     Compact {
+        /// Collection to compact.
         collection: String,
         /// Shrink to budget: keep only the first R vectors per document on disk (a trained r_c).
         #[arg(long)]
@@ -71,6 +79,7 @@ enum Command {
     Snapshot(cli::SnapshotCmd),
     /// Describe a stopped server's data directory: segments, groups, bytes, HNSW, WAL records.
     Inspect {
+        /// The data directory of a stopped server.
         #[arg(long, default_value = "./metavec-data")]
         data_dir: PathBuf,
     },
@@ -80,6 +89,7 @@ enum Command {
     Bench(BenchCmd),
     /// Check every checksum of a stopped server's data directory; non-zero exit on damage.
     Verify {
+        /// The data directory of a stopped server.
         #[arg(long, default_value = "./metavec-data")]
         data_dir: PathBuf,
     },
@@ -103,10 +113,31 @@ enum BenchScenario {
     Scale(Box<scale::ScaleArgs>),
 }
 
+/// The log filter: RUST_LOG as given when it names targets (`h2=debug,metavec=trace`); a bare
+/// level (`RUST_LOG=debug`) or none (info for `serve`, warn for the CLI) applies to metavec's own
+/// crates only, every other crate logging warnings and errors (at debug, h2 would log every frame
+/// and sled its internals).
+fn log_filter(rust_log: Option<&str>, quiet: bool) -> String {
+    let ours =
+        |level: &str| format!("warn,metavec={level},metavec_core={level},metavec_api={level}");
+    match rust_log.map(str::trim) {
+        None | Some("") => ours(if quiet { "warn" } else { "info" }),
+        Some(l)
+            if ["trace", "debug", "info", "warn", "error", "off"]
+                .contains(&l.to_ascii_lowercase().as_str()) =>
+        {
+            ours(l)
+        }
+        Some(spec) => spec.to_string(),
+    }
+}
+
 fn init_tracing(format: &str, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let spec = log_filter(std::env::var("RUST_LOG").ok().as_deref(), quiet);
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("metavec: RUST_LOG {spec:?} is not a filter ({e}); logging at the default");
+        tracing_subscriber::EnvFilter::new(log_filter(None, quiet))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -126,8 +157,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The command line, with the client-only flags (`--addr`, `--auth-key`, `--tls-ca`: global so
+/// they may come before or after a client command) hidden where they mean nothing: under
+/// `serve`, the offline `inspect` / `verify` and the in-process `bench`.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for sub in ["serve", "inspect", "verify", "bench"] {
+        // A subcommand's own argument of the same id stops the global one from being
+        // propagated into it: these hidden stand-ins take its place (and its value, if given).
+        cmd = cmd.mut_subcommand(sub, |mut s| {
+            for (id, long) in cli::CLIENT_FLAGS {
+                s = s.arg(clap::Arg::new(id).long(long).hide(true));
+            }
+            s
+        });
+    }
+    cmd
+}
+
 fn main() -> std::process::ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -200,5 +249,75 @@ fn main() -> std::process::ExitCode {
             eprintln!("metavec: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every flag and positional argument a user can see says what it is in `--help`.
+    #[test]
+    fn every_visible_argument_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::command(), "metavec", &mut missing);
+        assert!(missing.is_empty(), "no --help text: {missing:#?}");
+    }
+
+    #[test]
+    fn a_bare_rust_log_level_is_metavec_s_own() {
+        use super::log_filter;
+        assert_eq!(
+            log_filter(Some("debug"), false),
+            "warn,metavec=debug,metavec_core=debug,metavec_api=debug"
+        );
+        assert_eq!(
+            log_filter(None, false),
+            "warn,metavec=info,metavec_core=info,metavec_api=info"
+        );
+        assert_eq!(
+            log_filter(None, true),
+            "warn,metavec=warn,metavec_core=warn,metavec_api=warn"
+        );
+        assert_eq!(
+            log_filter(Some("h2=debug,metavec=trace"), false),
+            "h2=debug,metavec=trace"
+        );
+    }
+
+    /// `serve` and the offline commands do not list the client's connection flags.
+    #[test]
+    fn client_flags_are_hidden_where_they_mean_nothing() {
+        let mut cmd = super::command();
+        cmd.build();
+        for sub in ["serve", "inspect", "verify", "bench"] {
+            let s = cmd.find_subcommand(sub).unwrap();
+            for (id, _) in super::cli::CLIENT_FLAGS {
+                assert!(
+                    s.get_arguments()
+                        .all(|a| a.get_id() != id || a.is_hide_set()),
+                    "{sub} lists --{id}"
+                );
+            }
+        }
+        let search = cmd.find_subcommand("search").unwrap();
+        assert!(search
+            .get_arguments()
+            .any(|a| a.get_id() == "addr" && !a.is_hide_set()));
     }
 }

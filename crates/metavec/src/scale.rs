@@ -54,12 +54,16 @@ pub struct ScaleArgs {
     /// results. A directory that holds a state resumes it (with the same parameters).
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Documents to ingest in all.
     #[arg(long, default_value_t = 1_000_000)]
     pub docs: usize,
+    /// Width D of every vector.
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
+    /// M_c, vectors per document.
     #[arg(long, default_value_t = 32)]
     pub doc_vectors: usize,
+    /// M_q, vectors per query.
     #[arg(long, default_value_t = 16)]
     pub query_vectors: usize,
     /// Storage dtype of the collection: f32, bf16, f16 or int8. With bf16 and f16 every value is
@@ -92,6 +96,7 @@ pub struct ScaleArgs {
     /// this many MiB, page cache included (needs root; skipped with a message otherwise).
     #[arg(long)]
     pub memory_limit_mb: Option<u64>,
+    /// Seed of the generator (same seed, same data).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// One JSON object per checkpoint on stdout instead of a table.

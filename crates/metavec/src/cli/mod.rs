@@ -54,10 +54,18 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// The ids and flags of [`Remote`]'s connection options (hidden under the commands that do not
+/// connect).
+pub const CLIENT_FLAGS: [(&str, &str); 3] = [
+    ("addr", "addr"),
+    ("auth_key", "auth-key"),
+    ("tls_ca", "tls-ca"),
+];
+
 /// Options every client subcommand shares.
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
-    /// Server address.
+    /// Server address: HOST:PORT, or http:// / https:// HOST:PORT.
     #[arg(
         long,
         default_value = "http://127.0.0.1:50051",
@@ -68,8 +76,9 @@ pub struct Remote {
     /// Print JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// API key sent as `authorization: Bearer <key>` (the server's --api-key or --read-only-key).
-    #[arg(long, env = "METAVEC_API_KEY", global = true, hide_env_values = true)]
+    /// API key sent as `authorization: Bearer <key>` (one the server takes with --api-key or
+    /// --read-only-key). Its variable is METAVEC_AUTH_KEY, not the server's METAVEC_API_KEY.
+    #[arg(long, env = "METAVEC_AUTH_KEY", global = true, hide_env_values = true)]
     pub auth_key: Option<String>,
     /// CA certificate (PEM) to reach a TLS server (use an https:// address).
     #[arg(long, env = "METAVEC_TLS_CA", global = true)]
@@ -101,11 +110,15 @@ impl Remote {
 pub enum CollectionsCmd {
     /// Create a collection.
     Create {
+        /// Name: 1..=64 ASCII letters, digits, '_' or '-'.
         name: String,
+        /// Width D of every vector.
         #[arg(long)]
         dim: u32,
+        /// M_c: vectors per document, Matryoshka-ordered (vector 0 the coarsest).
         #[arg(long)]
         doc_vectors: u32,
+        /// M_q: the most vectors a query may carry.
         #[arg(long)]
         query_vectors: u32,
         /// Trained budgets, e.g. "1x1,2x4,4x8" (default: the MetaEmbed ladder cut to the counts).
@@ -114,10 +127,11 @@ pub enum CollectionsCmd {
         /// HNSW links per node.
         #[arg(long)]
         hnsw_m: Option<u32>,
+        /// HNSW candidate list while building (default 200).
         #[arg(long)]
         ef_construction: Option<u32>,
-        /// How segments store vectors 1..: bf16 (default), f32 (reads back bit-exact), f16 or int8.
-        #[arg(long, default_value = "")]
+        /// How segments store vectors 1..: bf16, f32 (reads back bit-exact), f16 or int8.
+        #[arg(long, default_value = "bf16")]
         dtype: String,
         /// Candidate index of deep budgets: tokens (default: centroid posting lists over the
         /// first --index-vectors vectors, so deep budgets get their own ranking's candidates) or
@@ -134,22 +148,39 @@ pub enum CollectionsCmd {
     /// List collections.
     List,
     /// Show one collection.
-    Info { name: String },
+    Info {
+        /// Collection name.
+        name: String,
+    },
     /// Delete a collection and its files.
-    Delete { name: String },
+    Delete {
+        /// Collection name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCmd {
     /// Take a snapshot of a collection while it serves.
-    Create { collection: String },
+    Create {
+        /// Collection to snapshot.
+        collection: String,
+    },
     /// List snapshots.
-    List { collection: Option<String> },
+    List {
+        /// Only this collection's snapshots (default: all).
+        collection: Option<String>,
+    },
     /// Delete a snapshot.
-    Delete { name: String },
+    Delete {
+        /// Snapshot name (as `snapshot list` shows it).
+        name: String,
+    },
     /// Restore a snapshot as a new collection (every checksum is verified first).
     Restore {
+        /// Snapshot name (as `snapshot list` shows it).
         name: String,
+        /// Name of the new collection.
         #[arg(long = "as")]
         as_collection: String,
     },
@@ -183,6 +214,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
+    /// Collection to search.
     #[arg(long)]
     pub collection: String,
     /// Queries [Q, M_q, D] (or one query [M_q, D]).
@@ -195,6 +227,7 @@ pub struct SearchArgs {
     /// this many microseconds (reported per query).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub latency_target_us: Option<u32>,
+    /// Hits per query.
     #[arg(short, long, default_value_t = 10)]
     pub k: u32,
     /// Candidates per segment (0 = server default: 320 from the vector-0 HNSW; from the token
@@ -213,8 +246,10 @@ pub struct SearchArgs {
     /// Score every document (exact ground truth).
     #[arg(long)]
     pub exact: bool,
+    /// Return each hit's payload.
     #[arg(long)]
     pub with_payload: bool,
+    /// Accept a budget that is not one of the collection's trained pairs.
     #[arg(long)]
     pub allow_untrained_budget: bool,
     /// Cascade stages before the final budget, e.g. "1x1:1000,4x8:100" (budget:keep).
@@ -225,8 +260,24 @@ pub struct SearchArgs {
     pub filter: Option<String>,
 }
 
+/// A refused call as one line: its status in words, then the server's message (which no
+/// longer repeats it).
 fn status(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+    let kind = match s.code() {
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::ResourceExhausted => "resource exhausted",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DataLoss => "data loss",
+        tonic::Code::DeadlineExceeded => "deadline exceeded",
+        tonic::Code::Cancelled => "cancelled",
+        _ => "server error",
+    };
+    format!("{kind}: {}", s.message())
 }
 
 async fn channel(remote: &Remote) -> Result<Channel, String> {
@@ -250,7 +301,20 @@ async fn channel(remote: &Remote) -> Result<Channel, String> {
     ep.connect_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+        .map_err(|e| {
+            // tonic says "transport error"; the cause that helps is at the end of the chain.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let cause = cause.to_string();
+            let hint = if cause.to_lowercase().contains("refused") {
+                " (is `metavec serve` running there? set the address with --addr or METAVEC_ADDR)"
+            } else {
+                ""
+            };
+            format!("cannot connect to {addr}: {cause}{hint}")
+        })
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -315,7 +379,7 @@ fn print_info(i: &pb::CollectionInfo, json: bool) -> CliResult {
             String::new()
         };
         outln!(
-            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>10} B  budgets {}{shrunk}",
+            "{:<24} dim {:<5} M_c {:<4} M_q {:<4} {:<5} docs {:<9} segments {:<3} wal {:>11}  budgets {}{shrunk}",
             i.name,
             cfg.dim,
             cfg.doc_vectors,
@@ -323,11 +387,23 @@ fn print_info(i: &pb::CollectionInfo, json: bool) -> CliResult {
             cfg.dtype,
             i.live_docs,
             i.segments.len(),
-            i.wal_bytes,
+            size(i.wal_bytes),
             budgets.join(" ")
         );
     }
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch as a UTC date and time, e.g. "2026-12-04 14:55:02 UTC".
+pub fn utc(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| format!("{ms} ms after the epoch"))
+}
+
+/// Bytes in binary units for tables ("1.50 GiB"); `--json` keeps the raw count.
+pub fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }
 
 fn print_snapshot(s: &pb::SnapshotInfo, json: bool) -> CliResult {
@@ -335,15 +411,16 @@ fn print_snapshot(s: &pb::SnapshotInfo, json: bool) -> CliResult {
         outln!(
             "{}",
             serde_json::json!({"name": s.name, "collection": s.collection, "created_unix_ms": s.created_unix_ms,
-                "last_seq": s.last_seq, "bytes": s.bytes, "files": s.files.len()})
+                "created": utc(s.created_unix_ms), "last_seq": s.last_seq, "bytes": s.bytes, "files": s.files.len()})
         );
     } else {
         outln!(
-            "{:<40} {:<24} files {:<4} {:>14} B  last_seq {}",
+            "{:<40} {:<24} {}  files {:<4} {:>11}  last_seq {}",
             s.name,
             s.collection,
+            utc(s.created_unix_ms),
             s.files.len(),
-            s.bytes,
+            size(s.bytes),
             s.last_seq
         );
     }
@@ -416,12 +493,12 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             if !remote.json {
                 for s in &i.segments {
                     outln!(
-                        "  segment {:<6} docs {:<9} live {:<9} file {:>14} B  index {:>12} B",
+                        "  segment {:<6} docs {:<9} live {:<9} file {:>11}  index {:>11}",
                         s.id,
                         s.docs,
                         s.live_docs,
-                        s.file_bytes,
-                        s.index_bytes
+                        size(s.file_bytes),
+                        size(s.index_bytes)
                     );
                 }
             }
@@ -651,7 +728,17 @@ pub async fn search(remote: &Remote, a: SearchArgs) -> CliResult {
             nprobe: a.nprobe,
             candidate_index: a.candidate_index.clone(),
         };
-        let r = c.search(req).await.map_err(status)?.into_inner();
+        let r = c
+            .search(req)
+            .await
+            .map_err(|e| {
+                // The engine names the request field; here it is a flag.
+                status(e).replace(
+                    "set allow_untrained_budget",
+                    "pass --allow-untrained-budget",
+                )
+            })?
+            .into_inner();
         let st = r.stats.unwrap_or_default();
         let used = r
             .budget
@@ -741,8 +828,8 @@ pub async fn admin(remote: &Remote, what: AdminOp) -> CliResult {
                     );
                 } else {
                     outln!(
-                        "{:<24} docs {:<9} memtable {:<8} segments {:<3} segment {:>14} B  index {:>12} B  wal {:>12} B",
-                        s.name, s.live_docs, s.memtable_docs, s.segments, s.segment_bytes, s.index_bytes, s.wal_bytes
+                        "{:<24} docs {:<9} memtable {:<8} segments {:<3} segment {:>11}  index {:>11}  wal {:>11}",
+                        s.name, s.live_docs, s.memtable_docs, s.segments, size(s.segment_bytes), size(s.index_bytes), size(s.wal_bytes)
                     );
                 }
             }

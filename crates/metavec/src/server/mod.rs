@@ -21,7 +21,7 @@ pub use service::Api;
 #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeFile {
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_message_bytes: Option<usize>,
     pub memtable_mb: Option<usize>,
@@ -66,8 +66,13 @@ impl ServeArgs {
                 }
             )*};
         }
+        if unset("listen") {
+            if let Some(v) = f.listen {
+                self.listen =
+                    parse_listen(&v).map_err(|e| format!("{}: listen: {e}", path.display()))?;
+            }
+        }
         fill!(
-            listen,
             data_dir,
             max_message_bytes,
             memtable_mb,
@@ -105,7 +110,7 @@ impl ServeArgs {
     pub fn to_toml(&self) -> String {
         let redact = |k: &Option<Secret>| k.as_ref().map(|_| "<redacted>".to_string());
         let f = ServeFile {
-            listen: Some(self.listen),
+            listen: Some(self.listen.to_string()),
             data_dir: Some(self.data_dir.clone()),
             max_message_bytes: Some(self.max_message_bytes),
             memtable_mb: Some(self.memtable_mb),
@@ -148,11 +153,45 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// `--listen`: an IP:PORT, or a HOST:PORT resolved once at start (its first address).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "{s:?} is not HOST:PORT or IP:PORT (e.g. 127.0.0.1:50051): {e}"
+        )),
+    }
+}
+
+/// Binds the gRPC port, saying which address failed and why in terms an operator can act on.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process serves on that port: stop it or pick another with --listen)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (no interface of this machine has that address)"
+            }
+            _ => "",
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    })
+}
+
 /// Everything `serve` needs, from flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:50051", env = "METAVEC_LISTEN")]
+    /// Address to serve gRPC on: IP:PORT or HOST:PORT (`localhost:50051`; port 0 picks a free
+    /// one, printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "METAVEC_LISTEN", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Data directory (created if missing).
     #[arg(long, default_value = "./metavec-data", env = "METAVEC_DATA_DIR")]
@@ -239,11 +278,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.max_message_bytes,
         )?;
         tracing::info!(shards = ?args.shards, "routing");
+        let listener = bind(args.listen).await?;
         if let Some(addr) = args.metrics_listen {
             install_metrics(addr, None).await?;
         }
-        return run(router, &args, "router").await;
+        return run(router, listener, &args, "router").await;
     }
+    // The port first: a port in use fails here, before a data directory is created or opened.
+    let listener = bind(args.listen).await?;
     let dir = args.data_dir.clone();
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
     let api = Api {
@@ -258,7 +300,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.data_dir.display(),
         engine.list_collections().len()
     );
-    run(api, &args, &what).await?;
+    run(api, listener, &args, &what).await?;
     tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
     drop(engine);
     Ok(())
@@ -339,7 +381,12 @@ async fn install_metrics(
 
 /// Serves the four metavec services of `api` (a data server or a router), plus health and
 /// reflection, behind the logging/metrics, auth and message-size layers, until SIGTERM/SIGINT.
-async fn run<T>(api: T, args: &ServeArgs, what: &str) -> Result<(), Box<dyn std::error::Error>>
+async fn run<T>(
+    api: T,
+    listener: tokio::net::TcpListener,
+    args: &ServeArgs,
+    what: &str,
+) -> Result<(), Box<dyn std::error::Error>>
 where
     T: pb::collections_server::Collections
         + pb::documents_server::Documents
@@ -370,7 +417,6 @@ where
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, what, "metavec serving");
     // Tests and scripts read this line to learn the port when --listen asks for port 0.
