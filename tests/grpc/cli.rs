@@ -475,7 +475,14 @@ fn bench_subcommand_measures_every_budget() {
     let exact_pages = |i: usize| lines[i]["exact_pages_per_query"].as_u64().unwrap();
     assert!(exact_pages(1) <= 11, "grouped: {}", exact_pages(1));
     assert!(exact_pages(6) >= 75, "contiguous: {}", exact_pages(6));
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("<svg") && text.contains("recall@10"),
+        "{text}"
+    );
+    // The PNG beside it (rendered from the SVG).
+    let png = std::fs::read(tmp.path().join("curve.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let (d, shape) = read_f32_npy(&tmp.path().join("docs.npy"));
     assert_eq!(shape, vec![600, 8, 16]);
     assert_eq!(d.len(), 600 * 8 * 16);
@@ -519,6 +526,8 @@ fn bench_compact_dtype_quality_and_a_reused_data_dir() {
         "int8",
         "--qrels",
         qrels.to_str().unwrap(),
+        "--plot",
+        tmp.path().join("quality.svg").to_str().unwrap(),
         "--write-npy",
         npy.to_str().unwrap(),
         "--data-dir",
@@ -540,6 +549,13 @@ fn bench_compact_dtype_quality_and_a_reused_data_dir() {
             assert!((0.0..=1.0).contains(&n), "{k}: {row}");
         }
     }
+    // With qrels the plot has an nDCG@10 panel beside recall, and a PNG.
+    let text = std::fs::read_to_string(tmp.path().join("quality.svg")).unwrap();
+    assert!(
+        text.contains("nDCG@10") && text.contains("recall@10"),
+        "{text}"
+    );
+    assert!(tmp.path().join("quality.png").is_file());
     // Vector 0 stays f32: at (1,1) int8 ranks exactly as f32 does.
     assert_eq!(first[1]["exact_recall_vs_f32"], 1.0);
     assert_eq!(first[1]["ndcg_at_10"], first[1]["ndcg_at_10_f32"]);

@@ -245,11 +245,15 @@ async fn scroll_count_delete_by_filter_and_set_payload_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("filter"), "{}", e.message());
-    for (ids, payload) in [
-        (vec![], "{}"),
-        (vec![SynthData::id(2)], "[1]"),
-        (vec![SynthData::id(2), SynthData::id(2)], "{}"),
+    assert!(e.message().contains("filter is empty"), "{}", e.message());
+    for (ids, payload, what) in [
+        (vec![], "{}", "ids has 0 entries"),
+        (vec![SynthData::id(2)], "[1]", "JSON object"),
+        (
+            vec![SynthData::id(2), SynthData::id(2)],
+            "{}",
+            "appears twice",
+        ),
     ] {
         let e = c
             .documents
@@ -262,6 +266,7 @@ async fn scroll_count_delete_by_filter_and_set_payload_over_grpc() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(what), "{}", e.message());
     }
     // Nothing a refused request touched changed.
     assert_eq!(count("").await.unwrap(), 300);

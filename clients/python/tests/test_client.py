@@ -146,3 +146,67 @@ def test_candidate_index_is_chosen_at_creation_and_overridable_per_search(client
     with pytest.raises(metavec.InvalidArgument) as e:
         client.create_collection("py-bad", DIM, MC, MQ, index_vectors=MC + 1)
     assert "index_vectors" in e.value.message
+
+
+def test_documents_as_a_set_scroll_count_set_payload_delete_by_filter(client, data):
+    docs, _ = data
+    c = client
+    c.create_collection("py-set", DIM, MC, MQ, dtype="f32")
+    ids = [f"s-{i:03d}" for i in range(120)]
+    c.upsert("py-set", ids, docs[:120], [{"g": i % 3, "tag": {"odd": i % 2 == 1}} for i in range(120)])
+    c.flush("py-set")
+    # Pages in id order, following the cursor; vectors and payloads on request.
+    page, cursor = c.scroll("py-set", limit=50, with_payload=True)
+    assert [d.id for d in page] == ids[:50] and cursor == ids[49]
+    assert page[0].vectors is None and page[0].payload == {"g": 0, "tag": {"odd": False}}
+    every = list(c.scroll_all("py-set", limit=17, with_vectors=True))
+    assert [d.id for d in every] == ids
+    np.testing.assert_allclose(every[5].vectors, docs[5], atol=1e-6)
+    odd = {"eq": {"field": "tag.odd", "value": True}}
+    assert c.count("py-set") == 120
+    assert c.count("py-set", odd) == 60
+    assert [d.id for d in c.scroll_all("py-set", filter=odd)] == ids[1::2]
+    # Payload updates without vectors: merge keeps the other keys, unknown ids change nothing.
+    assert c.set_payload("py-set", ["s-000", "s-001"], {"star": True}, merge=True) == 2
+    got = c.get("py-set", ["s-000"])["s-000"]
+    assert got[1] == {"g": 0, "tag": {"odd": False}, "star": True}
+    np.testing.assert_allclose(got[0], docs[0], atol=1e-6)
+    with pytest.raises(metavec.NotFound) as e:
+        c.set_payload("py-set", ["s-002", "nope"], {"star": True})
+    assert "nope" in e.value.message
+    assert c.count("py-set", {"eq": {"field": "star", "value": True}}) == 2
+    assert c.delete_by_filter("py-set", {"eq": {"field": "g", "value": 1}}) == 40
+    assert c.count("py-set") == 80
+
+
+def test_budgets_ids_and_snapshots_are_checked_on_the_client(client, data):
+    docs, queries = data
+    c = client
+    # A budget as "RQxRC" is the same as the tuple; the default is documented and coarsest.
+    a = c.search("py", queries[0], budget="2x4", k=5, exact=True)
+    b = c.search("py", queries[0], budget=(2, 4), k=5, exact=True)
+    assert [h.id for h in a.hits] == [h.id for h in b.hits] and a.budget == (2, 4)
+    assert c.search("py", queries[0], k=3).budget == metavec.DEFAULT_BUDGET == (1, 1)
+    with pytest.raises(ValueError, match="4by8"):
+        c.search("py", queries[0], budget="4by8")
+    with pytest.raises(TypeError, match="tuple"):
+        c.search("py", queries[0], budget=4)
+    with pytest.raises(TypeError, match="integers"):
+        c.search("py", queries[0], budget=(2.0, 4))
+    # Ids are strings: anything else is refused before it is sent, naming the entry.
+    with pytest.raises(TypeError, match=r"ids\[1\] is int 7"):
+        c.upsert("py", ["x", 7], docs[:2])
+    with pytest.raises(TypeError, match="one string"):
+        c.delete("py", "doc-1")
+    with pytest.raises(TypeError, match=r"ids\[0\]"):
+        c.get("py", [3])
+    # Snapshots: list and delete.
+    name = c.create_snapshot("py")
+    snaps = c.list_snapshots("py")
+    assert name in [s["name"] for s in snaps]
+    mine = next(s for s in snaps if s["name"] == name)
+    assert mine["collection"] == "py" and mine["created_unix_ms"] > 0
+    c.delete_snapshot(name)
+    assert name not in [s["name"] for s in c.list_snapshots()]
+    with pytest.raises(metavec.NotFound):
+        c.delete_snapshot(name)

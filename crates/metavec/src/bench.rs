@@ -55,7 +55,8 @@ pub struct BenchArgs {
     /// Write the data set as f32 docs.npy / queries.npy here (e.g. for ../shared/bench's reference pipeline).
     #[arg(long)]
     pub write_npy: Option<PathBuf>,
-    /// Quality-vs-latency curve as SVG.
+    /// Quality-vs-latency curve: PATH.svg and PATH.png (recall@10 per budget, and with --qrels
+    /// nDCG@10 of the returned ranking beside it).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// One JSON object per line instead of a table.
@@ -851,55 +852,182 @@ fn print_row(row: &Row, header: bool, json: bool) -> CliResult {
 
 /// Recall@10 against p50 latency, one point per budget: the default candidate stage in blue,
 /// vector-0 candidates (with --vector0) in red.
+/// Where each point's label goes: beside its point, on the first side whose box overlaps no label
+/// placed before it and no other point (labels are ~7 px a character, 14 px tall); `None` when
+/// every side is taken (the point is then left unlabelled rather than overprinted).
+fn place_labels(points: &[(i32, i32, String)]) -> Vec<Option<(i32, i32)>> {
+    type Box = (i32, i32, i32, i32);
+    let overlaps = |a: &Box, b: &Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let mut taken: Vec<Box> = points
+        .iter()
+        .map(|&(x, y, _)| (x - 5, y - 5, x + 5, y + 5))
+        .collect();
+    points
+        .iter()
+        .map(|(x, y, text)| {
+            let w = 7 * text.chars().count() as i32;
+            let sides = [
+                (6, -16),
+                (6, 2),
+                (-w - 6, -16),
+                (-w - 6, 2),
+                (6, -30),
+                (6, 16),
+                (-w / 2, -32),
+                (-w / 2, 10),
+            ];
+            sides.iter().find_map(|&(dx, dy)| {
+                let bx: Box = (x + dx, y + dy, x + dx + w, y + dy + 14);
+                let own = (x - 5, y - 5, x + 5, y + 5);
+                let clear = taken.iter().all(|t| *t == own || !overlaps(t, &bx));
+                clear.then(|| {
+                    taken.push(bx);
+                    (dx, dy)
+                })
+            })
+        })
+        .collect()
+}
+
+/// The quality-latency curve: recall@10 against the exact scan and, with --qrels, nDCG@10 of
+/// the returned ranking, each against the median latency per budget, for the default candidates
+/// and (with --vector0) vector-0 candidates. Written as SVG to `path` and as PNG beside it.
 fn plot(path: &std::path::Path, rows: &[Row], v0: &[Row]) -> Result<(), String> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let all = || rows.iter().chain(v0);
-    let xmax = all().map(|r| r.p50_ms).fold(0.0, f64::max) * 1.15 + 0.01;
-    let ymin = all().map(|r| r.recall_at_10).fold(1.0, f64::min).min(0.9) - 0.02;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "metavec: recall@10 vs p50 latency per budget",
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..xmax, ymin..1.01)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("p50 latency (ms, 1 thread)")
-        .y_desc("recall@10 vs exact")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (series, color, name) in [
-        (rows, BLUE, "default candidates"),
-        (v0, RED, "vector-0 candidates"),
-    ] {
-        if series.is_empty() {
-            continue;
+    let with_ndcg = rows.iter().chain(v0).any(|r| r.ndcg_at_10_search.is_some());
+    /// A panel: its quality measure's name and how to read it off a row.
+    type Panel = (&'static str, fn(&Row) -> Option<f64>);
+    let panels: Vec<Panel> = if with_ndcg {
+        vec![
+            ("recall@10 vs exact", |r| Some(r.recall_at_10)),
+            ("nDCG@10 of the returned ranking", |r| r.ndcg_at_10_search),
+        ]
+    } else {
+        vec![("recall@10 vs exact", |r| Some(r.recall_at_10))]
+    };
+    let width = 720 * panels.len() as u32;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (width, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels.len()));
+        let all = || rows.iter().chain(v0);
+        let xmax = all().map(|r| r.p50_ms).fold(0.0, f64::max) * 1.2 + 0.01;
+        for (area, (what, value)) in areas.iter().zip(&panels) {
+            let ys: Vec<f64> = all().filter_map(value).collect();
+            let ymin = ys.iter().copied().fold(1.0, f64::min).min(0.9) - 0.03;
+            let ymax = ys.iter().copied().fold(0.0, f64::max).max(1.0) + 0.02;
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!("metavec: {what} vs p50 latency"),
+                    ("sans-serif", 18),
+                )
+                .margin(15)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0.0..xmax, ymin..ymax)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("p50 latency (ms, 1 thread)")
+                .y_desc(*what)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            let mut labelled = Vec::new();
+            for (series, color, name) in [
+                (rows, BLUE, "default candidates"),
+                (v0, RED, "vector-0 candidates"),
+            ] {
+                let pts: Vec<(f64, f64, String)> = series
+                    .iter()
+                    .filter_map(|r| value(r).map(|y| (r.p50_ms, y, r.budget.clone())))
+                    .collect();
+                if pts.is_empty() {
+                    continue;
+                }
+                chart
+                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), &color))
+                    .map_err(|e| e.to_string())?
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                chart
+                    .draw_series(
+                        pts.iter()
+                            .map(|p| Circle::new((p.0, p.1), 4, color.filled())),
+                    )
+                    .map_err(|e| e.to_string())?;
+                labelled.extend(pts.into_iter().map(|p| (p, color)));
+            }
+            let at: Vec<(i32, i32, String)> = labelled
+                .iter()
+                .map(|((x, y, t), _)| {
+                    let (px, py) = chart.backend_coord(&(*x, *y));
+                    (px, py, t.clone())
+                })
+                .collect();
+            let places = place_labels(&at);
+            chart
+                .draw_series(
+                    labelled
+                        .iter()
+                        .zip(places)
+                        .filter_map(|(((x, y, t), c), off)| {
+                            off.map(|off| {
+                                EmptyElement::at((*x, *y))
+                                    + Text::new(
+                                        t.clone(),
+                                        off,
+                                        ("sans-serif", 13).into_font().color(c),
+                                    )
+                            })
+                        }),
+                )
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE)
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
         }
-        let pts: Vec<(f64, f64)> = series.iter().map(|r| (r.p50_ms, r.recall_at_10)).collect();
-        chart
-            .draw_series(LineSeries::new(pts, &color))
-            .map_err(|e| e.to_string())?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        chart
-            .draw_series(series.iter().map(|r| {
-                EmptyElement::at((r.p50_ms, r.recall_at_10))
-                    + Circle::new((0, 0), 4, color.filled())
-                    + Text::new(r.budget.clone(), (6, -14), ("sans-serif", 13))
-            }))
-            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    let prefix = path.with_extension("");
+    crate::scale::report::write_svg_png(&prefix, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Labels of crowded points never overprint one another or another point.
+    #[test]
+    fn labels_do_not_overlap() {
+        let pts: Vec<(i32, i32, String)> = (0..12)
+            .map(|i| (100 + 3 * i, 200 - 2 * i, format!("{i}x{}", 4 * i)))
+            .collect();
+        let places = super::place_labels(&pts);
+        let boxes: Vec<(i32, i32, i32, i32)> = pts
+            .iter()
+            .zip(&places)
+            .filter_map(|((x, y, t), p)| {
+                p.map(|(dx, dy)| (x + dx, y + dy, x + dx + 7 * t.len() as i32, y + dy + 14))
+            })
+            .collect();
+        assert!(boxes.len() >= 6, "most points keep a label: {places:?}");
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                assert!(
+                    !(a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3),
+                    "{a:?} {b:?}"
+                );
+            }
+            for (x, y, _) in &pts {
+                let p = (x - 5, y - 5, x + 5, y + 5);
+                assert!(
+                    !(a.0 < p.2 && p.0 < a.2 && a.1 < p.3 && p.1 < a.3),
+                    "{a:?} on {p:?}"
+                );
+            }
+        }
+    }
 }

@@ -6,12 +6,14 @@
     c = Client("127.0.0.1:50051")
     c.create_collection("docs", dim=384, doc_vectors=64, query_vectors=16)
     c.upsert("docs", ["a", "b"], np.random.rand(2, 64, 384).astype(np.float32))
-    hits = c.search("docs", np.random.rand(16, 384), budget=(4, 8), k=10)
+    hits = c.search("docs", np.random.rand(16, 384), budget=(4, 8), k=10)   # or budget="4x8"
 """
 
 from .client import (
+    DEFAULT_BUDGET,
     AlreadyExists,
     Client,
+    Document,
     Hit,
     InvalidArgument,
     MetavecError,
@@ -24,8 +26,10 @@ from .client import (
 )
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "AlreadyExists",
     "Client",
+    "Document",
     "Hit",
     "InvalidArgument",
     "MetavecError",

@@ -13,6 +13,11 @@ from .v1 import metavec_pb2 as pb
 from .v1 import metavec_pb2_grpc as rpc
 
 Budget = tuple[int, int]
+"""(r_q, r_c): query vectors and document vectors a search uses; "4x8" is accepted too."""
+
+DEFAULT_BUDGET: Budget = (1, 1)
+"""The budget `search` uses when none is given: the coarsest, vector 0 of the query against
+vector 0 of each document. Pass a deeper trained budget, e.g. (4, 8), for quality."""
 
 
 class MetavecError(Exception):
@@ -69,6 +74,15 @@ def _raise(e: grpc.RpcError) -> MetavecError:
 
 
 @dataclass
+class Document:
+    """A stored document as `scroll` returns it: vectors and payload only when asked for."""
+
+    id: str
+    vectors: Optional[np.ndarray] = None
+    payload: Optional[dict] = None
+
+
+@dataclass
 class Hit:
     id: str
     score: float
@@ -93,6 +107,33 @@ def _vectors(a: np.ndarray, what: str) -> pb.Vectors:
         return pb.Vectors(count=a.shape[0], dim=a.shape[1], f16=raw)
     a = np.ascontiguousarray(a, dtype=np.float32)
     return pb.Vectors(count=a.shape[0], dim=a.shape[1], values=a.ravel().tolist())
+
+
+def _budget(b: Any, what: str = "budget") -> pb.Budget:
+    """(r_q, r_c) or "RQxRC" as the wire's Budget, with errors that say what was wrong."""
+    if isinstance(b, str):
+        parts = b.lower().replace(",", "x").split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f'{what} {b!r}: expected "RQxRC", e.g. "4x8", or a tuple (4, 8)')
+        return pb.Budget(r_q=int(parts[0]), r_c=int(parts[1]))
+    if isinstance(b, (tuple, list)) and len(b) == 2:
+        if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in b):
+            raise TypeError(f"{what} {b!r}: r_q and r_c must be integers")
+        return pb.Budget(r_q=int(b[0]), r_c=int(b[1]))
+    raise TypeError(f'{what} must be a tuple (r_q, r_c) or a string "RQxRC", got {type(b).__name__} {b!r}')
+
+
+def _ids(ids: Any, what: str = "ids") -> list[str]:
+    """Ids as a list of strings; anything else is a TypeError naming the entry."""
+    if isinstance(ids, str):
+        raise TypeError(f"{what} must be a sequence of strings, not one string {ids!r}")
+    out = list(ids)
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise TypeError(
+                f"{what}[{i}] is {type(x).__name__} {x!r}: ids are strings (e.g. str({x!r}))"
+            )
+    return out
 
 
 def _payload(p: Any) -> str:
@@ -209,6 +250,7 @@ class Client:
         Streams batches of `batch_size`; each batch is durable when the server acknowledges it.
         Returns the number of documents written.
         """
+        ids = _ids(ids)
         vectors = np.asarray(vectors)
         if vectors.ndim != 3:
             raise ValueError(f"vectors must be 3-D [N, M_c, D], got shape {vectors.shape}")
@@ -236,12 +278,68 @@ class Client:
 
     def delete(self, collection: str, ids: Iterable[str]) -> int:
         """Deletes ids; returns how many existed."""
-        r = self._call(self._documents.Delete, pb.DeleteRequest(collection=collection, ids=list(ids)))
+        r = self._call(self._documents.Delete, pb.DeleteRequest(collection=collection, ids=_ids(ids)))
         return r.deleted
+
+    def delete_by_filter(self, collection: str, filter: Union[dict, str]) -> int:
+        """Deletes every document whose payload passes `filter`; returns how many."""
+        req = pb.DeleteByFilterRequest(collection=collection, filter=_payload(filter))
+        return self._call(self._documents.DeleteByFilter, req).deleted
+
+    def count(self, collection: str, filter: Union[dict, str, None] = None) -> int:
+        """Live documents, or those whose payload passes `filter`."""
+        req = pb.CountRequest(collection=collection, filter=_payload(filter))
+        return self._call(self._documents.Count, req).count
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        cursor: str = "",
+        limit: int = 100,
+        filter: Union[dict, str, None] = None,
+        with_vectors: bool = False,
+        with_payload: bool = False,
+    ) -> tuple[list[Document], str]:
+        """One page of documents in id order after `cursor`: `(documents, next_cursor)`, where
+        `next_cursor` is "" on the last page. `scroll_all` follows the cursors for you."""
+        req = pb.ScrollRequest(
+            collection=collection,
+            cursor=cursor,
+            limit=limit,
+            filter=_payload(filter),
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+        )
+        r = self._call(self._documents.Scroll, req)
+        docs = []
+        for d in r.documents:
+            v = None
+            if d.HasField("vectors"):
+                v = np.asarray(d.vectors.values, dtype=np.float32).reshape(d.vectors.count, d.vectors.dim)
+            docs.append(Document(d.id, v, json.loads(d.payload) if d.payload else None))
+        return docs, r.next_cursor
+
+    def scroll_all(self, collection: str, **kw) -> Iterator[Document]:
+        """Every document (passing `filter=`), in id order, a page (`limit=`) per request."""
+        cursor = kw.pop("cursor", "")
+        while True:
+            docs, cursor = self.scroll(collection, cursor=cursor, **kw)
+            yield from docs
+            if not cursor:
+                return
+
+    def set_payload(
+        self, collection: str, ids: Iterable[str], payload: Union[dict, str, None], *, merge: bool = False
+    ) -> int:
+        """Sets the payload of `ids` without resending vectors (`merge=True` keeps the other keys);
+        all or nothing: an unknown id raises NotFound and updates none. Returns how many."""
+        req = pb.SetPayloadRequest(collection=collection, ids=_ids(ids), payload=_payload(payload), merge=merge)
+        return self._call(self._documents.SetPayload, req).updated
 
     def get(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[np.ndarray, Optional[dict]]]:
         """Stored documents by id: `{id: (vectors [M, D] float32, payload)}`; missing ids are absent."""
-        r = self._call(self._documents.Get, pb.GetRequest(collection=collection, ids=list(ids)))
+        r = self._call(self._documents.Get, pb.GetRequest(collection=collection, ids=_ids(ids)))
         out = {}
         for d in r.documents:
             v = np.asarray(d.vectors.values, dtype=np.float32).reshape(d.vectors.count, d.vectors.dim)
@@ -255,7 +353,7 @@ class Client:
         collection: str,
         query: np.ndarray,
         *,
-        budget: Budget = (1, 1),
+        budget: Union[Budget, str] = DEFAULT_BUDGET,
         k: int = 10,
         candidates: int = 0,
         exact: bool = False,
@@ -267,7 +365,8 @@ class Client:
         nprobe: int = 0,
         candidate_index: str = "",
     ) -> SearchResult:
-        """MaxSim search of `query` [M_q, D] (or at least r_q rows) at `budget` = (r_q, r_c).
+        """MaxSim search of `query` [M_q, D] (or at least r_q rows) at `budget` = (r_q, r_c) or
+        "RQxRC" (default (1, 1), the coarsest: pass a deeper trained budget for quality).
 
         `stages` = [((r_q, r_c), keep), ...] runs a cascade before the final budget. `filter` is
         the payload filter (a dict or its JSON text). `latency_target_us` lets the server pick the
@@ -277,13 +376,13 @@ class Client:
         req = pb.SearchRequest(
             collection=collection,
             query=_vectors(query, "query"),
-            budget=pb.Budget(r_q=budget[0], r_c=budget[1]),
+            budget=_budget(budget),
             k=k,
             candidates=candidates,
             exact=exact,
             with_payload=with_payload,
             allow_untrained_budget=allow_untrained_budget,
-            stages=[pb.Stage(budget=pb.Budget(r_q=b[0], r_c=b[1]), keep=keep) for b, keep in stages or []],
+            stages=[pb.Stage(budget=_budget(b, f"stages[{i}]"), keep=keep) for i, (b, keep) in enumerate(stages or [])],
             filter=_payload(filter),
             latency_target_us=latency_target_us,
             nprobe=nprobe,
@@ -296,7 +395,7 @@ class Client:
         collection: str,
         queries: np.ndarray,
         *,
-        budget: Budget = (1, 1),
+        budget: Union[Budget, str] = DEFAULT_BUDGET,
         k: int = 10,
         exact: bool = False,
         with_payload: bool = False,
@@ -309,7 +408,7 @@ class Client:
         req = pb.SearchBatchRequest(
             collection=collection,
             queries=[_vectors(q, f"queries[{i}]") for i, q in enumerate(queries)],
-            budget=pb.Budget(r_q=budget[0], r_c=budget[1]),
+            budget=_budget(budget),
             k=k,
             exact=exact,
             with_payload=with_payload,
@@ -330,6 +429,15 @@ class Client:
     def create_snapshot(self, collection: str) -> str:
         """Takes a snapshot; returns its name."""
         return self._call(self._admin.CreateSnapshot, pb.CreateSnapshotRequest(collection=collection)).name
+
+    def list_snapshots(self, collection: str = "") -> list[dict]:
+        """Snapshots (of one collection, or all): name, collection, created_unix_ms, last_seq,
+        bytes."""
+        r = self._call(self._admin.ListSnapshots, pb.ListSnapshotsRequest(collection=collection))
+        return [_fields(s) for s in r.snapshots]
+
+    def delete_snapshot(self, name: str) -> None:
+        self._call(self._admin.DeleteSnapshot, pb.DeleteSnapshotRequest(name=name))
 
     def restore_snapshot(self, name: str, as_collection: str) -> dict:
         req = pb.RestoreSnapshotRequest(name=name, as_collection=as_collection)
