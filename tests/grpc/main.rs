@@ -7,6 +7,7 @@ mod auto_budget;
 mod bad_input;
 mod candidates;
 mod cli;
+mod cli_errors;
 mod cli_npy;
 mod cli_oracle;
 mod crash_loop;

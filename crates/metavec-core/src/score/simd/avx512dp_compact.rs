@@ -288,9 +288,10 @@ fn inner_bf16_q(qb: &[u16], r_q: usize, dim: usize, doc: &[u16], maxes: &mut [f3
     while j < n {
         let dn = super::block_rows(n - j);
         let d = &doc[j * dim..(j + dn) * dim];
-        // The rows two blocks (LEAD rows) on, while they lie in this part, prefetched a share of their chunks by each block of query rows: spread over
-        // all the arithmetic on these rows, the loads overlap it instead of queueing in one
-        // burst (the rerank prefetches only a bf16 run's first LEAD rows).
+        // The rows two blocks (LEAD rows) on, while they lie in this part, prefetched a share
+        // of their chunks by each block of query rows: spread over all the arithmetic on these
+        // rows, the loads overlap it instead of queueing in one burst (the rerank prefetches
+        // only a bf16 run's first LEAD rows).
         let ahead = if j + LEAD + dn <= n {
             doc.as_ptr().wrapping_add((j + LEAD) * dim)
         } else {
