@@ -43,20 +43,8 @@ fn dataset(tmp: &Path) -> (PathBuf, PathBuf, u32, u32, u32, usize) {
     eprintln!("../shared/data not found: using generated data");
     let spec = metavec_core::synth::SynthSpec::new(300, 10, 32, &[(1, 1), (2, 4), (4, 8)], 2);
     let d = metavec_core::synth::generate(&spec);
-    let write = |p: &Path, shape: &[u64], v: &[f32]| {
-        use npyz::WriterBuilder;
-        let file = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(file)
-            .begin_nd()
-            .unwrap();
-        w.extend(v.iter().copied()).unwrap();
-        w.finish().unwrap();
-    };
-    write(&tmp.join("docs.npy"), &[300, 8, 32], &d.docs);
-    write(&tmp.join("queries.npy"), &[10, 4, 32], &d.queries);
+    crate::cli_npy::write_npy(&tmp.join("docs.npy"), &[300, 8, 32], &d.docs, false);
+    crate::cli_npy::write_npy(&tmp.join("queries.npy"), &[10, 4, 32], &d.queries, false);
     (tmp.join("docs.npy"), tmp.join("queries.npy"), 32, 8, 4, 300)
 }
 

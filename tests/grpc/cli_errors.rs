@@ -77,18 +77,12 @@ fn listen_takes_a_host_name() {
 fn a_payload_file_that_does_not_match_says_the_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let npy = tmp.path().join("docs.npy");
-    {
-        use npyz::WriterBuilder;
-        let file = std::io::BufWriter::new(std::fs::File::create(&npy).unwrap());
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[3, 1, 4])
-            .writer(file)
-            .begin_nd()
-            .unwrap();
-        w.extend((0..12).map(|i| 1.0 + i as f32)).unwrap();
-        w.finish().unwrap();
-    }
+    crate::cli_npy::write_npy(
+        &npy,
+        &[3, 1, 4],
+        &(0..12).map(|i| 1.0 + i as f32).collect::<Vec<_>>(),
+        false,
+    );
     let payloads = tmp.path().join("p.jsonl");
     std::fs::write(&payloads, "{}\n{}\n").unwrap();
     // The file is checked before any connection is made.

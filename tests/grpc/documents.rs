@@ -10,20 +10,8 @@ use metavec_core::synth::{generate, SynthData, SynthSpec};
 use tonic::Code;
 
 use crate::cli::{metavec, ok};
+use crate::cli_npy::write_npy;
 use crate::support::{create_req, synth_doc, upsert, Server};
-
-fn write_npy(path: &std::path::Path, shape: &[u64], values: &[f32]) {
-    use npyz::WriterBuilder;
-    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(file)
-        .begin_nd()
-        .unwrap();
-    w.extend(values.iter().copied()).unwrap();
-    w.finish().unwrap();
-}
 
 fn docs(data: &SynthData, n: usize) -> Vec<pb::Document> {
     (0..n)
@@ -280,7 +268,7 @@ fn cli_document_commands_and_an_export_that_loads_back() {
     // 60 documents of 4 x 8 f32, payloads carrying their ids in a nested field.
     let data = generate(&SynthSpec::new(60, 1, 8, &[(1, 1), (2, 4)], 3));
     let npy = tmp.path().join("docs.npy");
-    write_npy(&npy, &[60, 4, 8], &data.docs[..60 * 32]);
+    write_npy(&npy, &[60, 4, 8], &data.docs[..60 * 32], false);
     let long = "x".repeat(300);
     let payloads: Vec<String> = (0..60)
         .map(|i| {
@@ -341,7 +329,7 @@ fn cli_document_commands_and_an_export_that_loads_back() {
 
     // An untrained budget: the message names the CLI's flag, not the gRPC field.
     let qnpy = tmp.path().join("q.npy");
-    write_npy(&qnpy, &[1, 2, 8], &data.queries[..16]);
+    write_npy(&qnpy, &[1, 2, 8], &data.queries[..16], false);
     let q = qnpy.to_str().unwrap();
     let bad = metavec(
         &a,
