@@ -14,7 +14,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{lost, Collection, Loc, State, WriteAck};
+use super::view::Found;
+use super::{lost, Collection, WriteAck};
 use crate::document::{validate_id, validate_payload};
 use crate::error::{Error, Result};
 use crate::search::Filter;
@@ -57,24 +58,6 @@ fn first_after(seg: &crate::segment::Segment, after: &str) -> usize {
         }
     }
     lo
-}
-
-impl State {
-    /// The payload of the live version at `loc`.
-    fn payload_at(&self, loc: Loc) -> Option<&str> {
-        match loc {
-            Loc::Mem(i) => self.mem.get(i).and_then(|d| d.payload.as_deref()),
-            Loc::Frozen(i) => self
-                .frozen
-                .as_ref()
-                .and_then(|r| r.docs.get(i as usize))
-                .and_then(|d| d.payload.as_deref()),
-            Loc::Seg(s, ord) => self
-                .segments
-                .get(s)
-                .and_then(|s| s.seg.payload(ord as usize)),
-        }
-    }
 }
 
 impl Collection {
@@ -167,7 +150,8 @@ impl Collection {
             let mut st = self.state.write();
             ids.retain(|id| {
                 st.locate(id)
-                    .is_some_and(|loc| filter.matches_text(st.payload_at(loc)))
+                    .and_then(|loc| st.found(loc))
+                    .is_some_and(|f| filter.matches_text(f.payload()))
             });
             if ids.is_empty() {
                 return Ok(WriteAck {
@@ -231,26 +215,12 @@ impl Collection {
                         self.name
                     )));
                 };
-                let (mut vectors, old) = match loc {
-                    Loc::Mem(i) => {
-                        let d = st.mem.get(i).ok_or_else(|| lost(id))?;
-                        (d.vectors.clone(), d.payload.clone())
-                    }
-                    Loc::Frozen(i) => {
-                        let d = st
-                            .frozen
-                            .as_ref()
-                            .and_then(|r| r.docs.get(i as usize))
-                            .ok_or_else(|| lost(id))?;
-                        (d.vectors.clone(), d.payload.clone())
-                    }
-                    Loc::Seg(s, ord) => {
-                        let seg = &st.segments.get(s).ok_or_else(|| lost(id))?.seg;
-                        (
-                            seg.vectors(ord as usize)?,
-                            seg.payload(ord as usize).map(str::to_string),
-                        )
-                    }
+                let (mut vectors, old) = match st.found(loc).ok_or_else(|| lost(id))? {
+                    Found::Mem(d) => (d.vectors.clone(), d.payload.clone()),
+                    Found::Seg(seg, ord) => (
+                        seg.vectors(ord as usize)?,
+                        seg.payload(ord as usize).map(str::to_string),
+                    ),
                 };
                 // A collection shrunk to a budget stores fewer vectors: the rest are zeros no
                 // budget it can still serve reads, and the next flush drops them again.

@@ -83,6 +83,32 @@ pub(super) enum Found {
     Seg(Arc<Segment>, u32),
 }
 
+impl Found {
+    /// The document's payload text.
+    pub(super) fn payload(&self) -> Option<&str> {
+        match self {
+            Found::Mem(d) => d.payload.as_deref(),
+            Found::Seg(seg, ord) => seg.payload(*ord as usize),
+        }
+    }
+}
+
+impl super::State {
+    /// The live version at `loc` (`None` if the state no longer holds it: a lost document).
+    pub(super) fn found(&self, loc: Loc) -> Option<Found> {
+        match loc {
+            Loc::Mem(i) => self.mem.get(i).cloned().map(Found::Mem),
+            Loc::Frozen(i) => self
+                .frozen
+                .as_ref()
+                .and_then(|r| r.docs.get(i as usize))
+                .cloned()
+                .map(Found::Mem),
+            Loc::Seg(s, ord) => self.segments.get(s).map(|s| Found::Seg(s.seg.clone(), ord)),
+        }
+    }
+}
+
 impl Collection {
     /// The point-in-time view every search reads; `filter` restricts it.
     pub fn view(&self, filter: Option<&Filter>) -> View {
@@ -130,16 +156,7 @@ impl Collection {
                 let Some(loc) = st.locate(id) else {
                     return Ok(None);
                 };
-                let found = match loc {
-                    Loc::Mem(i) => st.mem.get(i).cloned().map(Found::Mem),
-                    Loc::Frozen(i) => st
-                        .frozen
-                        .as_ref()
-                        .and_then(|r| r.docs.get(i as usize))
-                        .cloned()
-                        .map(Found::Mem),
-                    Loc::Seg(s, ord) => st.segments.get(s).map(|s| Found::Seg(s.seg.clone(), ord)),
-                };
+                let found = st.found(loc);
                 found.map(Some).ok_or_else(|| lost(id))
             })
             .collect::<Result<_>>()?;
