@@ -54,7 +54,11 @@ async fn kill_9_crash_loop_loses_no_acknowledged_operation() {
         let mut c = server.clients().await;
         if round == 0 {
             c.collections
-                .create_collection(create_req("crash", DIM as u32, MC as u32, 4))
+                .create_collection(pb::CreateCollectionRequest {
+                    // f32: the oracle compares read-back vectors bit for bit.
+                    dtype: "f32".into(),
+                    ..create_req("crash", DIM as u32, MC as u32, 4)
+                })
                 .await
                 .unwrap();
         }

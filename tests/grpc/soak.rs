@@ -227,7 +227,11 @@ async fn soak_holds_every_acknowledged_operation_and_exact_search() {
     );
     let mut c = server.clients().await;
     c.collections
-        .create_collection(create_req(COLL, DIM as u32, MC as u32, 4))
+        .create_collection(pb::CreateCollectionRequest {
+            // f32: the oracle compares read-back vectors bit for bit.
+            dtype: "f32".into(),
+            ..create_req(COLL, DIM as u32, MC as u32, 4)
+        })
         .await
         .unwrap();
 

@@ -77,22 +77,34 @@ fn deep_budgets_find_their_own_top_10_where_vector_0_cannot() {
         }
     }
     // A deep budget's candidates come from the token index, ranked by approximate score, and
-    // meet the budget progressively: the 500 memtable documents and the best PROGRESSIVE_FIRST
-    // first, then batches while they may still reach the top 10, all in one stage.
+    // meet the rerank progressively: the 500 memtable documents and the best PROGRESSIVE_FIRST
+    // first, then batches while they may still reach the top 10. Each is scored at a quarter of
+    // the document rows, (8,4), and only those whose partial score may reach the top 10 are
+    // extended to (8,16): two stages.
     let deep = Budget::new(8, 16);
     let res = coll
         .search(&SearchRequest::new(data.query(0).to_vec(), deep, 10))
         .unwrap();
     let first = metavec_core::search::PROGRESSIVE_FIRST as u64 + 500;
-    assert_eq!(res.stats.stages.len(), 1);
-    assert_eq!(res.stats.stages[0].budget, deep);
-    let scored = res.stats.stages[0].scored;
+    let stages = &res.stats.stages;
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert_eq!(stages[0].budget, Budget::new(8, 4));
+    assert_eq!(stages[1].budget, deep);
+    let scored = stages[0].scored;
     assert!(
         scored >= first && scored <= res.stats.candidates,
         "scored {scored} of {} candidates",
         res.stats.candidates
     );
     assert_eq!(res.stats.docs_scored, scored);
+    // At least the first 32 are extended, and (on this profile) far from all.
+    assert_eq!(stages[0].kept, stages[1].scored);
+    assert!(
+        stages[1].scored >= 32 && stages[1].scored < scored / 2,
+        "extended {} of {scored}",
+        stages[1].scored
+    );
+    assert_eq!(stages[1].dot_products, stages[1].scored * (8 * 16 - 8 * 4));
     assert_eq!(res.hits.len(), 10);
     // Many token-index candidates first meet an implicit exact stage at the index's depth.
     let mut req = SearchRequest::new(data.query(0).to_vec(), deep, 10);
