@@ -396,20 +396,28 @@ async fn http_api_matches_grpc() {
         "invalid_argument",
     );
     assert!(m.contains("budget"), "{m}");
-    error(
+    let m = error(
+        &h.post("/v1/collections/h/documents/count", json!({"filtre": {}})),
+        400,
+        "invalid_argument",
+    );
+    assert!(m.contains("unknown field"), "{m}");
+    let m = error(
         &h.post("/v1/collections/h/search", json!({"budget": [1, 1]})),
         400,
         "invalid_argument",
     );
-    error(
+    assert!(m.contains("query and query_id"), "{m}");
+    let m = error(
         &h.post("/v1/collections/h/documents/delete", json!({})),
         400,
         "invalid_argument",
     );
-    error(&h.get("/v1/nothing-here"), 404, "not_found");
-    let r = h.delete("/v1/stats");
-    assert_eq!(r.status, 405, "{}", r.body);
-    assert!(r.body["error"]["message"].is_string());
+    assert!(m.contains("ids and filter"), "{m}");
+    let m = error(&h.get("/v1/nothing-here"), 404, "not_found");
+    assert!(m.contains("no route"), "{m}");
+    let m = error(&h.delete("/v1/stats"), 405, "invalid_argument");
+    assert!(m.contains("is not allowed"), "{m}");
 
     // The OpenAPI document lists what is served; CORS is off by default; the console is there.
     let doc = h.get("/openapi.json");
@@ -474,14 +482,11 @@ async fn http_keys_cors_and_body_limit() {
     let reader = anon.with_key("x-api-key", "reader-key");
     let create = json!({"name": "k", "dim": 4, "doc_vectors": 2, "query_vectors": 1, "budgets": ["1x1", "1x2"]});
 
-    error(&anon.get("/v1/collections"), 401, "unauthenticated");
-    error(
-        &anon
-            .with_key("authorization", "Bearer wrong")
-            .get("/v1/collections"),
-        401,
-        "unauthenticated",
-    );
+    let m = error(&anon.get("/v1/collections"), 401, "unauthenticated");
+    assert!(m.contains("api key"), "{m}");
+    let wrong = anon.with_key("authorization", "Bearer wrong");
+    let m = error(&wrong.get("/v1/collections"), 401, "unauthenticated");
+    assert!(m.contains("api key"), "{m}");
     let m = error(
         &reader.post("/v1/collections", create.clone()),
         403,
@@ -508,7 +513,7 @@ async fn http_keys_cors_and_body_limit() {
     // The console page itself holds no data and needs no key; the plot is a read.
     assert_eq!(anon.get("/").status, 200);
     error(&anon.get("/v1/console/bench-plot"), 401, "unauthenticated");
-    error(&reader.get("/v1/console/bench-plot"), 404, "not_found");
+    assert_eq!(reader.get("/v1/console/bench-plot").status, 204);
 
     // Body limit: past --max-message-bytes, 413 with the error body.
     let big = vec![b' '; 1_100_000];
@@ -586,4 +591,34 @@ fn http_refused_by_a_router() {
         err.contains("--http-listen is not served by a router"),
         "{err}"
     );
+}
+
+/// `http_listen` (and the other HTTP settings) from the config file.
+#[test]
+fn http_settings_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("metavec.toml");
+    std::fs::write(
+        &cfg,
+        "http_listen = \"127.0.0.1:0\"\nhttp_cors_origin = \"http://a.test\"\nbench_plot = \"plot.svg\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let h = Http::new(&server);
+    let r = h
+        .agent
+        .get(format!("{}/v1/collections", h.base))
+        .header("origin", "http://a.test")
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").unwrap(),
+        "http://a.test"
+    );
+    let m = error(&h.get("/v1/console/bench-plot"), 404, "not_found");
+    assert!(m.contains("plot.svg"), "{m}");
+    assert!(server.terminate());
 }

@@ -284,7 +284,7 @@ pub struct ServeArgs {
     pub http_listen: Option<SocketAddr>,
     /// Allow browsers on this origin (e.g. https://console.example.com) to call the HTTP API
     /// (CORS); no CORS headers when unset.
-    #[arg(long, env = "METAVEC_HTTP_CORS_ORIGIN", requires = "http_listen")]
+    #[arg(long, env = "METAVEC_HTTP_CORS_ORIGIN")]
     pub http_cors_origin: Option<String>,
     /// The SVG that `metavec bench --plot PATH` wrote, shown by the web console as the
     /// quality-latency curve (read on each view).

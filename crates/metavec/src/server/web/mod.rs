@@ -551,6 +551,24 @@ async fn openapi() -> Response {
     }
 }
 
+/// One log line per HTTP request (debug when it succeeded, warn with the status otherwise) and
+/// `metavec_http_requests_total{method, status}`: what the `observe` layer does for gRPC, which
+/// HTTP requests do not pass through.
+async fn observe(req: Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let start = std::time::Instant::now();
+    let res = next.run(req).await;
+    let (status, us) = (res.status().as_u16(), start.elapsed().as_micros() as u64);
+    if res.status().is_success() {
+        tracing::debug!(%method, path, status, us, "http request");
+    } else {
+        tracing::warn!(%method, path, status, us, "http request failed");
+    }
+    metrics::counter!("metavec_http_requests_total", "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    res
+}
+
 async fn no_route(req: Request) -> ApiError {
     ApiError(Status::not_found(format!(
         "no route {} {}",
@@ -599,6 +617,7 @@ pub fn router(state: HttpState, cors_origin: Option<&HeaderValue>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(observe))
         .with_state(state);
     if let Some(origin) = cors_origin {
         r = r.layer(

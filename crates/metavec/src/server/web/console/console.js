@@ -139,7 +139,7 @@ async function loadPlot() {
   const key = sessionStorage.getItem(KEY);
   if (key) headers["Authorization"] = "Bearer " + key;
   const res = await fetch("/v1/console/bench-plot", { headers }).catch(() => null);
-  if (!res || !res.ok) return;
+  if (!res || res.status !== 200) return;
   const url = URL.createObjectURL(await res.blob());
   const img = document.createElement("img");
   img.id = "plot-img";

@@ -3,7 +3,7 @@
 //! for it and keeps it in the tab's sessionStorage; the server stores nothing.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -38,16 +38,15 @@ pub fn routes() -> Router<HttpState> {
 }
 
 /// The quality-latency SVG of the last `metavec bench --plot` (`--bench-plot PATH`), read anew on
-/// each request so that a new bench run shows without a restart. A read, for either key.
+/// each request so that a new bench run shows without a restart. A read, for either key; 204
+/// without `--bench-plot`, 404 while its file is missing.
 async fn bench_plot(State(s): State<HttpState>, h: HeaderMap) -> Response {
     if let Err(e) = s.authorize(&h, "/metavec.v1.Admin/Stats") {
         return e.into_response();
     }
+    // No plot configured is not an error (the page says how to configure one): no content.
     let Some(path) = s.bench_plot.clone() else {
-        return ApiError(Status::not_found(
-            "no bench plot: start the server with --bench-plot PATH.svg (the file metavec bench --plot wrote)",
-        ))
-        .into_response();
+        return StatusCode::NO_CONTENT.into_response();
     };
     let read = path.clone();
     match tokio::task::spawn_blocking(move || std::fs::read(read))
