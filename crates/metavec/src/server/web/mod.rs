@@ -8,6 +8,7 @@
 
 mod console;
 pub mod json;
+mod values;
 
 use std::path::PathBuf;
 
