@@ -227,6 +227,23 @@ async fn http_api_matches_grpc() {
         assert!(worst < tol, "document {i}: off by {worst}");
     }
 
+    // Packed on request: base64 of the same f32 values.
+    let got = h.ok(
+        "/v1/collections/h/documents/get",
+        json!({"ids": [ids[1]], "packed": true}),
+    );
+    let v = &got["documents"][0]["vectors"];
+    assert_eq!(v["dtype"], "f32");
+    assert_eq!(v["shape"], json!([mc, DIM]));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap())
+        .unwrap();
+    let values: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(values, by_grpc[&ids[1]].0);
+
     // Count, scroll.
     assert_eq!(
         h.ok("/v1/collections/h/documents/count", json!({}))["count"],
@@ -567,6 +584,74 @@ async fn http_keys_cors_and_body_limit() {
         .call()
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert!(server.terminate());
+}
+
+/// Bodies of every wrong shape to every route: each answer is a 4xx with the error body, and
+/// the server still answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_garbage_gets_error_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--http-listen", "127.0.0.1:0"]);
+    let h = Http::new(&server);
+    h.ok(
+        "/v1/collections",
+        json!({"name": "g", "dim": 2, "doc_vectors": 1, "query_vectors": 1}),
+    );
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let bodies: Vec<Vec<u8>> = [
+        "null", "[]", "\"x\"", "1e999", "{\"ids\": 5}", "{\"documents\": [{\"id\": 5}]}",
+        "{\"documents\": [{\"id\": \"a\", \"vectors\": [[1e39, 0]]}]}",
+        "{\"documents\": [{\"id\": \"a\", \"vectors\": [[0, 0]]}]}",
+        "{\"documents\": [{\"id\": \"a\", \"vectors\": {\"dtype\": \"f32\", \"shape\": [4294967295, 4294967295], \"data\": \"\"}}]}",
+        "{\"documents\": [{\"id\": \"a\", \"vectors\": {\"dtype\": \"f32\", \"shape\": [1], \"data\": \"@@\"}}]}",
+        "{\"query\": [[1, 0]], \"budget\": [0, 0]}", "{\"query\": [], \"budget\": \"1x1\"}",
+        "{\"query_id\": \"\", \"budget\": \"1x1\"}", "{\"query_id\": \"missing\", \"budget\": \"1x1\"}",
+        "{\"filter\": {\"nope\": 1}}", "{\"filter\": \"[\"}", "{\"ids\": [\"\"]}", "\u{0}\u{1}",
+        "{\"limit\": -1}", "{\"keep_r_c\": 3}", "{\"budget\": [1, 1], \"query\": [[1, 0]], \"k\": 0}",
+    ]
+    .iter()
+    .map(|b| b.as_bytes().to_vec())
+    .chain([deep.into_bytes(), vec![0xff, 0xfe, 0x00]])
+    .collect();
+    let routes = [
+        "/v1/collections",
+        "/v1/collections/g/documents",
+        "/v1/collections/g/documents/get",
+        "/v1/collections/g/documents/delete",
+        "/v1/collections/g/documents/scroll",
+        "/v1/collections/g/documents/count",
+        "/v1/collections/g/documents/payload",
+        "/v1/collections/g/search",
+        "/v1/collections/g/compact",
+    ];
+    for route in routes {
+        for body in &bodies {
+            let r = h.post_raw(route, body);
+            let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+            // Some bodies are valid for some routes (an empty filter counts everything).
+            if r.status == 200 {
+                continue;
+            }
+            assert!(
+                (400..500).contains(&r.status),
+                "{route} {shown}: {} {}",
+                r.status,
+                r.body
+            );
+            assert!(
+                r.body["error"]["code"].is_string(),
+                "{route} {shown}: {}",
+                r.body
+            );
+            assert!(
+                r.body["error"]["message"].is_string(),
+                "{route} {shown}: {}",
+                r.body
+            );
+        }
+    }
+    assert_eq!(h.get("/v1/collections/g").status, 200);
     assert!(server.terminate());
 }
 

@@ -53,12 +53,6 @@ fn payload_value(p: String) -> Option<Value> {
     (!p.is_empty()).then(|| serde_json::from_str(&p).unwrap_or(Value::String(p)))
 }
 
-fn rows(v: Option<pb::Vectors>) -> Option<Vec<Vec<f32>>> {
-    let v = v?;
-    let dim = v.dim.max(1) as usize;
-    Some(v.values.chunks(dim).map(<[f32]>::to_vec).collect())
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
@@ -205,21 +199,21 @@ pub struct Upserted {
 }
 
 /// A stored document.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DocumentOut {
     pub id: String,
-    /// The stored (normalised) vectors, one array a vector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vectors: Option<Vec<Vec<f32>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The stored (normalised) vectors: one array a vector, or packed f32 when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<Vectors>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
 }
 
-impl From<pb::Document> for DocumentOut {
-    fn from(d: pb::Document) -> Self {
+impl DocumentOut {
+    pub fn new(d: pb::Document, packed: bool) -> Self {
         DocumentOut {
             id: d.id,
-            vectors: rows(d.vectors),
+            vectors: d.vectors.map(|v| Vectors::of(v, packed)),
             payload: payload_value(d.payload),
         }
     }
@@ -232,9 +226,12 @@ pub struct GetDocuments {
     /// Only say which ids exist (documents with id alone).
     #[serde(default)]
     pub ids_only: bool,
+    /// Vectors in the packed form (base64 of little-endian f32), not as nested arrays.
+    #[serde(default)]
+    pub packed: bool,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DocumentList {
     /// Found documents, in the order of first mention.
     pub documents: Vec<DocumentOut>,
@@ -293,6 +290,9 @@ pub struct Scroll {
     pub with_vectors: bool,
     #[serde(default)]
     pub with_payload: bool,
+    /// Vectors in the packed form (base64 of little-endian f32), not as nested arrays.
+    #[serde(default)]
+    pub packed: bool,
 }
 
 impl Scroll {
@@ -308,7 +308,7 @@ impl Scroll {
     }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Page {
     pub documents: Vec<DocumentOut>,
     /// The next page's cursor; null on the last page.

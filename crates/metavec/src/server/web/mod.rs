@@ -299,7 +299,11 @@ async fn get_documents(
     };
     let r = call!(s, h, "Documents", get, "Get", req);
     Ok(Json(DocumentList {
-        documents: r.documents.into_iter().map(DocumentOut::from).collect(),
+        documents: r
+            .documents
+            .into_iter()
+            .map(|d| DocumentOut::new(d, b.packed))
+            .collect(),
         missing_ids: r.missing_ids,
     }))
 }
@@ -329,9 +333,14 @@ async fn scroll(
     Name(collection): Name,
     Body(b): Body<Scroll>,
 ) -> Result<Page> {
+    let packed = b.packed;
     let r = call!(s, h, "Documents", scroll, "Scroll", b.into_pb(collection));
     Ok(Json(Page {
-        documents: r.documents.into_iter().map(DocumentOut::from).collect(),
+        documents: r
+            .documents
+            .into_iter()
+            .map(|d| DocumentOut::new(d, packed))
+            .collect(),
         next_cursor: (!r.next_cursor.is_empty()).then_some(r.next_cursor),
     }))
 }

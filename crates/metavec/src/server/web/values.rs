@@ -74,14 +74,30 @@ impl<'de> Deserialize<'de> for BudgetJson {
 #[derive(Debug)]
 pub struct VectorsJson(pub pb::Vectors);
 
-/// The vector forms the API accepts (documentation only; see [`VectorsJson`]).
+/// The vector forms: what a body may send (parsed by [`VectorsJson`]) and what Get and Scroll
+/// answer (nested, or packed f32 when asked).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
 pub enum Vectors {
     /// One array of numbers a vector.
     Nested(Vec<Vec<f32>>),
     Packed(PackedVectors),
+}
+
+impl Vectors {
+    /// Stored vectors (f32 values) as an answer gives them.
+    pub fn of(v: pb::Vectors, packed: bool) -> Vectors {
+        if packed {
+            let data: Vec<u8> = v.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            return Vectors::Packed(PackedVectors {
+                dtype: "f32".into(),
+                shape: vec![v.count, v.dim],
+                data: base64::engine::general_purpose::STANDARD.encode(data),
+            });
+        }
+        let dim = v.dim.max(1) as usize;
+        Vectors::Nested(v.values.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
 }
 
 /// Raw little-endian values in base64: a 64 x 2048 bf16 document is 350 KB of text instead of
@@ -109,7 +125,7 @@ impl PackedVectors {
             .decode(self.data.as_bytes())
             .map_err(|e| E::custom(format!("data is not base64: {e}")))?;
         let width = if self.dtype == "f32" { 4 } else { 2 };
-        let want = count as u64 * dim as u64 * width;
+        let want = (count as u64 * dim as u64).saturating_mul(width);
         if data.len() as u64 != want {
             return Err(E::custom(format!(
                 "data has {} bytes, shape {count} x {dim} of {} is {want}",
@@ -209,6 +225,13 @@ mod tests {
         let text = format!(r#"{{"dtype": "f32", "shape": [2, 2], "data": "{data}"}}"#);
         let packed: VectorsJson = serde_json::from_str(&text).unwrap();
         assert_eq!(packed.0, nested.0);
+        let answered = serde_json::to_string(&Vectors::of(nested.0.clone(), true)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<VectorsJson>(&answered).unwrap().0,
+            nested.0
+        );
+        let answered = serde_json::to_string(&Vectors::of(nested.0.clone(), false)).unwrap();
+        assert_eq!(answered, "[[1.0,2.0],[3.0,4.5]]");
         let ragged = serde_json::from_str::<VectorsJson>("[[1, 2], [3]]").unwrap_err();
         assert!(
             ragged.to_string().contains("row 1 has 1 numbers"),
