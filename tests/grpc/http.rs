@@ -504,6 +504,18 @@ async fn http_keys_cors_and_body_limit() {
     let wrong = anon.with_key("authorization", "Bearer wrong");
     let m = error(&wrong.get("/v1/collections"), 401, "unauthenticated");
     assert!(m.contains("api key"), "{m}");
+    // The key is checked before the body is read.
+    let bad = b"{not json";
+    error(
+        &anon.post_raw("/v1/collections/k/documents", bad),
+        401,
+        "unauthenticated",
+    );
+    error(
+        &reader.post_raw("/v1/collections/k/documents", bad),
+        403,
+        "permission_denied",
+    );
     let m = error(
         &reader.post("/v1/collections", create.clone()),
         403,

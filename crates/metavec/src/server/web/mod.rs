@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 use metavec_api::pb;
@@ -153,7 +153,11 @@ impl FromRequestParts<HttpState> for Name {
 impl HttpState {
     /// Checks the request's key as for the gRPC method `rpc`: `authorization: Bearer KEY`, or
     /// `x-api-key: KEY` when there is no authorization header.
-    fn authorize(&self, headers: &HeaderMap, rpc: &str) -> std::result::Result<(), ApiError> {
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+        rpc: &str,
+    ) -> std::result::Result<(), ApiError> {
         let bearer;
         let auth = match (
             headers.get(http::header::AUTHORIZATION),
@@ -170,8 +174,9 @@ impl HttpState {
     }
 }
 
-/// `call!` without the key check (already done for this request).
-macro_rules! service_trait_call {
+/// Runs one gRPC method of the API in-process (the key was checked by the route's
+/// [`check_key`] layer), returning its message or the error body.
+macro_rules! call {
     ($state:expr, $method:ident, $req:expr) => {
         $state
             .api
@@ -182,25 +187,36 @@ macro_rules! service_trait_call {
     };
 }
 
-/// Runs one gRPC method of the API in-process after the key check, returning its message.
-macro_rules! call {
-    ($state:expr, $headers:expr, $service:literal, $method:ident, $rpc:literal, $req:expr) => {{
-        $state.authorize(&$headers, concat!("/metavec.v1.", $service, "/", $rpc))?;
-        service_trait_call!($state, $method, $req)
-    }};
+/// The route's key check as for the gRPC method `rpc` ("/metavec.v1.Service/Method"), run as a
+/// layer of the handler so that it comes before the body is read.
+async fn check_key(
+    State((s, rpc)): State<(HttpState, &'static str)>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.authorize(req.headers(), rpc) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `handler` behind the key check of gRPC method `rpc` ("Service/Method").
+macro_rules! keyed {
+    ($state:expr, $rpc:literal, $handler:expr) => {
+        axum::handler::Handler::layer(
+            $handler,
+            axum::middleware::from_fn_with_state(
+                ($state.clone(), concat!("/metavec.v1.", $rpc)),
+                check_key,
+            ),
+        )
+    };
 }
 
 #[utoipa::path(get, path = "/v1/collections", tag = "collections",
     responses((status = 200, body = CollectionList), (status = "4XX", body = ErrorBody)))]
-async fn list_collections(State(s): State<HttpState>, h: HeaderMap) -> Result<CollectionList> {
-    let r = call!(
-        s,
-        h,
-        "Collections",
-        list_collections,
-        "ListCollections",
-        pb::ListCollectionsRequest {}
-    );
+async fn list_collections(State(s): State<HttpState>) -> Result<CollectionList> {
+    let r = call!(s, list_collections, pb::ListCollectionsRequest {});
     Ok(Json(CollectionList {
         collections: r.collections.into_iter().map(Collection::from).collect(),
     }))
@@ -210,36 +226,17 @@ async fn list_collections(State(s): State<HttpState>, h: HeaderMap) -> Result<Co
     responses((status = 200, body = Collection), (status = "4XX", body = ErrorBody)))]
 async fn create_collection(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Body(b): Body<CreateCollection>,
 ) -> Result<Collection> {
-    let r = call!(
-        s,
-        h,
-        "Collections",
-        create_collection,
-        "CreateCollection",
-        b.into_pb()
-    );
+    let r = call!(s, create_collection, b.into_pb());
     Ok(Json(r.into()))
 }
 
 #[utoipa::path(get, path = "/v1/collections/{name}", tag = "collections",
     params(("name" = String, Path, description = "Collection name")),
     responses((status = 200, body = Collection), (status = "4XX", body = ErrorBody)))]
-async fn get_collection(
-    State(s): State<HttpState>,
-    h: HeaderMap,
-    Name(name): Name,
-) -> Result<Collection> {
-    let r = call!(
-        s,
-        h,
-        "Collections",
-        get_collection,
-        "GetCollection",
-        pb::GetCollectionRequest { name }
-    );
+async fn get_collection(State(s): State<HttpState>, Name(name): Name) -> Result<Collection> {
+    let r = call!(s, get_collection, pb::GetCollectionRequest { name });
     Ok(Json(r.into()))
 }
 
@@ -250,19 +247,8 @@ struct Empty {}
 #[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections",
     params(("name" = String, Path, description = "Collection name")),
     responses((status = 200, body = Empty), (status = "4XX", body = ErrorBody)))]
-async fn delete_collection(
-    State(s): State<HttpState>,
-    h: HeaderMap,
-    Name(name): Name,
-) -> Result<Empty> {
-    call!(
-        s,
-        h,
-        "Collections",
-        delete_collection,
-        "DeleteCollection",
-        pb::DeleteCollectionRequest { name }
-    );
+async fn delete_collection(State(s): State<HttpState>, Name(name): Name) -> Result<Empty> {
+    call!(s, delete_collection, pb::DeleteCollectionRequest { name });
     Ok(Json(Empty {}))
 }
 
@@ -271,11 +257,9 @@ async fn delete_collection(
     responses((status = 200, body = Upserted), (status = "4XX", body = ErrorBody)))]
 async fn upsert(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(name): Name,
     Body(b): Body<Upsert>,
 ) -> Result<Upserted> {
-    s.authorize(&h, "/metavec.v1.Documents/Upsert")?;
     let ack = s.api.upsert_batch(b.into_pb(name), true).await?;
     Ok(Json(Upserted {
         upserted: ack.count as u64,
@@ -288,7 +272,6 @@ async fn upsert(
     responses((status = 200, body = DocumentList), (status = "4XX", body = ErrorBody)))]
 async fn get_documents(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<GetDocuments>,
 ) -> Result<DocumentList> {
@@ -297,7 +280,7 @@ async fn get_documents(
         ids: b.ids,
         ids_only: b.ids_only,
     };
-    let r = call!(s, h, "Documents", get, "Get", req);
+    let r = call!(s, get, req);
     Ok(Json(DocumentList {
         documents: r
             .documents
@@ -313,13 +296,12 @@ async fn get_documents(
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)))]
 async fn delete_documents(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<DeleteDocuments>,
 ) -> Result<Deleted> {
     let r = match b.into_pb(collection)? {
-        Deletion::Ids(req) => call!(s, h, "Documents", delete, "Delete", req),
-        Deletion::Filter(req) => call!(s, h, "Documents", delete_by_filter, "DeleteByFilter", req),
+        Deletion::Ids(req) => call!(s, delete, req),
+        Deletion::Filter(req) => call!(s, delete_by_filter, req),
     };
     Ok(Json(Deleted { deleted: r.deleted }))
 }
@@ -329,12 +311,11 @@ async fn delete_documents(
     responses((status = 200, body = Page), (status = "4XX", body = ErrorBody)))]
 async fn scroll(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<Scroll>,
 ) -> Result<Page> {
     let packed = b.packed;
-    let r = call!(s, h, "Documents", scroll, "Scroll", b.into_pb(collection));
+    let r = call!(s, scroll, b.into_pb(collection));
     Ok(Json(Page {
         documents: r
             .documents
@@ -350,11 +331,10 @@ async fn scroll(
     responses((status = 200, body = Counted), (status = "4XX", body = ErrorBody)))]
 async fn count(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<Count>,
 ) -> Result<Counted> {
-    let r = call!(s, h, "Documents", count, "Count", b.into_pb(collection));
+    let r = call!(s, count, b.into_pb(collection));
     Ok(Json(Counted { count: r.count }))
 }
 
@@ -363,18 +343,10 @@ async fn count(
     responses((status = 200, body = Updated), (status = "4XX", body = ErrorBody)))]
 async fn set_payload(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<SetPayload>,
 ) -> Result<Updated> {
-    let r = call!(
-        s,
-        h,
-        "Documents",
-        set_payload,
-        "SetPayload",
-        b.into_pb(collection)
-    );
+    let r = call!(s, set_payload, b.into_pb(collection));
     Ok(Json(Updated { updated: r.updated }))
 }
 
@@ -383,11 +355,9 @@ async fn set_payload(
     responses((status = 200, body = SearchResult), (status = "4XX", body = ErrorBody)))]
 async fn search(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<json::Search>,
 ) -> Result<SearchResult> {
-    s.authorize(&h, "/metavec.v1.Search/Search")?;
     let query = match (b.query.as_ref().is_some(), b.query_id.clone()) {
         (true, None) => b.query.as_ref().map(|q| q.0.clone()),
         (false, Some(id)) => Some(query_of(&s, &collection, id).await?),
@@ -400,7 +370,7 @@ async fn search(
     let mut b = b;
     b.query = None;
     let req = b.into_pb(collection, query);
-    let r = service_trait_call!(s, search, req);
+    let r = call!(s, search, req);
     Ok(Json(r.into()))
 }
 
@@ -411,14 +381,14 @@ async fn query_of(
     collection: &str,
     id: String,
 ) -> std::result::Result<pb::Vectors, ApiError> {
-    let info = service_trait_call!(
+    let info = call!(
         s,
         get_collection,
         pb::GetCollectionRequest {
             name: collection.into()
         }
     );
-    let got = service_trait_call!(
+    let got = call!(
         s,
         get,
         pb::GetRequest {
@@ -445,27 +415,16 @@ async fn query_of(
 
 #[utoipa::path(get, path = "/v1/stats", tag = "admin",
     responses((status = 200, body = Stats), (status = "4XX", body = ErrorBody)))]
-async fn stats(State(s): State<HttpState>, h: HeaderMap) -> Result<Stats> {
-    let r = call!(s, h, "Admin", stats, "Stats", pb::StatsRequest::default());
+async fn stats(State(s): State<HttpState>) -> Result<Stats> {
+    let r = call!(s, stats, pb::StatsRequest::default());
     Ok(Json(r.into()))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/flush", tag = "admin",
     params(("name" = String, Path, description = "Collection name")),
     responses((status = 200, body = Flushed), (status = "4XX", body = ErrorBody)))]
-async fn flush(
-    State(s): State<HttpState>,
-    h: HeaderMap,
-    Name(collection): Name,
-) -> Result<Flushed> {
-    let r = call!(
-        s,
-        h,
-        "Admin",
-        flush,
-        "Flush",
-        pb::FlushRequest { collection }
-    );
+async fn flush(State(s): State<HttpState>, Name(collection): Name) -> Result<Flushed> {
+    let r = call!(s, flush, pb::FlushRequest { collection });
     Ok(Json(Flushed { flushed: r.flushed }))
 }
 
@@ -474,7 +433,6 @@ async fn flush(
     responses((status = 200, body = Compacted), (status = "4XX", body = ErrorBody)))]
 async fn compact(
     State(s): State<HttpState>,
-    h: HeaderMap,
     Name(collection): Name,
     Body(b): Body<Compact>,
 ) -> Result<Compacted> {
@@ -482,45 +440,23 @@ async fn compact(
         collection,
         keep_r_c: b.keep_r_c,
     };
-    let r = call!(s, h, "Admin", compact, "Compact", req);
+    let r = call!(s, compact, req);
     Ok(Json(r.into()))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/snapshots", tag = "admin",
     params(("name" = String, Path, description = "Collection name")),
     responses((status = 200, body = Snapshot), (status = "4XX", body = ErrorBody)))]
-async fn create_snapshot(
-    State(s): State<HttpState>,
-    h: HeaderMap,
-    Name(collection): Name,
-) -> Result<Snapshot> {
-    let r = call!(
-        s,
-        h,
-        "Admin",
-        create_snapshot,
-        "CreateSnapshot",
-        pb::CreateSnapshotRequest { collection }
-    );
+async fn create_snapshot(State(s): State<HttpState>, Name(collection): Name) -> Result<Snapshot> {
+    let r = call!(s, create_snapshot, pb::CreateSnapshotRequest { collection });
     Ok(Json(r.into()))
 }
 
 #[utoipa::path(get, path = "/v1/collections/{name}/snapshots", tag = "admin",
     params(("name" = String, Path, description = "Collection name")),
     responses((status = 200, body = Snapshots), (status = "4XX", body = ErrorBody)))]
-async fn list_snapshots(
-    State(s): State<HttpState>,
-    h: HeaderMap,
-    Name(collection): Name,
-) -> Result<Snapshots> {
-    let r = call!(
-        s,
-        h,
-        "Admin",
-        list_snapshots,
-        "ListSnapshots",
-        pb::ListSnapshotsRequest { collection }
-    );
+async fn list_snapshots(State(s): State<HttpState>, Name(collection): Name) -> Result<Snapshots> {
+    let r = call!(s, list_snapshots, pb::ListSnapshotsRequest { collection });
     Ok(Json(Snapshots {
         snapshots: r.snapshots.into_iter().map(Snapshot::from).collect(),
     }))
@@ -600,28 +536,80 @@ async fn no_method(req: Request) -> Response {
 
 /// The routes, with the body limit and (when `cors_origin` is set) CORS.
 pub fn router(state: HttpState, cors_origin: Option<&HeaderValue>) -> Router {
-    let c = "/v1/collections/{name}";
     let max_body = state.max_body;
-    let mut r = Router::new()
-        .route(
-            "/v1/collections",
-            get(list_collections).post(create_collection),
-        )
-        .route(c, get(get_collection).delete(delete_collection))
-        .route(&format!("{c}/documents"), post(upsert))
-        .route(&format!("{c}/documents/get"), post(get_documents))
-        .route(&format!("{c}/documents/delete"), post(delete_documents))
-        .route(&format!("{c}/documents/scroll"), post(scroll))
-        .route(&format!("{c}/documents/count"), post(count))
-        .route(&format!("{c}/documents/payload"), post(set_payload))
-        .route(&format!("{c}/search"), post(search))
-        .route(&format!("{c}/flush"), post(flush))
-        .route(&format!("{c}/compact"), post(compact))
-        .route(
-            &format!("{c}/snapshots"),
-            get(list_snapshots).post(create_snapshot),
-        )
-        .route("/v1/stats", get(stats))
+    let k = &state;
+    let c = "/v1/collections/{name}";
+    let keyed: [(String, MethodRouter<HttpState>); 14] = [
+        (
+            "/v1/collections".into(),
+            get(keyed!(k, "Collections/ListCollections", list_collections)).post(keyed!(
+                k,
+                "Collections/CreateCollection",
+                create_collection
+            )),
+        ),
+        (
+            c.into(),
+            get(keyed!(k, "Collections/GetCollection", get_collection)).delete(keyed!(
+                k,
+                "Collections/DeleteCollection",
+                delete_collection
+            )),
+        ),
+        (
+            format!("{c}/documents"),
+            post(keyed!(k, "Documents/Upsert", upsert)),
+        ),
+        (
+            format!("{c}/documents/get"),
+            post(keyed!(k, "Documents/Get", get_documents)),
+        ),
+        // DeleteByFilter is a write as Delete is: one check serves both.
+        (
+            format!("{c}/documents/delete"),
+            post(keyed!(k, "Documents/Delete", delete_documents)),
+        ),
+        (
+            format!("{c}/documents/scroll"),
+            post(keyed!(k, "Documents/Scroll", scroll)),
+        ),
+        (
+            format!("{c}/documents/count"),
+            post(keyed!(k, "Documents/Count", count)),
+        ),
+        (
+            format!("{c}/documents/payload"),
+            post(keyed!(k, "Documents/SetPayload", set_payload)),
+        ),
+        (
+            format!("{c}/search"),
+            post(keyed!(k, "Search/Search", search)),
+        ),
+        (format!("{c}/flush"), post(keyed!(k, "Admin/Flush", flush))),
+        (
+            format!("{c}/compact"),
+            post(keyed!(k, "Admin/Compact", compact)),
+        ),
+        (
+            format!("{c}/snapshots"),
+            get(keyed!(k, "Admin/ListSnapshots", list_snapshots)).post(keyed!(
+                k,
+                "Admin/CreateSnapshot",
+                create_snapshot
+            )),
+        ),
+        ("/v1/stats".into(), get(keyed!(k, "Admin/Stats", stats))),
+        (
+            "/v1/console/bench-plot".into(),
+            get(keyed!(k, "Admin/Stats", console::bench_plot)),
+        ),
+    ];
+    let mut r = Router::new();
+    for (path, route) in keyed {
+        r = r.route(&path, route);
+    }
+    let mut r = r
+        // No key: the OpenAPI document and the console's own files hold no data.
         .route("/openapi.json", get(openapi))
         .merge(console::routes())
         .fallback(no_route)
