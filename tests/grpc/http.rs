@@ -458,6 +458,9 @@ async fn http_api_matches_grpc() {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }
     assert!(doc.body["components"]["schemas"]["ErrorBody"].is_object());
+    let schemes = &doc.body["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["api_key"]["name"], "x-api-key", "{schemes}");
     let r = h.get("/v1/collections");
     assert!(r.headers.get("access-control-allow-origin").is_none());
     let page = agent()

@@ -363,6 +363,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             };
             let router = web::router(state, cors.as_ref());
             tracing::info!(addr = %local, cors = ?args.http_cors_origin, "HTTP API and console");
+            if args.tls_cert.is_some() && !local.ip().is_loopback() {
+                tracing::warn!(addr = %local, "the HTTP port is plain HTTP (--tls-cert is the gRPC port's): keys sent to it travel in the clear; put a TLS proxy in front or bind it to loopback");
+            }
             // Before the gRPC line, which tests and scripts wait for.
             println!("metavec http on {local}");
             Some(tokio::spawn(web::serve(l, router, shutdown_signal())))

@@ -486,9 +486,32 @@ async fn list_snapshots(State(s): State<HttpState>, Name(collection): Name) -> R
         create_snapshot,
         list_snapshots
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&KeySchemes),
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub struct ApiDoc;
+
+/// The two ways to send a key, as security schemes: every `/v1` route takes either (and needs
+/// none when the server has no key).
+struct KeySchemes;
+
+impl utoipa::Modify for KeySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme,
+        };
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+    }
+}
 
 async fn openapi() -> Response {
     match ApiDoc::openapi().to_json() {
