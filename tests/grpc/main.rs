@@ -19,6 +19,7 @@ mod faults;
 mod filters;
 mod health;
 mod http;
+mod http_access;
 mod limits;
 mod logs;
 mod metrics;
