@@ -28,6 +28,8 @@ pub struct Server {
     pub addr: String,
     /// The bound metrics address, with `--metrics-listen` (`metavec metrics on ADDR`).
     pub metrics_addr: Option<String>,
+    /// The bound HTTP API address, with `--http-listen` (`metavec http on ADDR`).
+    pub http_addr: Option<String>,
 }
 
 impl Server {
@@ -62,19 +64,27 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("metavec listening on ") {
-                    let _ = tx.send((true, addr.to_string()));
-                } else if let Some(addr) = line.strip_prefix("metavec metrics on ") {
-                    let _ = tx.send((false, addr.to_string()));
+                for (i, prefix) in [
+                    "metavec listening on ",
+                    "metavec metrics on ",
+                    "metavec http on ",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        let _ = tx.send((i, addr.to_string()));
+                    }
                 }
             }
         });
-        // The metrics line, when there is one, comes before the gRPC one.
-        let mut metrics_addr = None;
+        // The metrics and HTTP lines, when there are some, come before the gRPC one.
+        let (mut metrics_addr, mut http_addr) = (None, None);
         let addr = loop {
             match rx.recv_timeout(Duration::from_secs(120)) {
-                Ok((true, addr)) => break addr,
-                Ok((false, addr)) => metrics_addr = Some(addr),
+                Ok((0, addr)) => break addr,
+                Ok((1, addr)) => metrics_addr = Some(addr),
+                Ok((_, addr)) => http_addr = Some(addr),
                 Err(e) => panic!("server did not report its address: {e}"),
             }
         };
@@ -82,6 +92,7 @@ impl Server {
             child,
             addr,
             metrics_addr,
+            http_addr,
         }
     }
 

@@ -6,6 +6,7 @@ mod limit;
 mod observe;
 mod respond;
 mod service;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct ServeFile {
     pub shards: Option<Vec<String>>,
     pub shard_timeout_ms: Option<u64>,
     pub shard_api_key: Option<String>,
+    pub http_listen: Option<String>,
+    pub http_cors_origin: Option<String>,
+    pub bench_plot: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -72,6 +76,14 @@ impl ServeArgs {
                     parse_listen(&v).map_err(|e| format!("{}: listen: {e}", path.display()))?;
             }
         }
+        if unset("http_listen") {
+            if let Some(v) = f.http_listen {
+                self.http_listen = Some(
+                    parse_listen(&v)
+                        .map_err(|e| format!("{}: http_listen: {e}", path.display()))?,
+                );
+            }
+        }
         fill!(
             data_dir,
             max_message_bytes,
@@ -88,6 +100,12 @@ impl ServeArgs {
             shards,
             shard_timeout_ms
         );
+        if unset("http_cors_origin") {
+            self.http_cors_origin = f.http_cors_origin.or(self.http_cors_origin.take());
+        }
+        if unset("bench_plot") {
+            self.bench_plot = f.bench_plot.or(self.bench_plot.take());
+        }
         if unset("shard_api_key") {
             if let Some(k) = f.shard_api_key {
                 self.shard_api_key = Some(Secret(k));
@@ -128,6 +146,9 @@ impl ServeArgs {
             shards: (!self.shards.is_empty()).then(|| self.shards.clone()),
             shard_timeout_ms: Some(self.shard_timeout_ms),
             shard_api_key: redact(&self.shard_api_key),
+            http_listen: self.http_listen.map(|a| a.to_string()),
+            http_cors_origin: self.http_cors_origin.clone(),
+            bench_plot: self.bench_plot.clone(),
         };
         toml::to_string(&f).unwrap_or_default()
     }
@@ -169,18 +190,19 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Binds the gRPC port, saying which address failed and why in terms an operator can act on.
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+/// Binds a port (`flag` names the setting), saying which address failed and why in terms an
+/// operator can act on.
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, String> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                " (another process serves on that port: stop it or pick another with --listen)"
-            }
-            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            std::io::ErrorKind::AddrInUse => format!(
+                " (another process serves on that port: stop it or pick another with {flag})"
+            ),
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)".into(),
             std::io::ErrorKind::AddrNotAvailable => {
-                " (no interface of this machine has that address)"
+                " (no interface of this machine has that address)".into()
             }
-            _ => "",
+            _ => String::new(),
         };
         format!("cannot listen on {addr}: {e}{hint}")
     })
@@ -256,6 +278,18 @@ pub struct ServeArgs {
     /// Key the router sends to the shards (`authorization: Bearer <key>`).
     #[arg(long, env = "METAVEC_SHARD_API_KEY", hide_env_values = true)]
     pub shard_api_key: Option<Secret>,
+    /// Also serve the HTTP/JSON API and the web console on this address (e.g. 127.0.0.1:50052;
+    /// off when unset; port 0 picks a free one, printed on stdout). Plain HTTP, same keys as gRPC.
+    #[arg(long, env = "METAVEC_HTTP_LISTEN", value_parser = parse_listen)]
+    pub http_listen: Option<SocketAddr>,
+    /// Allow browsers on this origin (e.g. https://console.example.com) to call the HTTP API
+    /// (CORS); no CORS headers when unset.
+    #[arg(long, env = "METAVEC_HTTP_CORS_ORIGIN")]
+    pub http_cors_origin: Option<String>,
+    /// The SVG that `metavec bench --plot PATH` wrote, shown by the web console as the
+    /// quality-latency curve (read on each view).
+    #[arg(long, env = "METAVEC_BENCH_PLOT")]
+    pub bench_plot: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -271,6 +305,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     if args.router {
+        if args.http_listen.is_some() {
+            return Err(
+                "--http-listen is not served by a router (--router): give it to the shard \
+                servers, or call the router over gRPC"
+                    .into(),
+            );
+        }
         let router = crate::router::Router::new(
             &args.shards,
             std::time::Duration::from_millis(args.shard_timeout_ms),
@@ -278,14 +319,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.max_message_bytes,
         )?;
         tracing::info!(shards = ?args.shards, "routing");
-        let listener = bind(args.listen).await?;
+        let listener = bind(args.listen, "--listen").await?;
         if let Some(addr) = args.metrics_listen {
             install_metrics(addr, None).await?;
         }
         return run(router, listener, &args, "router").await;
     }
-    // The port first: a port in use fails here, before a data directory is created or opened.
-    let listener = bind(args.listen).await?;
+    // The ports first: a port in use fails here, before a data directory is created or opened.
+    let listener = bind(args.listen, "--listen").await?;
+    let http_listener = match args.http_listen {
+        Some(addr) => Some(bind(addr, "--http-listen").await?),
+        None => None,
+    };
+    let cors = match &args.http_cors_origin {
+        Some(o) => Some(
+            o.parse::<::http::HeaderValue>()
+                .map_err(|e| format!("--http-cors-origin {o:?}: {e}"))?,
+        ),
+        None => None,
+    };
     let dir = args.data_dir.clone();
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
     let api = Api {
@@ -300,7 +352,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.data_dir.display(),
         engine.list_collections().len()
     );
+    let http_task = match http_listener {
+        Some(l) => {
+            let local = l.local_addr()?;
+            let state = web::HttpState {
+                api: api.clone(),
+                keys: keys(&args),
+                max_body: args.max_message_bytes,
+                bench_plot: args.bench_plot.clone(),
+            };
+            let router = web::router(state, cors.as_ref());
+            tracing::info!(addr = %local, cors = ?args.http_cors_origin, "HTTP API and console");
+            if args.tls_cert.is_some() && !local.ip().is_loopback() {
+                tracing::warn!(addr = %local, "the HTTP port is plain HTTP (--tls-cert is the gRPC port's): keys sent to it travel in the clear; put a TLS proxy in front or bind it to loopback");
+            }
+            // Before the gRPC line, which tests and scripts wait for.
+            println!("metavec http on {local}");
+            Some(tokio::spawn(web::serve(l, router, shutdown_signal())))
+        }
+        None => None,
+    };
     run(api, listener, &args, &what).await?;
+    if let Some(t) = http_task {
+        t.await??;
+    }
     tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
     drop(engine);
     Ok(())
@@ -422,16 +497,7 @@ where
     // Tests and scripts read this line to learn the port when --listen asks for port 0.
     println!("metavec listening on {local}");
 
-    let keys = auth::Keys {
-        admin: args
-            .api_key
-            .as_ref()
-            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
-        read_only: args
-            .read_only_key
-            .as_ref()
-            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
-    };
+    let keys = keys(args);
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -483,6 +549,20 @@ where
         )
         .await?;
     Ok(())
+}
+
+/// The keys of `--api-key` and `--read-only-key`, for the gRPC and the HTTP port alike.
+fn keys(args: &ServeArgs) -> auth::Keys {
+    auth::Keys {
+        admin: args
+            .api_key
+            .as_ref()
+            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
+        read_only: args
+            .read_only_key
+            .as_ref()
+            .map(|k| std::sync::Arc::from(k.0.as_bytes())),
+    }
 }
 
 async fn shutdown_signal() {

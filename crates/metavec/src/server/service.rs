@@ -82,6 +82,25 @@ impl Api {
         self.engine.collection(name).map_err(status)
     }
 
+    /// Applies one Upsert batch, durable when this returns: a message of the gRPC stream, or the
+    /// body of an HTTP upsert (which cannot be called as a client stream). `name_span` records
+    /// the collection in the request's span.
+    pub async fn upsert_batch(
+        &self,
+        msg: pb::UpsertRequest,
+        name_span: bool,
+    ) -> Result<metavec_core::WriteAck, Status> {
+        let coll = if name_span {
+            self.collection(&msg.collection)?
+        } else {
+            self.engine.collection(&msg.collection).map_err(status)?
+        };
+        let docs = convert::documents(msg.documents, coll.config()).map_err(status)?;
+        let ack = engine_call(move || coll.upsert(docs)).await?;
+        metrics::counter!("metavec_upserted_docs_total").increment(ack.count as u64);
+        Ok(ack)
+    }
+
     /// Runs `reqs` (the queries of a Search or a SearchBatch) and gathers their hits within the
     /// message limit. When every hit of every query could carry the largest payload and still
     /// fit, the engine returns payloads with the hits; otherwise it ranks without them and the
@@ -208,14 +227,7 @@ impl pb::documents_server::Documents for Api {
         while let Some(msg) = stream.message().await? {
             // The span names the stream's first collection (a stream naming several is rare;
             // errors name theirs).
-            let coll = if std::mem::take(&mut first) {
-                self.collection(&msg.collection)?
-            } else {
-                self.engine.collection(&msg.collection).map_err(status)?
-            };
-            let docs = convert::documents(msg.documents, coll.config()).map_err(status)?;
-            let ack = engine_call(move || coll.upsert(docs)).await?;
-            metrics::counter!("metavec_upserted_docs_total").increment(ack.count as u64);
+            let ack = self.upsert_batch(msg, std::mem::take(&mut first)).await?;
             out.upserted += ack.count as u64;
             out.batches += 1;
             out.last_seq = ack.seq;
