@@ -37,7 +37,8 @@ render() { # name, extra helm args...
 }
 render default
 render shards --set replicaCount=3 --set auth.existingSecret=metavec-keys \
-  --set persistence.storageClassName=fast-ssd --set config.memtable_mb=256
+  --set persistence.storageClassName=fast-ssd --set config.memtable_mb=256 \
+  --set service.httpPort=50052
 for f in "$out"/*.yaml; do
   for k8s in 1.25.0 1.29.0 1.33.0 1.37.0; do
     "$tools/venv/bin/kubernetes-validate" --strict --quiet -k "$k8s" "$f"

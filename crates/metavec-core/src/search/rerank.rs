@@ -287,11 +287,10 @@ fn run_stages_with(
     stats: &mut SearchStats,
 ) -> Result<()> {
     let (view, q, dim) = (scorer.view, scorer.q, scorer.dim);
-    let req = plan;
-    let plan = &plan.stages;
-    let k = plan.last().map_or(0, |s| s.keep as usize);
-    let mut prev = req.start;
-    for (i, stage) in plan.iter().enumerate() {
+    let stages = &plan.stages;
+    let k = stages.last().map_or(0, |s| s.keep as usize);
+    let mut prev = plan.start;
+    for (i, stage) in stages.iter().enumerate() {
         let b = stage.budget;
         let mut ss = StageStats {
             budget: b,
@@ -309,7 +308,7 @@ fn run_stages_with(
                     for next in chunk.iter().skip(i + 2).take(2) {
                         prefetch(scorer, next, prev, b, parts);
                     }
-                    let pg = req.count_pages.then_some(&mut pages);
+                    let pg = plan.count_pages.then_some(&mut pages);
                     let end = (i + 2).min(chunk.len());
                     bytes += match &mut chunk[i..end] {
                         [x, y] => start_pair(scorer, x, y, b, parts, pg)?,
@@ -323,7 +322,7 @@ fn run_stages_with(
                 if let Some(next) = chunk.get(i + 1) {
                     prefetch(scorer, next, prev, b, parts);
                 }
-                let pg = req.count_pages.then_some(&mut pages);
+                let pg = plan.count_pages.then_some(&mut pages);
                 bytes += extend(scorer, &mut chunk[i], prev, b, parts, pg)?;
             }
             Ok((bytes, pages))
@@ -348,7 +347,7 @@ fn run_stages_with(
             pages.extend(p);
         };
         let keep = stage.keep as usize;
-        if i == 0 && b == Budget::new(1, 1) && req.prune && cands.len() > keep {
+        if i == 0 && b == Budget::new(1, 1) && plan.prune && cands.len() > keep {
             // At (1,1) a score is the vector-0 dot, which the walk's score bounds. Scored
             // first: every candidate without a bound (memtable documents, scans) and the
             // `keep` best bounds; the keep-th best exact score among them is a threshold, and
@@ -371,7 +370,7 @@ fn run_stages_with(
             stats.pruned += ss.pruned;
             add(run(&mut rest)?);
             cands.append(&mut rest);
-        } else if i > 0 && i + 1 == plan.len() && req.prune && cands.len() > k {
+        } else if i > 0 && i + 1 == stages.len() && plan.prune && cands.len() > k {
             // Early termination: the k best so far are scored in full first; their k-th score
             // is a threshold no pruned candidate's upper bound reaches.
             let all = cands.len();
@@ -443,26 +442,25 @@ struct Reach {
 impl Reach {
     /// `None` when fewer than two pairs, or the line does not rise with `x` (which then says
     /// nothing: read on).
-    fn fit(pairs: &[(f64, f64)], margin: f64) -> Option<Reach> {
-        let n = pairs.len() as f64;
+    /// Three passes over `pairs` (sums, spread, residuals), no allocation.
+    fn fit(pairs: impl Iterator<Item = (f64, f64)> + Clone, margin: f64) -> Option<Reach> {
+        let (n, sx, sy) = pairs.clone().fold((0.0, 0.0, 0.0), |(n, sx, sy), (x, y)| {
+            (n + 1.0, sx + x, sy + y)
+        });
         if n < 2.0 {
             return None;
         }
-        let (mx, my) = pairs
-            .iter()
-            .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x / n, sy + y / n));
-        let (cov, var) = pairs.iter().fold((0.0, 0.0), |(c, v), (x, y)| {
+        let (mx, my) = (sx / n, sy / n);
+        let (cov, var) = pairs.clone().fold((0.0, 0.0), |(c, v), (x, y)| {
             (c + (x - mx) * (y - my), v + (x - mx) * (x - mx))
         });
         if cov <= 0.0 || var <= 0.0 {
             return None;
         }
         let slope = cov / var;
-        let above = pairs
-            .iter()
-            .map(|(x, y)| y - (my + slope * (x - mx)))
-            .fold(0.0f64, f64::max);
-        let gain = pairs.iter().map(|(x, y)| y - x).fold(0.0f64, f64::max);
+        let (above, gain) = pairs.fold((0.0f64, 0.0f64), |(a, g), (x, y)| {
+            (a.max(y - (my + slope * (x - mx))), g.max(y - x))
+        });
         Some(Reach {
             slope,
             lift: my - slope * mx + above + margin * gain,
@@ -537,12 +535,8 @@ impl Progress<'_, '_> {
 
     /// The exact score a candidate of a given partial score may be expected to reach.
     fn partial_reach(&self) -> Option<Reach> {
-        let pairs: Vec<(f64, f64)> = self
-            .exact
-            .iter()
-            .map(|&(_, p, e)| (p as f64, e as f64))
-            .collect();
-        Reach::fit(&pairs, PARTIAL_MARGIN)
+        let pairs = self.exact.iter().map(|&(_, p, e)| (p as f64, e as f64));
+        Reach::fit(pairs, PARTIAL_MARGIN)
     }
 
     /// Extends pending candidates from `p` to the budget, best partial score first: the first
@@ -583,19 +577,18 @@ impl Progress<'_, '_> {
     /// pairs seen, raised by the largest residual) meets the partial score from which an
     /// extension may reach the k-th exact score. Without a partial budget, partial = exact.
     fn may_reach(&self, approx: f32) -> bool {
-        let mut pairs: Vec<(f64, f64)> = self
+        let pairs = self
             .exact
             .iter()
             .filter(|(a, _, _)| !a.is_nan())
             .map(|&(a, p, _)| (a as f64, p as f64))
-            .collect();
-        pairs.extend(
-            self.pending
-                .iter()
-                .filter(|c| !c.approx.is_nan())
-                .map(|c| (c.approx as f64, c.score as f64)),
-        );
-        let (Some(by_approx), Some(by_partial)) = (Reach::fit(&pairs, 0.0), self.partial_reach())
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|c| !c.approx.is_nan())
+                    .map(|c| (c.approx as f64, c.score as f64)),
+            );
+        let (Some(by_approx), Some(by_partial)) = (Reach::fit(pairs, 0.0), self.partial_reach())
         else {
             return true;
         };
@@ -693,18 +686,19 @@ mod tests {
     fn reach_is_the_line_raised_by_its_largest_residual_and_the_margin() {
         // Nearly y = 2x + 1, the last point above the line.
         let pairs = [(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (3.0, 7.5)];
-        let r = Reach::fit(&pairs, 0.0).unwrap();
+        let fit = |p: &[(f64, f64)], m| Reach::fit(p.iter().copied(), m);
+        let r = fit(&pairs, 0.0).unwrap();
         // Every pair is at or under the reach, and the highest residual is met exactly.
         assert!(pairs.iter().all(|&(x, y)| r.at(x as f32) >= y - 1e-9));
         assert!(pairs
             .iter()
             .any(|&(x, y)| (r.at(x as f32) - y).abs() < 1e-9));
-        let m = Reach::fit(&pairs, 0.5).unwrap();
+        let m = fit(&pairs, 0.5).unwrap();
         let gain = pairs.iter().map(|(x, y)| y - x).fold(0.0f64, f64::max);
         assert!((m.at(1.0) - r.at(1.0) - 0.5 * gain).abs() < 1e-9);
         // Too few pairs, or a line that does not rise, say nothing.
-        assert!(Reach::fit(&pairs[..1], 0.0).is_none());
-        assert!(Reach::fit(&[(0.0, 2.0), (1.0, 1.0)], 0.0).is_none());
-        assert!(Reach::fit(&[(1.0, 2.0), (1.0, 3.0)], 0.0).is_none());
+        assert!(fit(&pairs[..1], 0.0).is_none());
+        assert!(fit(&[(0.0, 2.0), (1.0, 1.0)], 0.0).is_none());
+        assert!(fit(&[(1.0, 2.0), (1.0, 3.0)], 0.0).is_none());
     }
 }
