@@ -1,0 +1,473 @@
+//! A cluster node: registers itself in the map, runs the replicas the map assigns it, and is a
+//! front for any collection (writes published per shard, searches answered from one caught-up
+//! replica per shard and merged).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture, kv, stream};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+
+use metavec_core::document::prepare_batch;
+use metavec_core::wal::record;
+use metavec_core::{CollectionConfig, Document, Engine, Hit, SearchRequest};
+
+use crate::error::{ClusterError, Result};
+use crate::log;
+use crate::map::{self, CollectionEntry, NodeEntry};
+use crate::replica::Replica;
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// NATS server URLs, comma-separated (`nats://127.0.0.1:4222,nats://127.0.0.2:4222`).
+    pub nats_url: String,
+    pub node_id: String,
+    /// host:port other nodes reach this node's gRPC API at.
+    pub advertise: String,
+    /// NATS servers holding each shard stream and the map (3 in production; at most the
+    /// servers in the cluster).
+    pub stream_replicas: usize,
+    /// Largest stream message: a batch above it is split into parts and a commit.
+    pub max_message_bytes: usize,
+    /// How long a search waits for a replica to reach a read token.
+    pub read_wait: Duration,
+}
+
+impl NodeOptions {
+    pub fn new(nats_url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        NodeOptions {
+            nats_url: nats_url.into(),
+            node_id: node_id.into(),
+            advertise: String::new(),
+            stream_replicas: 1,
+            max_message_bytes: 1 << 20,
+            read_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Per shard, the stream sequence of the last message a write published there: a search given
+/// this token reads from replicas that have applied it (read-your-writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadToken(pub Vec<(u32, u64)>);
+
+impl ReadToken {
+    fn seq(&self, shard: u32) -> u64 {
+        self.0
+            .iter()
+            .filter(|(s, _)| *s == shard)
+            .map(|(_, q)| *q)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A future of a remote shard search.
+pub type ShardFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Hit>>> + Send + 'a>>;
+
+/// How a front reaches another node's replica of a shard.
+pub trait Peers: Send + Sync {
+    /// Searches `node`'s replica of `shard` of `entry` once it has handled `min_seq`.
+    fn search<'a>(
+        &'a self,
+        node: &'a NodeEntry,
+        entry: &'a CollectionEntry,
+        shard: u32,
+        req: SearchRequest,
+        min_seq: u64,
+    ) -> ShardFuture<'a>;
+}
+
+/// A node of the cluster.
+pub struct Node {
+    opts: NodeOptions,
+    js: jetstream::Context,
+    kv: kv::Store,
+    engine: Arc<Engine>,
+    replicas: Mutex<HashMap<(String, u32), Arc<Replica>>>,
+    peers: Arc<dyn Peers>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.opts.node_id)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Connects to NATS, makes sure the map bucket exists, and registers this node.
+    pub async fn start(
+        engine: Arc<Engine>,
+        opts: NodeOptions,
+        peers: Arc<dyn Peers>,
+    ) -> Result<Arc<Node>> {
+        map::check_token("node id", &opts.node_id)?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(10))
+            .connect(opts.nats_url.as_str())
+            .await
+            .map_err(|e| ClusterError::Nats(format!("connect to {}: {e}", opts.nats_url)))?;
+        let js = jetstream::new(client);
+        let kv = match js.get_key_value(map::BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: map::BUCKET.to_string(),
+                    history: 5,
+                    num_replicas: opts.stream_replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(ClusterError::nats)?,
+        };
+        let me = NodeEntry {
+            id: opts.node_id.clone(),
+            addr: opts.advertise.clone(),
+        };
+        kv.put(
+            map::node_key(&me.id),
+            serde_json::to_vec(&me).unwrap().into(),
+        )
+        .await
+        .map_err(ClusterError::nats)?;
+        Ok(Arc::new(Node {
+            opts,
+            js,
+            kv,
+            engine,
+            replicas: Mutex::new(HashMap::new()),
+            peers,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.opts.node_id
+    }
+
+    /// The nodes registered in the map, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeEntry>> {
+        let mut keys = self.kv.keys().await.map_err(ClusterError::nats)?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(ClusterError::nats)?;
+            if k.starts_with("node.") {
+                if let Some(v) = self.kv.get(&k).await.map_err(ClusterError::nats)? {
+                    out.push(
+                        serde_json::from_slice::<NodeEntry>(&v)
+                            .map_err(|e| ClusterError::Corrupt(format!("map entry {k}: {e}")))?,
+                    );
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Creates a collection cluster-wide: its shard streams, then its map entry (create if
+    /// absent: the first of two concurrent creations wins, the other gets AlreadyExists).
+    /// `shards` defaults to 4 x nodes, `replicas` to min(2, nodes).
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+    ) -> Result<CollectionEntry> {
+        metavec_core::config::validate_collection_name(name)?;
+        config.validate()?;
+        let nodes: Vec<String> = self.nodes().await?.into_iter().map(|n| n.id).collect();
+        let n = nodes.len() as u32;
+        let shards = shards.unwrap_or(4 * n);
+        let replicas = replicas.unwrap_or(2.min(n));
+        if shards == 0 || replicas == 0 || replicas > n {
+            return Err(ClusterError::Invalid(format!(
+                "shards {shards} and replicas {replicas}: both >= 1, replicas <= nodes ({n})"
+            )));
+        }
+        if self.entry(name).await.is_ok() {
+            return Err(ClusterError::AlreadyExists(name.to_string()));
+        }
+        let entry = CollectionEntry {
+            name: name.to_string(),
+            uid: format!("{:016x}", rand::random::<u64>()),
+            config,
+            shards,
+            replicas,
+            assign: map::place(&nodes, shards, replicas),
+        };
+        for s in 0..shards {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name: entry.stream(s),
+                    subjects: vec![entry.subject(s)],
+                    num_replicas: self.opts.stream_replicas,
+                    duplicate_window: Duration::from_secs(120),
+                    max_message_size: (self.opts.max_message_bytes + 4096) as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(ClusterError::nats)?;
+        }
+        let value = serde_json::to_vec(&entry).unwrap();
+        match self
+            .kv
+            .create(map::collection_key(name), value.into())
+            .await
+        {
+            Ok(_) => Ok(entry),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(ClusterError::AlreadyExists(name.to_string()))
+            }
+            Err(e) => Err(ClusterError::nats(e)),
+        }
+    }
+
+    /// A collection's map entry.
+    pub async fn entry(&self, name: &str) -> Result<CollectionEntry> {
+        let v = self
+            .kv
+            .get(map::collection_key(name))
+            .await
+            .map_err(ClusterError::nats)?
+            .ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
+        serde_json::from_slice(&v).map_err(|e| ClusterError::Corrupt(format!("map entry: {e}")))
+    }
+
+    /// Starts the replicas the map assigns this node and that are not running yet (a local
+    /// collection is created on first start and reopened after a restart).
+    pub async fn sync(&self) -> Result<()> {
+        let mut keys = self.kv.keys().await.map_err(ClusterError::nats)?;
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(ClusterError::nats)?;
+            if let Some(name) = k.strip_prefix("collection.") {
+                names.push(name.to_string());
+            }
+        }
+        for name in names {
+            let entry = self.entry(&name).await?;
+            for s in entry.shards_of(self.id()) {
+                let key = (entry.uid.clone(), s);
+                if self.replicas.lock().contains_key(&key) {
+                    continue;
+                }
+                let local = entry.local_name(s);
+                let coll = match self.engine.collection(&local) {
+                    Ok(c) => c,
+                    Err(_) => self
+                        .engine
+                        .create_collection(&local, entry.config.clone())?,
+                };
+                let r = Replica::start(self.js.clone(), &entry, s, coll);
+                self.replicas.lock().insert(key, Arc::new(r));
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's running replica of a shard.
+    pub fn replica(&self, entry: &CollectionEntry, shard: u32) -> Option<Arc<Replica>> {
+        self.replicas
+            .lock()
+            .get(&(entry.uid.clone(), shard))
+            .cloned()
+    }
+
+    /// Upserts documents: validated and normalised here (replicas apply the same bits), split
+    /// per shard, each shard's share published as one message or as parts and a commit.
+    /// Returns once every publish is acknowledged by JetStream.
+    pub async fn upsert(&self, name: &str, mut docs: Vec<Document>) -> Result<ReadToken> {
+        let entry = self.entry(name).await?;
+        prepare_batch(&mut docs, &entry.config)?;
+        let mut per: Vec<Vec<Document>> = vec![Vec::new(); entry.shards as usize];
+        for d in docs {
+            per[entry.shard_of(&d.id) as usize].push(d);
+        }
+        let limit = self.opts.max_message_bytes;
+        if let Some(d) = per.iter().flatten().find(|d| log::doc_bytes(d) > limit) {
+            return Err(ClusterError::Invalid(format!(
+                "document {:?} is {} bytes encoded, above the cluster's message limit of {limit}",
+                d.id,
+                log::doc_bytes(d)
+            )));
+        }
+        let mut acks: Vec<(u32, PublishAckFuture)> = Vec::new();
+        for (s, docs) in per.iter().enumerate() {
+            if docs.is_empty() {
+                continue;
+            }
+            let s = s as u32;
+            let batch: [u8; 16] = rand::random();
+            let runs = log::split(docs, limit);
+            let msgs: Vec<(u32, Vec<u8>)> = if runs.len() == 1 {
+                vec![(0, log::whole(&batch, &record::encode_upsert(0, docs)))]
+            } else {
+                let n = runs.len() as u32;
+                runs.iter()
+                    .enumerate()
+                    .map(|(i, r)| (i as u32, log::part(&batch, i as u32, n, &docs[r.clone()])))
+                    .chain(std::iter::once((n, log::commit(&batch, n))))
+                    .collect()
+            };
+            for (part, body) in msgs {
+                acks.push((s, self.publish(&entry, s, &batch, part, body).await?));
+            }
+        }
+        self.settle(acks).await
+    }
+
+    /// Deletes documents by id (ids that do not exist are ignored).
+    pub async fn delete(&self, name: &str, ids: &[String]) -> Result<ReadToken> {
+        let entry = self.entry(name).await?;
+        let mut per: Vec<Vec<String>> = vec![Vec::new(); entry.shards as usize];
+        for (i, id) in ids.iter().enumerate() {
+            metavec_core::document::validate_id(id, &format!("ids[{i}]"))?;
+            per[entry.shard_of(id) as usize].push(id.clone());
+        }
+        let mut acks = Vec::new();
+        for (s, ids) in per.iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let batch: [u8; 16] = rand::random();
+            let body = log::whole(&batch, &record::encode_delete(0, ids));
+            acks.push((
+                s as u32,
+                self.publish(&entry, s as u32, &batch, 0, body).await?,
+            ));
+        }
+        self.settle(acks).await
+    }
+
+    async fn publish(
+        &self,
+        entry: &CollectionEntry,
+        shard: u32,
+        batch: &[u8; 16],
+        part: u32,
+        body: Vec<u8>,
+    ) -> Result<PublishAckFuture> {
+        self.js
+            .send_publish(
+                entry.subject(shard),
+                jetstream::message::PublishMessage::build()
+                    .payload(body.into())
+                    .message_id(log::message_id(batch, part)),
+            )
+            .await
+            .map_err(ClusterError::nats)
+    }
+
+    async fn settle(&self, acks: Vec<(u32, PublishAckFuture)>) -> Result<ReadToken> {
+        let mut token = ReadToken::default();
+        for (s, ack) in acks {
+            let ack = ack.await.map_err(ClusterError::nats)?;
+            token.0.retain(|(x, _)| *x != s);
+            token.0.push((s, ack.sequence));
+        }
+        token.0.sort_unstable();
+        Ok(token)
+    }
+
+    /// Searches a collection: each shard from one replica that has handled `token`'s sequence
+    /// for it (this node's own first, then the others in map order), merged by (score desc,
+    /// id asc), cut to k. A shard no replica answers fails the search with Unavailable naming
+    /// it, unless `allow_partial`, which leaves it out.
+    pub async fn search(
+        &self,
+        name: &str,
+        req: &SearchRequest,
+        token: Option<&ReadToken>,
+        allow_partial: bool,
+    ) -> Result<Vec<Hit>> {
+        let entry = self.entry(name).await?;
+        let nodes: HashMap<String, NodeEntry> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let shard_searches = (0..entry.shards).map(|s| {
+            let min_seq = token.map_or(0, |t| t.seq(s));
+            let (entry, nodes) = (&entry, &nodes);
+            async move {
+                let mut why = String::from("no replica assigned");
+                let mut order: Vec<&String> = entry.assign[s as usize].iter().collect();
+                order.sort_by_key(|n| *n != self.id());
+                for n in order {
+                    let got = if n == self.id() {
+                        self.search_local(entry, s, req.clone(), min_seq).await
+                    } else if let Some(node) = nodes.get(n) {
+                        self.peers
+                            .search(node, entry, s, req.clone(), min_seq)
+                            .await
+                    } else {
+                        Err(ClusterError::Nats(format!("node {n} is not registered")))
+                    };
+                    match got {
+                        Ok(hits) => return Ok(hits),
+                        Err(e @ ClusterError::Engine(_)) => return Err(e),
+                        Err(e) => why = format!("{n}: {e}"),
+                    }
+                }
+                Err(ClusterError::Unavailable {
+                    collection: entry.name.clone(),
+                    shard: s,
+                    why,
+                })
+            }
+        });
+        let results = futures_util::future::join_all(shard_searches).await;
+        let mut hits = Vec::new();
+        for r in results {
+            match r {
+                Ok(h) => hits.extend(h),
+                Err(ClusterError::Unavailable { .. }) if allow_partial => {}
+                Err(e) => return Err(e),
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        hits.truncate(req.k as usize);
+        Ok(hits)
+    }
+
+    /// Searches this node's replica of `shard` once it has handled `min_seq`.
+    pub async fn search_local(
+        &self,
+        entry: &CollectionEntry,
+        shard: u32,
+        req: SearchRequest,
+        min_seq: u64,
+    ) -> Result<Vec<Hit>> {
+        let r = self
+            .replica(entry, shard)
+            .ok_or_else(|| ClusterError::Unavailable {
+                collection: entry.name.clone(),
+                shard,
+                why: format!("node {} runs no replica of it", self.id()),
+            })?;
+        if !r.wait_for(min_seq, self.opts.read_wait).await {
+            return Err(ClusterError::Unavailable {
+                collection: entry.name.clone(),
+                shard,
+                why: format!(
+                    "node {}'s replica is at sequence {}, the read token asks for {min_seq}",
+                    self.id(),
+                    r.handled()
+                ),
+            });
+        }
+        let c = r.collection.clone();
+        let resp = tokio::task::spawn_blocking(move || c.search(&req))
+            .await
+            .map_err(|e| ClusterError::Nats(format!("search task: {e}")))??;
+        Ok(resp.hits)
+    }
+}
