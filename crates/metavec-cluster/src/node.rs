@@ -51,6 +51,15 @@ impl NodeOptions {
     }
 }
 
+/// A comma-separated server list as the client takes it.
+pub fn servers(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Per shard, the stream sequence of the last message a write published there: a search given
 /// this token reads from replicas that have applied it (read-your-writes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,7 +120,7 @@ impl Node {
         map::check_token("node id", &opts.node_id)?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(10))
-            .connect(opts.nats_url.as_str())
+            .connect(servers(&opts.nats_url))
             .await
             .map_err(|e| ClusterError::Nats(format!("connect to {}: {e}", opts.nats_url)))?;
         let js = jetstream::new(client);

@@ -1,0 +1,236 @@
+//! Cluster mode against three real nats-server processes (a JetStream cluster on 127.0.0.1-3)
+//! and three nodes, each with its own engine directory. The nodes reach each other's replicas
+//! in-process here ([`InProc`]); the gRPC path between node processes is tested in the server's
+//! tests.
+
+mod nats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use metavec_cluster::node::ShardFuture;
+use metavec_cluster::{ClusterError, CollectionEntry, Node, NodeEntry, NodeOptions, Peers};
+use metavec_core::{
+    Budget, CollectionConfig, CollectionOptions, Document, Dtype, Engine, EngineOptions,
+    SearchRequest,
+};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 32;
+const DOC_VECTORS: usize = 8;
+const QUERY_VECTORS: usize = 4;
+
+/// Other nodes' replicas, reached by calling them in this process.
+#[derive(Default)]
+struct InProc(Mutex<HashMap<String, Weak<Node>>>);
+
+impl Peers for InProc {
+    fn search<'a>(
+        &'a self,
+        node: &'a NodeEntry,
+        entry: &'a CollectionEntry,
+        shard: u32,
+        req: SearchRequest,
+        min_seq: u64,
+    ) -> ShardFuture<'a> {
+        Box::pin(async move {
+            let n = self.0.lock().get(&node.id).and_then(Weak::upgrade);
+            let n = n.ok_or_else(|| ClusterError::Nats(format!("node {} is down", node.id)))?;
+            n.search_local(entry, shard, req, min_seq).await
+        })
+    }
+}
+
+fn config() -> CollectionConfig {
+    let mut c = CollectionConfig::new(DIM as u32, DOC_VECTORS as u32, QUERY_VECTORS as u32);
+    c.dtype = Dtype::F32;
+    c
+}
+
+fn small_memtables() -> EngineOptions {
+    EngineOptions {
+        collection: CollectionOptions {
+            memtable_max_bytes: 64 << 10,
+            ..Default::default()
+        },
+    }
+}
+
+fn docs(n: usize, seed: u64) -> Vec<Document> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let v = (0..DOC_VECTORS * DIM)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect();
+            Document::new(format!("doc-{i:05}"), v).with_payload(format!(r#"{{"i":{i}}}"#))
+        })
+        .collect()
+}
+
+fn queries(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            (0..QUERY_VECTORS * DIM)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect()
+        })
+        .collect()
+}
+
+struct Cluster {
+    nats: nats::NatsCluster,
+    nodes: Vec<Arc<Node>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster(test: &str, max_message_bytes: usize) -> Option<Cluster> {
+    let nats = nats::start(test)?;
+    nats.ready().await;
+    let peers = Arc::new(InProc::default());
+    let (mut nodes, mut dirs) = (Vec::new(), Vec::new());
+    for id in ["a", "b", "c"] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), small_memtables()).unwrap());
+        let mut opts = NodeOptions::new(nats.url(), id);
+        opts.stream_replicas = 3;
+        opts.max_message_bytes = max_message_bytes;
+        let node = Node::start(engine, opts, peers.clone()).await.unwrap();
+        peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
+        nodes.push(node);
+        dirs.push(dir);
+    }
+    Some(Cluster {
+        nats,
+        nodes,
+        _dirs: dirs,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sharded_replicated_collection_answers_as_one_node_does() {
+    let Some(c) = cluster(
+        "a_sharded_replicated_collection_answers_as_one_node_does",
+        16 << 10,
+    )
+    .await
+    else {
+        return;
+    };
+    let entry = c.nodes[0]
+        .create_collection("docs", config(), Some(4), Some(2))
+        .await
+        .unwrap();
+    assert_eq!((entry.shards, entry.replicas), (4, 2));
+    assert!(matches!(
+        c.nodes[1]
+            .create_collection("docs", config(), Some(4), Some(2))
+            .await,
+        Err(ClusterError::AlreadyExists(_))
+    ));
+    for n in &c.nodes {
+        n.sync().await.unwrap();
+    }
+
+    // The same documents in one engine: the answer the cluster must give.
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = Engine::open(single_dir.path(), small_memtables()).unwrap();
+    let one = single.create_collection("docs", config()).unwrap();
+
+    // 600 documents of 1 KiB through all three fronts, in batches of 100: each shard's share of
+    // a batch (~25 KiB) is above the 16 KiB message limit, so it goes as parts and a commit.
+    let all = docs(600, 7);
+    let started = Instant::now();
+    let mut token = metavec_cluster::ReadToken::default();
+    for (i, batch) in all.chunks(100).enumerate() {
+        let t = c.nodes[i % 3].upsert("docs", batch.to_vec()).await.unwrap();
+        token.0.extend(t.0);
+        one.upsert(batch.to_vec()).unwrap();
+    }
+    println!(
+        "ingested 600 documents through three fronts in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    // A deletion through another front.
+    let gone: Vec<String> = (0..600).step_by(7).map(|i| format!("doc-{i:05}")).collect();
+    let t = c.nodes[2].delete("docs", &gone).await.unwrap();
+    token.0.extend(t.0);
+    one.delete(&gone).unwrap();
+
+    let qs = queries(20, 11);
+    let mut recall_sum = 0.0;
+    for (qi, q) in qs.iter().enumerate() {
+        for budget in [Budget::new(1, 1), Budget::new(2, 4), Budget::new(4, 8)] {
+            let exact = SearchRequest::new(q.clone(), budget, 10).exact();
+            let want = one.search(&exact).unwrap().hits;
+            let front = &c.nodes[qi % 3];
+            let got = front
+                .search("docs", &exact, Some(&token), false)
+                .await
+                .unwrap();
+            let ids = |h: &[metavec_core::Hit]| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "query {qi} at {budget:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    g.score.to_bits(),
+                    w.score.to_bits(),
+                    "{} at {budget:?}",
+                    g.id
+                );
+            }
+            let approx = front
+                .search(
+                    "docs",
+                    &SearchRequest::new(q.clone(), budget, 10),
+                    Some(&token),
+                    false,
+                )
+                .await
+                .unwrap();
+            let hit = approx
+                .iter()
+                .filter(|h| want.iter().any(|w| w.id == h.id))
+                .count();
+            recall_sum += hit as f64 / want.len() as f64;
+        }
+    }
+    let recall = recall_sum / (qs.len() * 3) as f64;
+    println!("default search recall@10 against the single node's exact: {recall:.3}");
+    assert!(recall >= 0.95, "recall@10 {recall:.3}");
+
+    // Every shard's replicas hold the same documents: each replica's count matches the single
+    // node's count of that shard's ids.
+    for s in 0..entry.shards {
+        let want = (0..600)
+            .map(|i| format!("doc-{i:05}"))
+            .filter(|id| entry.shard_of(id) == s && !gone.contains(id))
+            .count() as u64;
+        for n in &c.nodes {
+            if let Some(r) = n.replica(&entry, s) {
+                assert!(
+                    r.wait_for(
+                        token
+                            .0
+                            .iter()
+                            .filter(|(x, _)| *x == s)
+                            .map(|(_, q)| *q)
+                            .max()
+                            .unwrap_or(0),
+                        Duration::from_secs(30)
+                    )
+                    .await
+                );
+                assert_eq!(
+                    r.collection.count(None).unwrap(),
+                    want,
+                    "shard {s} on {}",
+                    n.id()
+                );
+            }
+        }
+    }
+    drop(c.nats);
+}
