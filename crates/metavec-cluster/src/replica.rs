@@ -35,6 +35,9 @@ pub const ABANDONED_AFTER: Duration = Duration::from_secs(300);
 
 const RESUME_FILE: &str = "cluster-resume";
 
+/// A consumer quiet this long while its stream has newer messages is replaced.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// A running replica of one shard.
 pub struct Replica {
     pub collection: Arc<Collection>,
@@ -138,8 +141,29 @@ async fn consume(
         .map_err(ClusterError::nats)?;
     let mut messages = consumer.messages().await.map_err(ClusterError::nats)?;
     let mut pending: HashMap<[u8; 16], Pending> = HashMap::new();
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(ClusterError::nats)?;
+    loop {
+        let next = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                // Quiet: fine if the stream has nothing newer. If it has, the consumer was lost
+                // (it lived on a NATS server that died): start a new one from the resume point.
+                let last = s
+                    .get_info()
+                    .await
+                    .map_err(ClusterError::nats)?
+                    .state
+                    .last_sequence;
+                if last > handled.load(Ordering::Acquire) {
+                    return Err(ClusterError::Nats(format!(
+                        "consumer of {stream} stalled at {} of {last}",
+                        handled.load(Ordering::Acquire)
+                    )));
+                }
+                continue;
+            }
+        };
+        let msg = next.map_err(ClusterError::nats)?;
         let (seq, at) = {
             let info = msg.info().map_err(ClusterError::nats)?;
             (info.stream_sequence, info.published.unix_timestamp_nanos())
@@ -182,7 +206,6 @@ async fn consume(
         write_resume(resume_path, resume)?;
         handled.store(seq, Ordering::Release);
     }
-    Ok(())
 }
 
 async fn apply(coll: &Arc<Collection>, rec: Record) -> Result<()> {

@@ -81,10 +81,11 @@ fn queries(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Dropped nodes first, then their directories, then the NATS servers (and the serial lock).
 struct Cluster {
-    nats: nats::NatsCluster,
     nodes: Vec<Arc<Node>>,
     _dirs: Vec<tempfile::TempDir>,
+    nats: nats::NatsCluster,
 }
 
 async fn cluster(test: &str, max_message_bytes: usize) -> Option<Cluster> {
@@ -232,5 +233,201 @@ async fn a_sharded_replicated_collection_answers_as_one_node_does() {
             }
         }
     }
-    drop(c.nats);
+}
+
+/// Upserts `batch` through `node`, retrying a failed publish (the NATS server it talks to may be
+/// gone) for up to 60 s; returns the token and whether it had to retry.
+async fn upsert_retrying(
+    node: &Node,
+    batch: &[Document],
+) -> (metavec_cluster::ReadToken, Option<Duration>) {
+    let started = Instant::now();
+    let mut retried = false;
+    loop {
+        match node.upsert("docs", batch.to_vec()).await {
+            Ok(t) => return (t, retried.then(|| started.elapsed())),
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "writes did not resume within 60 s: {e}"
+                );
+                retried = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Waits until every replica of every shard has handled the token's sequence for it.
+async fn settle(nodes: &[Arc<Node>], entry: &CollectionEntry, token: &metavec_cluster::ReadToken) {
+    for s in 0..entry.shards {
+        let seq = token
+            .0
+            .iter()
+            .filter(|(x, _)| *x == s)
+            .map(|(_, q)| *q)
+            .max()
+            .unwrap_or(0);
+        for n in nodes {
+            if let Some(r) = n.replica(entry, s) {
+                assert!(
+                    r.wait_for(seq, Duration::from_secs(60)).await,
+                    "shard {s} on {} stuck at {} of {seq}",
+                    n.id(),
+                    r.handled()
+                );
+            }
+        }
+    }
+}
+
+/// Every document of `want` is in each replica of its shard with the same vector bits and
+/// payload.
+fn all_present(nodes: &[Arc<Node>], entry: &CollectionEntry, want: &[Document]) {
+    for n in nodes {
+        for s in entry.shards_of(n.id()) {
+            let r = n.replica(entry, s).expect("a running replica");
+            let ids: Vec<String> = want
+                .iter()
+                .filter(|d| entry.shard_of(&d.id) == s)
+                .map(|d| d.id.clone())
+                .collect();
+            let got = r.collection.get(&ids).unwrap();
+            for (id, g) in ids.iter().zip(got) {
+                let g = g.unwrap_or_else(|| panic!("{id} missing from shard {s} on {}", n.id()));
+                let w = want.iter().find(|d| &d.id == id).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&g.vectors), bits(&w.vectors), "{id} on {}", n.id());
+                assert_eq!(g.payload, w.payload, "{id}");
+            }
+        }
+    }
+}
+
+/// Normalised as the engine stores them (what a replica must hold bit for bit).
+fn normalised(docs: &[Document]) -> Vec<Document> {
+    let mut d = docs.to_vec();
+    metavec_core::document::prepare_batch(&mut d, &config()).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged_write() {
+    let name = "killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged_write";
+    let Some(mut c) = cluster(name, 16 << 10).await else {
+        return;
+    };
+    let entry = c.nodes[0]
+        .create_collection("docs", config(), Some(4), Some(2))
+        .await
+        .unwrap();
+    for n in &c.nodes {
+        n.sync().await.unwrap();
+    }
+    let all = docs(1200, 21);
+    let mut token = metavec_cluster::ReadToken::default();
+    let mut acked = Vec::new();
+    let mut resumed_after = None;
+    for (i, batch) in all.chunks(20).enumerate() {
+        if i == 20 {
+            let leader = c.nats.leader(&entry.stream(0)).await;
+            println!(
+                "kill -9 nats server n{} (leader of {})",
+                leader + 1,
+                entry.stream(0)
+            );
+            c.nats.kill(leader);
+        }
+        let (t, retried) = upsert_retrying(&c.nodes[i % 3], batch).await;
+        if resumed_after.is_none() && i >= 20 {
+            resumed_after = Some(retried.unwrap_or_default());
+        }
+        token.0.extend(t.0);
+        acked.extend_from_slice(batch);
+    }
+    println!(
+        "the first write after the kill was acknowledged {:.2}s after it began",
+        resumed_after.unwrap().as_secs_f64()
+    );
+    settle(&c.nodes, &entry, &token).await;
+    all_present(&c.nodes, &entry, &normalised(&acked));
+    println!(
+        "all {} acknowledged documents present, bit-identical",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_restarting_everything_the_cluster_answers_the_same() {
+    let name = "after_restarting_everything_the_cluster_answers_the_same";
+    let Some(mut c) = cluster(name, 16 << 10).await else {
+        return;
+    };
+    let entry = c.nodes[0]
+        .create_collection("docs", config(), Some(4), Some(2))
+        .await
+        .unwrap();
+    for n in &c.nodes {
+        n.sync().await.unwrap();
+    }
+    let all = docs(400, 33);
+    let mut token = metavec_cluster::ReadToken::default();
+    for (i, batch) in all.chunks(50).enumerate() {
+        token.0.extend(
+            c.nodes[i % 3]
+                .upsert("docs", batch.to_vec())
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    settle(&c.nodes, &entry, &token).await;
+    let qs = queries(10, 5);
+    let answer = |hits: Vec<metavec_core::Hit>| {
+        hits.into_iter()
+            .map(|h| (h.id, h.score.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let mut before = Vec::new();
+    for q in &qs {
+        let req = SearchRequest::new(q.clone(), Budget::new(4, 8), 10).exact();
+        before.push(answer(
+            c.nodes[1].search("docs", &req, None, false).await.unwrap(),
+        ));
+    }
+
+    // Stop every node (their engines close with them) and kill -9 every NATS server, then
+    // start it all again on the same directories.
+    let dirs: Vec<std::path::PathBuf> = c._dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    c.nodes.clear();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        c.nats.kill(i);
+    }
+    for i in 0..3 {
+        c.nats.restart(i);
+    }
+    let started = Instant::now();
+    c.nats.ready().await;
+    let peers = Arc::new(InProc::default());
+    for (id, dir) in ["a", "b", "c"].iter().zip(&dirs) {
+        let engine = Arc::new(Engine::open(dir, small_memtables()).unwrap());
+        let mut opts = NodeOptions::new(c.nats.url(), *id);
+        opts.stream_replicas = 3;
+        let node = Node::start(engine, opts, peers.clone()).await.unwrap();
+        peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
+        node.sync().await.unwrap();
+        c.nodes.push(node);
+    }
+    settle(&c.nodes, &entry, &token).await;
+    println!(
+        "back and caught up {:.1}s after the restart",
+        started.elapsed().as_secs_f64()
+    );
+    for (q, want) in qs.iter().zip(&before) {
+        let req = SearchRequest::new(q.clone(), Budget::new(4, 8), 10).exact();
+        let got = answer(c.nodes[2].search("docs", &req, None, false).await.unwrap());
+        assert_eq!(&got, want);
+    }
+    all_present(&c.nodes, &entry, &normalised(&all));
 }

