@@ -6,7 +6,9 @@
 //! `cargo bench -p metavec-cluster --bench publish` (needs nats-server: see tests/nats/mod.rs).
 //! Prints one JSON line per case.
 
+// The tests' harness; the bench does not kill or restart servers.
 #[path = "../tests/nats/mod.rs"]
+#[allow(dead_code)]
 mod nats;
 
 use std::sync::Arc;
