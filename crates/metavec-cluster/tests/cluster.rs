@@ -84,6 +84,7 @@ fn queries(n: usize, seed: u64) -> Vec<Vec<f32>> {
 /// Dropped nodes first, then their directories, then the NATS servers (and the serial lock).
 struct Cluster {
     nodes: Vec<Arc<Node>>,
+    peers: Arc<InProc>,
     _dirs: Vec<tempfile::TempDir>,
     nats: nats::NatsCluster,
 }
@@ -95,20 +96,45 @@ async fn cluster(test: &str, max_message_bytes: usize) -> Option<Cluster> {
     let (mut nodes, mut dirs) = (Vec::new(), Vec::new());
     for id in ["a", "b", "c"] {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), small_memtables()).unwrap());
-        let mut opts = NodeOptions::new(nats.url(), id);
-        opts.stream_replicas = 3;
-        opts.max_message_bytes = max_message_bytes;
-        let node = Node::start(engine, opts, peers.clone()).await.unwrap();
-        peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
-        nodes.push(node);
+        nodes.push(start_node(&nats, id, dir.path(), max_message_bytes, &peers).await);
         dirs.push(dir);
     }
     Some(Cluster {
         nats,
         nodes,
+        peers,
         _dirs: dirs,
     })
+}
+
+/// A cluster with collection "docs" (4 shards x 2 replicas) created and every node serving it.
+async fn with_docs(test: &str) -> Option<(Cluster, CollectionEntry)> {
+    let c = cluster(test, 16 << 10).await?;
+    let entry = c.nodes[0]
+        .create_collection("docs", config(), Some(4), Some(2))
+        .await
+        .unwrap();
+    for n in &c.nodes {
+        n.sync().await.unwrap();
+    }
+    Some((c, entry))
+}
+
+/// Starts node `id` on the engine directory `dir` (made or reopened), registered with `peers`.
+async fn start_node(
+    nats: &nats::NatsCluster,
+    id: &str,
+    dir: &std::path::Path,
+    max_message_bytes: usize,
+    peers: &Arc<InProc>,
+) -> Arc<Node> {
+    let engine = Arc::new(Engine::open(dir, small_memtables()).unwrap());
+    let mut opts = NodeOptions::new(nats.url(), id);
+    opts.stream_replicas = 3;
+    opts.max_message_bytes = max_message_bytes;
+    let node = Node::start(engine, opts, peers.clone()).await.unwrap();
+    peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
+    node
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -313,17 +339,12 @@ fn normalised(docs: &[Document]) -> Vec<Document> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged_write() {
-    let name = "killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged_write";
-    let Some(mut c) = cluster(name, 16 << 10).await else {
+    let Some((mut c, entry)) =
+        with_docs("killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged_write")
+            .await
+    else {
         return;
     };
-    let entry = c.nodes[0]
-        .create_collection("docs", config(), Some(4), Some(2))
-        .await
-        .unwrap();
-    for n in &c.nodes {
-        n.sync().await.unwrap();
-    }
     let all = docs(1200, 21);
     let mut token = metavec_cluster::ReadToken::default();
     let mut acked = Vec::new();
@@ -359,17 +380,11 @@ async fn killing_the_nats_leader_of_a_stream_during_ingest_loses_no_acknowledged
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_restarting_everything_the_cluster_answers_the_same() {
-    let name = "after_restarting_everything_the_cluster_answers_the_same";
-    let Some(mut c) = cluster(name, 16 << 10).await else {
+    let Some((mut c, entry)) =
+        with_docs("after_restarting_everything_the_cluster_answers_the_same").await
+    else {
         return;
     };
-    let entry = c.nodes[0]
-        .create_collection("docs", config(), Some(4), Some(2))
-        .await
-        .unwrap();
-    for n in &c.nodes {
-        n.sync().await.unwrap();
-    }
     let all = docs(400, 33);
     let mut token = metavec_cluster::ReadToken::default();
     for (i, batch) in all.chunks(50).enumerate() {
@@ -411,11 +426,7 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
     c.nats.ready().await;
     let peers = Arc::new(InProc::default());
     for (id, dir) in ["a", "b", "c"].iter().zip(&dirs) {
-        let engine = Arc::new(Engine::open(dir, small_memtables()).unwrap());
-        let mut opts = NodeOptions::new(c.nats.url(), *id);
-        opts.stream_replicas = 3;
-        let node = Node::start(engine, opts, peers.clone()).await.unwrap();
-        peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
+        let node = start_node(&c.nats, id, dir, 16 << 10, &peers).await;
         node.sync().await.unwrap();
         c.nodes.push(node);
     }
@@ -430,4 +441,73 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
         assert_eq!(&got, want);
     }
     all_present(&c.nodes, &entry, &normalised(&all));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_node_is_covered_by_the_other_replicas_and_catches_up_on_restart() {
+    let Some((mut c, entry)) =
+        with_docs("a_stopped_node_is_covered_by_the_other_replicas_and_catches_up_on_restart")
+            .await
+    else {
+        return;
+    };
+    let all = docs(900, 44);
+    let (first, rest) = all.split_at(300);
+    let mut token = metavec_cluster::ReadToken::default();
+    for batch in first.chunks(50) {
+        token
+            .0
+            .extend(c.nodes[0].upsert("docs", batch.to_vec()).await.unwrap().0);
+    }
+    settle(&c.nodes, &entry, &token).await;
+
+    // Stop node b: its replicas stop, its engine closes with it. (In one process a node is
+    // stopped, not killed: the kill -9 of a node process is the server's test.)
+    let b_dir = c._dirs[1].path().to_path_buf();
+    let b = c.nodes.remove(1);
+    drop(b);
+    let stopped = Instant::now();
+    let q = queries(1, 9).remove(0);
+    let req = SearchRequest::new(q.clone(), Budget::new(2, 4), 10).exact();
+    let answered = c.nodes[0].search("docs", &req, Some(&token), false).await;
+    println!(
+        "first full answer {:.3}s after node b stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert_eq!(answered.unwrap().len(), 10);
+
+    // Writes go on without it.
+    for (i, batch) in rest.chunks(50).enumerate() {
+        let t = c.nodes[i % 2].upsert("docs", batch.to_vec()).await.unwrap();
+        token.0.extend(t.0);
+    }
+    settle(&c.nodes, &entry, &token).await;
+
+    // Node b comes back on its directory and catches up from its resume points.
+    let restarted = Instant::now();
+    let b = start_node(&c.nats, "b", &b_dir, 16 << 10, &c.peers).await;
+    b.sync().await.unwrap();
+    c.nodes.insert(1, b);
+    settle(&c.nodes, &entry, &token).await;
+    println!(
+        "node b caught up {:.2}s after its restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    all_present(&c.nodes, &entry, &normalised(&all));
+    // b answers alone for its shards as the others do.
+    let want = c.nodes[0]
+        .search("docs", &req, Some(&token), false)
+        .await
+        .unwrap();
+    for s in entry.shards_of("b") {
+        let from_b = c.nodes[1]
+            .search_local(&entry, s, req.clone(), 0)
+            .await
+            .unwrap();
+        let other = entry.assign[s as usize].iter().find(|n| *n != "b").unwrap();
+        let o = c.nodes.iter().find(|n| n.id() == other).unwrap();
+        let from_o = o.search_local(&entry, s, req.clone(), 0).await.unwrap();
+        assert_eq!(from_b, from_o, "shard {s}");
+    }
+    assert_eq!(want.len(), 10);
 }
