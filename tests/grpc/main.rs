@@ -10,6 +10,7 @@ mod cli;
 mod cli_errors;
 mod cli_npy;
 mod cli_oracle;
+mod cluster;
 mod console;
 mod crash_loop;
 mod documents;

@@ -50,8 +50,20 @@ impl Server {
         log: Stdio,
         env: &[(&str, &Path)],
     ) -> Server {
+        Self::start_at("127.0.0.1:0", dir, extra, rust_log, log, env)
+    }
+
+    /// `start_env` listening on `listen` (an IP:PORT; port 0 picks a free one).
+    pub fn start_at(
+        listen: &str,
+        dir: &Path,
+        extra: &[&str],
+        rust_log: &str,
+        log: Stdio,
+        env: &[(&str, &Path)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_metavec"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("RUST_LOG", rust_log)

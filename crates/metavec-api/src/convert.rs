@@ -100,6 +100,19 @@ impl From<Budget> for pb::Budget {
     }
 }
 
+/// `shards` and `replicas` belong to cluster mode: a single server (and the shards behind a
+/// router) refuses a non-zero value rather than ignore it.
+pub fn unclustered(r: &pb::CreateCollectionRequest) -> Result<(), Error> {
+    for (field, v) in [("shards", r.shards), ("replicas", r.replicas)] {
+        if v != 0 {
+            return Err(invalid(format!(
+                "{field} is {v}: shards and replicas are for cluster mode (metavec serve --cluster); leave them 0 here"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl TryFrom<&pb::CreateCollectionRequest> for CollectionConfig {
     type Error = Error;
 

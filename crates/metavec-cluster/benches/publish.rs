@@ -14,25 +14,9 @@ mod nats;
 use std::sync::Arc;
 use std::time::Instant;
 
-use metavec_cluster::node::ShardFuture;
-use metavec_cluster::{ClusterError, CollectionEntry, Node, NodeEntry, NodeOptions, Peers};
-use metavec_core::{CollectionConfig, Document, Dtype, Engine, EngineOptions, SearchRequest};
+use metavec_cluster::{Node, NodeOptions};
+use metavec_core::{CollectionConfig, Document, Dtype, Engine, EngineOptions};
 use rand::{Rng, SeedableRng};
-
-struct NoPeers;
-
-impl Peers for NoPeers {
-    fn search<'a>(
-        &'a self,
-        node: &'a NodeEntry,
-        _: &'a CollectionEntry,
-        _: u32,
-        _: SearchRequest,
-        _: u64,
-    ) -> ShardFuture<'a> {
-        Box::pin(async move { Err(ClusterError::Nats(format!("no peer {}", node.id))) })
-    }
-}
 
 fn docs(n: usize, floats: usize, seed: u64) -> Vec<Document> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -54,7 +38,7 @@ async fn main() {
     let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).unwrap());
     let mut opts = NodeOptions::new(cluster.url(), "a");
     opts.stream_replicas = 3;
-    let node = Node::start(engine, opts, Arc::new(NoPeers)).await.unwrap();
+    let node = Node::start(engine, opts).await.unwrap();
     // (label, vectors, dim): 16 x 768 f32 = 48 KiB, 64 x 2,560 f32 = 640 KiB.
     for (label, mc, dim, total) in [
         ("50KB", 16u32, 768u32, 2_000usize),

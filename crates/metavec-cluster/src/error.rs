@@ -16,6 +16,13 @@ pub enum ClusterError {
         shard: u32,
         why: String,
     },
+    /// Another node could not be reached, or did not answer in time: the next replica may.
+    #[error("peer: {0}")]
+    Peer(String),
+    /// Another node (or this node's own service) refused the request: its gRPC status code and
+    /// message, passed on as they are.
+    #[error("{message}")]
+    Remote { code: i32, message: String },
     #[error("collection {0:?} already exists in the cluster")]
     AlreadyExists(String),
     #[error("collection {0:?} does not exist in the cluster")]
@@ -28,6 +35,15 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// A failure of this replica or of the way to it, not of the request: another replica of
+    /// the shard may answer.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Unavailable { .. } | ClusterError::Nats(_) | ClusterError::Peer(_)
+        )
+    }
+
     pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
         ClusterError::Nats(e.to_string())
     }

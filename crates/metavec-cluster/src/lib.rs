@@ -17,4 +17,4 @@ pub mod replica;
 
 pub use error::{ClusterError, Result};
 pub use map::{CollectionEntry, NodeEntry};
-pub use node::{Node, NodeOptions, Peers, ReadToken};
+pub use node::{Node, NodeOptions, Peers, ReadToken, Target};

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use metavec_core::document::prepare_batch;
 use metavec_core::wal::record;
-use metavec_core::{CollectionConfig, Document, Engine, Hit, SearchRequest};
+use metavec_core::{Collection, CollectionConfig, Document, Engine, Hit, SearchRequest};
 
 use crate::error::{ClusterError, Result};
 use crate::log;
@@ -46,7 +46,7 @@ impl NodeOptions {
             advertise: String::new(),
             stream_replicas: 1,
             max_message_bytes: 1 << 20,
-            read_wait: Duration::from_secs(10),
+            read_wait: Duration::from_secs(5),
         }
     }
 }
@@ -66,7 +66,8 @@ pub fn servers(urls: &str) -> Vec<String> {
 pub struct ReadToken(pub Vec<(u32, u64)>);
 
 impl ReadToken {
-    fn seq(&self, shard: u32) -> u64 {
+    /// The sequence shard `shard` must have reached (0: any).
+    pub fn seq(&self, shard: u32) -> u64 {
         self.0
             .iter()
             .filter(|(s, _)| *s == shard)
@@ -74,6 +75,60 @@ impl ReadToken {
             .max()
             .unwrap_or(0)
     }
+
+    /// Adds `other`'s positions, keeping the later one per shard: the token of both writes.
+    pub fn merge(&mut self, other: &ReadToken) {
+        for &(s, q) in &other.0 {
+            match self.0.iter_mut().find(|(x, _)| *x == s) {
+                Some(e) => e.1 = e.1.max(q),
+                None => self.0.push((s, q)),
+            }
+        }
+        self.0.sort_unstable();
+    }
+}
+
+/// `shard:sequence` pairs joined by commas (`0:12,3:40`), the form of the `metavec-read-token`
+/// header.
+impl std::fmt::Display for ReadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (s, q)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{s}:{q}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ReadToken {
+    type Err = ClusterError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || {
+            ClusterError::Invalid(format!(
+                "read token {text:?}: expected shard:sequence pairs joined by commas, as a write returned it"
+            ))
+        };
+        let mut t = ReadToken::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (s, q) = pair.split_once(':').ok_or_else(bad)?;
+            let s = s.parse().map_err(|_| bad())?;
+            let q = q.parse().map_err(|_| bad())?;
+            t.merge(&ReadToken(vec![(s, q)]));
+        }
+        Ok(t)
+    }
+}
+
+/// Where [`Node::on_shards`] runs a shard's call.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// This node's replica, which has handled the read token's sequence.
+    Local(Arc<Collection>),
+    /// Another node's replica: the call must ask it to wait for this sequence first.
+    Remote(NodeEntry, u64),
 }
 
 /// A future of a remote shard search.
@@ -99,7 +154,6 @@ pub struct Node {
     kv: kv::Store,
     engine: Arc<Engine>,
     replicas: Mutex<HashMap<(String, u32), Arc<Replica>>>,
-    peers: Arc<dyn Peers>,
 }
 
 impl std::fmt::Debug for Node {
@@ -112,11 +166,7 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Connects to NATS, makes sure the map bucket exists, and registers this node.
-    pub async fn start(
-        engine: Arc<Engine>,
-        opts: NodeOptions,
-        peers: Arc<dyn Peers>,
-    ) -> Result<Arc<Node>> {
+    pub async fn start(engine: Arc<Engine>, opts: NodeOptions) -> Result<Arc<Node>> {
         map::check_token("node id", &opts.node_id)?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(10))
@@ -152,7 +202,6 @@ impl Node {
             kv,
             engine,
             replicas: Mutex::new(HashMap::new()),
-            peers,
         }))
     }
 
@@ -249,9 +298,8 @@ impl Node {
         serde_json::from_slice(&v).map_err(|e| ClusterError::Corrupt(format!("map entry: {e}")))
     }
 
-    /// Starts the replicas the map assigns this node and that are not running yet (a local
-    /// collection is created on first start and reopened after a restart).
-    pub async fn sync(&self) -> Result<()> {
+    /// Every collection of the cluster map, by name.
+    pub async fn collections(&self) -> Result<Vec<CollectionEntry>> {
         let mut keys = self.kv.keys().await.map_err(ClusterError::nats)?;
         let mut names = Vec::new();
         while let Some(k) = keys.next().await {
@@ -260,8 +308,23 @@ impl Node {
                 names.push(name.to_string());
             }
         }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let entry = self.entry(&name).await?;
+            match self.entry(&name).await {
+                Ok(e) => out.push(e),
+                // Deleted between the listing and the read.
+                Err(ClusterError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the replicas the map assigns this node and that are not running yet (a local
+    /// collection is created on first start and reopened after a restart).
+    pub async fn sync(&self) -> Result<()> {
+        for entry in self.collections().await? {
             for s in entry.shards_of(self.id()) {
                 let key = (entry.uid.clone(), s);
                 if self.replicas.lock().contains_key(&key) {
@@ -385,57 +448,100 @@ impl Node {
         Ok(token)
     }
 
-    /// Searches a collection: each shard from one replica that has handled `token`'s sequence
-    /// for it (this node's own first, then the others in map order), merged by (score desc,
-    /// id asc), cut to k. A shard no replica answers fails the search with Unavailable naming
-    /// it, unless `allow_partial`, which leaves it out.
-    pub async fn search(
+    /// Runs `call` once per shard of `shards`, in parallel, each on one replica that has handled
+    /// `token`'s sequence for it: this node's own first, then the others in map order. A replica
+    /// that cannot answer ([`ClusterError::is_unavailable`]) passes the call to the next; any
+    /// other error is the shard's answer. A shard no replica answers gets
+    /// [`ClusterError::Unavailable`] naming it and the last reason.
+    pub async fn on_shards<T, F, Fut>(
         &self,
-        name: &str,
-        req: &SearchRequest,
+        entry: &CollectionEntry,
+        shards: &[u32],
         token: Option<&ReadToken>,
-        allow_partial: bool,
-    ) -> Result<Vec<Hit>> {
-        let entry = self.entry(name).await?;
+        call: F,
+    ) -> Result<Vec<(u32, Result<T>)>>
+    where
+        F: Fn(u32, Target) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let nodes: HashMap<String, NodeEntry> = self
             .nodes()
             .await?
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
-        let shard_searches = (0..entry.shards).map(|s| {
+        let per_shard = shards.iter().map(|&s| {
             let min_seq = token.map_or(0, |t| t.seq(s));
-            let (entry, nodes) = (&entry, &nodes);
+            let (nodes, call) = (&nodes, &call);
             async move {
                 let mut why = String::from("no replica assigned");
                 let mut order: Vec<&String> = entry.assign[s as usize].iter().collect();
                 order.sort_by_key(|n| *n != self.id());
                 for n in order {
-                    let got = if n == self.id() {
-                        self.search_local(entry, s, req.clone(), min_seq).await
+                    let target = if n == self.id() {
+                        match self.local_replica(entry, s, min_seq).await {
+                            Ok(c) => Target::Local(c),
+                            Err(e) => {
+                                why = format!("{n}: {e}");
+                                continue;
+                            }
+                        }
                     } else if let Some(node) = nodes.get(n) {
-                        self.peers
-                            .search(node, entry, s, req.clone(), min_seq)
-                            .await
+                        Target::Remote(node.clone(), min_seq)
                     } else {
-                        Err(ClusterError::Nats(format!("node {n} is not registered")))
+                        why = format!("node {n} is not registered");
+                        continue;
                     };
-                    match got {
-                        Ok(hits) => return Ok(hits),
-                        Err(e @ ClusterError::Engine(_)) => return Err(e),
-                        Err(e) => why = format!("{n}: {e}"),
+                    match call(s, target).await {
+                        Ok(v) => return (s, Ok(v)),
+                        Err(e) if e.is_unavailable() => why = format!("{n}: {e}"),
+                        Err(e) => return (s, Err(e)),
                     }
                 }
-                Err(ClusterError::Unavailable {
+                let e = ClusterError::Unavailable {
                     collection: entry.name.clone(),
                     shard: s,
                     why,
-                })
+                };
+                (s, Err(e))
             }
         });
-        let results = futures_util::future::join_all(shard_searches).await;
+        Ok(futures_util::future::join_all(per_shard).await)
+    }
+
+    /// Searches a collection: each shard from one replica that has handled `token`'s sequence
+    /// for it (see [`Node::on_shards`]), merged by (score desc, id asc), cut to k. A shard no
+    /// replica answers fails the search with Unavailable naming it, unless `allow_partial`,
+    /// which leaves it out. Other nodes' replicas are reached through `peers`.
+    pub async fn search(
+        &self,
+        name: &str,
+        req: &SearchRequest,
+        token: Option<&ReadToken>,
+        allow_partial: bool,
+        peers: &dyn Peers,
+    ) -> Result<Vec<Hit>> {
+        let entry = self.entry(name).await?;
+        let shards: Vec<u32> = (0..entry.shards).collect();
+        let results = self
+            .on_shards(&entry, &shards, token, |s, target| {
+                let (req, entry) = (req.clone(), &entry);
+                async move {
+                    match target {
+                        Target::Local(c) => tokio::task::spawn_blocking(move || c.search(&req))
+                            .await
+                            .map_err(|e| ClusterError::Peer(format!("search task: {e}")))?
+                            .map(|r| r.hits)
+                            .map_err(ClusterError::from),
+                        Target::Remote(node, min_seq) => {
+                            peers.search(&node, entry, s, req, min_seq).await
+                        }
+                    }
+                }
+            })
+            .await?;
         let mut hits = Vec::new();
-        for r in results {
+        for (_, r) in results {
             match r {
                 Ok(h) => hits.extend(h),
                 Err(ClusterError::Unavailable { .. }) if allow_partial => {}
@@ -447,14 +553,14 @@ impl Node {
         Ok(hits)
     }
 
-    /// Searches this node's replica of `shard` once it has handled `min_seq`.
-    pub async fn search_local(
+    /// This node's replica of `shard`, once it has handled `min_seq` (at most the node's read
+    /// wait); Unavailable if the node runs none or it stays behind.
+    pub async fn local_replica(
         &self,
         entry: &CollectionEntry,
         shard: u32,
-        req: SearchRequest,
         min_seq: u64,
-    ) -> Result<Vec<Hit>> {
+    ) -> Result<Arc<Collection>> {
         let r = self
             .replica(entry, shard)
             .ok_or_else(|| ClusterError::Unavailable {
@@ -473,10 +579,42 @@ impl Node {
                 ),
             });
         }
-        let c = r.collection.clone();
+        Ok(r.collection.clone())
+    }
+
+    /// Searches this node's replica of `shard` once it has handled `min_seq`.
+    pub async fn search_local(
+        &self,
+        entry: &CollectionEntry,
+        shard: u32,
+        req: SearchRequest,
+        min_seq: u64,
+    ) -> Result<Vec<Hit>> {
+        let c = self.local_replica(entry, shard, min_seq).await?;
         let resp = tokio::task::spawn_blocking(move || c.search(&req))
             .await
-            .map_err(|e| ClusterError::Nats(format!("search task: {e}")))??;
+            .map_err(|e| ClusterError::Peer(format!("search task: {e}")))??;
         Ok(resp.hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_tokens_merge_per_shard_and_round_trip_as_header_text() {
+        let mut a: ReadToken = "0:12, 3:40".parse().unwrap();
+        a.merge(&ReadToken(vec![(3, 7), (1, 5), (0, 20)]));
+        assert_eq!(a, ReadToken(vec![(0, 20), (1, 5), (3, 40)]));
+        assert_eq!(a.to_string(), "0:20,1:5,3:40");
+        assert_eq!(a.to_string().parse::<ReadToken>().unwrap(), a);
+        assert_eq!(a.seq(3), 40);
+        assert_eq!(a.seq(2), 0);
+        assert_eq!("".parse::<ReadToken>().unwrap(), ReadToken::default());
+        for bad in ["0", "x:1", "0:-1", "0:1;1:2"] {
+            let e = bad.parse::<ReadToken>().unwrap_err().to_string();
+            assert!(e.contains("shard:sequence"), "{bad}: {e}");
+        }
     }
 }

@@ -132,7 +132,7 @@ async fn start_node(
     let mut opts = NodeOptions::new(nats.url(), id);
     opts.stream_replicas = 3;
     opts.max_message_bytes = max_message_bytes;
-    let node = Node::start(engine, opts, peers.clone()).await.unwrap();
+    let node = Node::start(engine, opts).await.unwrap();
     peers.0.lock().insert(id.to_string(), Arc::downgrade(&node));
     node
 }
@@ -195,7 +195,7 @@ async fn a_sharded_replicated_collection_answers_as_one_node_does() {
             let want = one.search(&exact).unwrap().hits;
             let front = &c.nodes[qi % 3];
             let got = front
-                .search("docs", &exact, Some(&token), false)
+                .search("docs", &exact, Some(&token), false, c.peers.as_ref())
                 .await
                 .unwrap();
             let ids = |h: &[metavec_core::Hit]| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
@@ -214,6 +214,7 @@ async fn a_sharded_replicated_collection_answers_as_one_node_does() {
                     &SearchRequest::new(q.clone(), budget, 10),
                     Some(&token),
                     false,
+                    c.peers.as_ref(),
                 )
                 .await
                 .unwrap();
@@ -407,7 +408,10 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
     for q in &qs {
         let req = SearchRequest::new(q.clone(), Budget::new(4, 8), 10).exact();
         before.push(answer(
-            c.nodes[1].search("docs", &req, None, false).await.unwrap(),
+            c.nodes[1]
+                .search("docs", &req, None, false, c.peers.as_ref())
+                .await
+                .unwrap(),
         ));
     }
 
@@ -424,9 +428,9 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
     }
     let started = Instant::now();
     c.nats.ready().await;
-    let peers = Arc::new(InProc::default());
+    c.peers = Arc::new(InProc::default());
     for (id, dir) in ["a", "b", "c"].iter().zip(&dirs) {
-        let node = start_node(&c.nats, id, dir, 16 << 10, &peers).await;
+        let node = start_node(&c.nats, id, dir, 16 << 10, &c.peers).await;
         node.sync().await.unwrap();
         c.nodes.push(node);
     }
@@ -437,7 +441,12 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
     );
     for (q, want) in qs.iter().zip(&before) {
         let req = SearchRequest::new(q.clone(), Budget::new(4, 8), 10).exact();
-        let got = answer(c.nodes[2].search("docs", &req, None, false).await.unwrap());
+        let got = answer(
+            c.nodes[2]
+                .search("docs", &req, None, false, c.peers.as_ref())
+                .await
+                .unwrap(),
+        );
         assert_eq!(&got, want);
     }
     all_present(&c.nodes, &entry, &normalised(&all));
@@ -469,7 +478,9 @@ async fn a_stopped_node_is_covered_by_the_other_replicas_and_catches_up_on_resta
     let stopped = Instant::now();
     let q = queries(1, 9).remove(0);
     let req = SearchRequest::new(q.clone(), Budget::new(2, 4), 10).exact();
-    let answered = c.nodes[0].search("docs", &req, Some(&token), false).await;
+    let answered = c.nodes[0]
+        .search("docs", &req, Some(&token), false, c.peers.as_ref())
+        .await;
     println!(
         "first full answer {:.3}s after node b stopped",
         stopped.elapsed().as_secs_f64()
@@ -496,7 +507,7 @@ async fn a_stopped_node_is_covered_by_the_other_replicas_and_catches_up_on_resta
     all_present(&c.nodes, &entry, &normalised(&all));
     // b answers alone for its shards as the others do.
     let want = c.nodes[0]
-        .search("docs", &req, Some(&token), false)
+        .search("docs", &req, Some(&token), false, c.peers.as_ref())
         .await
         .unwrap();
     for s in entry.shards_of("b") {

@@ -206,7 +206,7 @@ fn shard_status(addr: &str, e: Status) -> Status {
 }
 
 /// Sums the sizes of one collection's infos from every shard into the first.
-fn merge_info(mut infos: Vec<pb::CollectionInfo>) -> pb::CollectionInfo {
+pub(crate) fn merge_info(mut infos: Vec<pb::CollectionInfo>) -> pb::CollectionInfo {
     let mut first = infos.remove(0);
     for i in infos {
         first.live_docs += i.live_docs;
@@ -217,8 +217,51 @@ fn merge_info(mut infos: Vec<pb::CollectionInfo>) -> pb::CollectionInfo {
     first
 }
 
+/// The documents of every shard's Get, in the request's order, as a single server answers.
+pub(crate) fn merge_get(ids: Vec<String>, parts: Vec<pb::GetResponse>) -> pb::GetResponse {
+    let mut found: HashMap<String, pb::Document> = HashMap::new();
+    for d in parts.into_iter().flat_map(|g| g.documents) {
+        found.insert(d.id.clone(), d);
+    }
+    let mut out = pb::GetResponse::default();
+    for id in ids {
+        match found.get(&id) {
+            Some(d) => out.documents.push(d.clone()),
+            None => out.missing_ids.push(id),
+        }
+    }
+    out
+}
+
+/// A Scroll page's size: `limit`, 0 = 100.
+pub(crate) fn scroll_limit(r: &pb::ScrollRequest) -> usize {
+    if r.limit == 0 {
+        100
+    } else {
+        r.limit as usize
+    }
+}
+
+/// Every shard's page after the cursor, merged by id: the first `limit` of the union are the
+/// collection's (each shard gave its first `limit`).
+pub(crate) fn merge_scroll(pages: Vec<pb::ScrollResponse>, limit: usize) -> pb::ScrollResponse {
+    let more = pages.iter().any(|p| !p.next_cursor.is_empty());
+    let mut docs: Vec<pb::Document> = pages.into_iter().flat_map(|p| p.documents).collect();
+    docs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let more = more || docs.len() > limit;
+    docs.truncate(limit);
+    let next_cursor = match docs.last() {
+        Some(d) if more => d.id.clone(),
+        _ => String::new(),
+    };
+    pb::ScrollResponse {
+        documents: docs,
+        next_cursor,
+    }
+}
+
 /// Hits of every shard, best first by (score descending, id ascending), the best `k`.
-fn merge_search(
+pub(crate) fn merge_search(
     parts: Vec<pb::SearchResponse>,
     k: usize,
     failed: Vec<String>,
@@ -378,8 +421,7 @@ impl pb::documents_server::Documents for Router {
             parts[owner(id, n)].push(id.clone());
         }
         let which: Vec<usize> = (0..n).filter(|&s| !parts[s].is_empty()).collect();
-        let mut found: HashMap<String, pb::Document> = HashMap::new();
-        for g in self
+        let got = self
             .fan(
                 &which,
                 each!(self, s => documents.get(pb::GetRequest {
@@ -389,20 +431,9 @@ impl pb::documents_server::Documents for Router {
                 })),
             )
             .await
-        {
-            for d in g?.documents {
-                found.insert(d.id.clone(), d);
-            }
-        }
-        // The request's order, as a single server answers.
-        let mut out = pb::GetResponse::default();
-        for id in r.ids {
-            match found.get(&id) {
-                Some(d) => out.documents.push(d.clone()),
-                None => out.missing_ids.push(id),
-            }
-        }
-        Ok(Response::new(out))
+            .into_iter()
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(merge_get(r.ids, got)))
     }
     /// Every shard's page after the cursor, merged by id: the first `limit` of the union are
     /// the collection's (each shard gave its first `limit`).
@@ -411,23 +442,11 @@ impl pb::documents_server::Documents for Router {
         req: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
         let r = req.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let limit = scroll_limit(&r);
         let pages = self
             .on_all(each!(self, s => documents.scroll(r.clone())))
             .await?;
-        let more = pages.iter().any(|p| !p.next_cursor.is_empty());
-        let mut docs: Vec<pb::Document> = pages.into_iter().flat_map(|p| p.documents).collect();
-        docs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let more = more || docs.len() > limit;
-        docs.truncate(limit);
-        let next_cursor = match docs.last() {
-            Some(d) if more => d.id.clone(),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ScrollResponse {
-            documents: docs,
-            next_cursor,
-        }))
+        Ok(Response::new(merge_scroll(pages, limit)))
     }
 
     async fn count(

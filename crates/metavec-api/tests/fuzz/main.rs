@@ -50,6 +50,7 @@ fn create_seed() -> pb::CreateCollectionRequest {
             index_vectors: 4,
             centroids: 16,
         }),
+        ..Default::default()
     }
 }
 
@@ -264,6 +265,7 @@ fn fuzz_proto_conversion() {
                 index_vectors: c.1 % 11,
                 centroids: h.0,
             }),
+            ..Default::default()
         };
         check_create(&create)?;
         let upsert = pb::UpsertRequest {

@@ -144,6 +144,12 @@ pub enum CollectionsCmd {
         /// Centroids per segment of the token index (default: ~ one per 400 tokens, at most 4096).
         #[arg(long)]
         centroids: Option<u32>,
+        /// Cluster mode only: shards to split the collection into (default 4 x nodes).
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Cluster mode only: serving replicas per shard (default min(2, nodes)).
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// List collections.
     List,
@@ -442,6 +448,8 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
             candidate_index,
             index_vectors,
             centroids,
+            shards,
+            replicas,
         } => {
             let budgets = match budgets {
                 Some(b) => b
@@ -466,6 +474,8 @@ pub async fn collections(remote: &Remote, cmd: CollectionsCmd) -> CliResult {
                     index_vectors: index_vectors.unwrap_or(0),
                     centroids: centroids.unwrap_or(0),
                 }),
+                shards: shards.unwrap_or(0),
+                replicas: replicas.unwrap_or(0),
             };
             print_info(
                 &c.create_collection(req).await.map_err(status)?.into_inner(),

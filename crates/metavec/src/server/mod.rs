@@ -1,6 +1,7 @@
 //! `metavec serve`: the gRPC server over one engine.
 
 mod auth;
+pub mod cluster;
 mod gauges;
 mod limit;
 mod observe;
@@ -43,6 +44,10 @@ pub struct ServeFile {
     pub http_listen: Option<String>,
     pub http_cors_origin: Option<String>,
     pub bench_plot: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise: Option<String>,
+    pub stream_replicas: Option<usize>,
 }
 
 impl ServeArgs {
@@ -106,6 +111,18 @@ impl ServeArgs {
         if unset("bench_plot") {
             self.bench_plot = f.bench_plot.or(self.bench_plot.take());
         }
+        if unset("cluster") {
+            self.cluster = f.cluster.or(self.cluster.take());
+        }
+        if unset("node_id") {
+            self.node_id = f.node_id.or(self.node_id.take());
+        }
+        if unset("advertise") {
+            self.advertise = f.advertise.or(self.advertise.take());
+        }
+        if unset("stream_replicas") {
+            self.stream_replicas = f.stream_replicas.or(self.stream_replicas.take());
+        }
         if unset("shard_api_key") {
             if let Some(k) = f.shard_api_key {
                 self.shard_api_key = Some(Secret(k));
@@ -149,6 +166,10 @@ impl ServeArgs {
             http_listen: self.http_listen.map(|a| a.to_string()),
             http_cors_origin: self.http_cors_origin.clone(),
             bench_plot: self.bench_plot.clone(),
+            cluster: self.cluster.clone(),
+            node_id: self.node_id.clone(),
+            advertise: self.advertise.clone(),
+            stream_replicas: self.stream_replicas,
         };
         toml::to_string(&f).unwrap_or_default()
     }
@@ -290,6 +311,22 @@ pub struct ServeArgs {
     /// quality-latency curve (read on each view).
     #[arg(long, env = "METAVEC_BENCH_PLOT")]
     pub bench_plot: Option<PathBuf>,
+    /// Join a cluster (docs/CLUSTER.md): the NATS servers holding its streams and map,
+    /// comma-separated (nats://10.0.0.1:4222,nats://10.0.0.2:4222,...). Needs --node-id.
+    #[arg(long, env = "METAVEC_CLUSTER")]
+    pub cluster: Option<String>,
+    /// With --cluster: this node's id (1..=64 letters, digits, '_' or '-'), the same across
+    /// restarts on the same --data-dir.
+    #[arg(long, env = "METAVEC_NODE_ID")]
+    pub node_id: Option<String>,
+    /// With --cluster: host:port other nodes reach this node's gRPC port at (default: the bound
+    /// --listen address).
+    #[arg(long, env = "METAVEC_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// With --cluster: NATS servers holding each new shard stream and the map (default 3 when
+    /// --cluster lists 3 or more servers, else 1).
+    #[arg(long, env = "METAVEC_STREAM_REPLICAS")]
+    pub stream_replicas: Option<usize>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -338,6 +375,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
+    if args.cluster.is_some() && (http_listener.is_some() || !args.shards.is_empty()) {
+        return Err("--cluster serves gRPC only: drop --http-listen and --shards".into());
+    }
+    if args.cluster.is_none() && (args.node_id.is_some() || args.advertise.is_some()) {
+        return Err(
+            "--node-id and --advertise are for cluster mode: add --cluster NATS_URLS".into(),
+        );
+    }
     let dir = args.data_dir.clone();
     let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::open(&dir, opts)).await??);
     let api = Api {
@@ -346,6 +391,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(addr) = args.metrics_listen {
         install_metrics(addr, Some(engine.clone())).await?;
+    }
+    if let Some(urls) = args.cluster.clone() {
+        let capi = join_cluster(&args, &urls, &listener, api).await?;
+        run(capi, listener, &args, "cluster node").await?;
+        drop(engine);
+        return Ok(());
     }
     let what = format!(
         "data dir {}, {} collections",
@@ -379,6 +430,57 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
     drop(engine);
     Ok(())
+}
+
+/// Registers this node in the cluster at `urls`, starts the replicas the map gives it and a
+/// loop that starts new ones (about every second), and returns its gRPC API.
+async fn join_cluster(
+    args: &ServeArgs,
+    urls: &str,
+    listener: &tokio::net::TcpListener,
+    api: Api,
+) -> Result<cluster::ClusterApi, Box<dyn std::error::Error>> {
+    let node_id = args.node_id.clone().ok_or(
+        "--cluster needs --node-id: a name for this node (letters, digits, '_', '-'), the same across restarts",
+    )?;
+    let bound = listener.local_addr()?;
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => {
+            return Err(format!(
+            "--listen {bound} is not an address other nodes can dial: give --advertise HOST:PORT"
+        )
+            .into())
+        }
+        None => bound.to_string(),
+    };
+    let servers = metavec_cluster::node::servers(urls);
+    let mut opts = metavec_cluster::NodeOptions::new(urls, node_id);
+    opts.advertise = advertise.clone();
+    opts.stream_replicas = args
+        .stream_replicas
+        .unwrap_or(if servers.len() >= 3 { 3 } else { 1 });
+    let read_wait = opts.read_wait;
+    let node = metavec_cluster::Node::start(api.engine.clone(), opts).await?;
+    node.sync().await?;
+    tracing::info!(node = node.id(), %advertise, nats = urls, "joined the cluster");
+    let syncing = node.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = syncing.sync().await {
+                tracing::warn!(error = %e, "cluster map sync failed; retrying");
+            }
+        }
+    });
+    Ok(cluster::ClusterApi::new(
+        node,
+        api,
+        std::time::Duration::from_millis(args.shard_timeout_ms) + read_wait,
+        args.api_key.as_ref().map(|k| k.0.as_str()),
+        args.max_message_bytes,
+    )?)
 }
 
 /// Serves the Prometheus text format over HTTP on `addr` (every path; `/metrics` by convention),

@@ -176,6 +176,7 @@ impl pb::collections_server::Collections for Api {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let r = req.into_inner();
         record_collection(&r.name);
+        convert::unclustered(&r).map_err(status)?;
         let cfg = CollectionConfig::try_from(&r).map_err(status)?;
         let engine = self.engine.clone();
         let info = engine_call(move || Ok(engine.create_collection(&r.name, cfg)?.info())).await?;
