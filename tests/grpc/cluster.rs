@@ -250,6 +250,39 @@ async fn three_node_processes_answer_as_one_server_through_a_node_kill_and_a_ful
         first.len(),
         started.elapsed().as_secs_f64()
     );
+    // A write retried with its idempotency key is applied once: the same stream positions.
+    let keyed = |key: &str| {
+        let mut r = Request::new(tokio_stream::iter(vec![batch(&data, &[0, 1, 2, 3, 4, 5])]));
+        r.metadata_mut()
+            .insert("metavec-idempotency-key", key.parse().unwrap());
+        r
+    };
+    let mut token_of = |r: tonic::Response<pb::UpsertResponse>| {
+        let t = r
+            .metadata()
+            .get("metavec-read-token")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        tokens.push(t.clone());
+        t
+    };
+    let first_try = token_of(fronts[0].documents.upsert(keyed("w-1")).await.unwrap());
+    let retry = token_of(fronts[1].documents.upsert(keyed("w-1")).await.unwrap());
+    let other = token_of(fronts[1].documents.upsert(keyed("w-2")).await.unwrap());
+    assert_eq!(
+        retry, first_try,
+        "a retry with the same key is deduplicated"
+    );
+    assert_ne!(other, first_try, "another key is another write");
+    let bad = fronts[0]
+        .documents
+        .upsert(keyed("has space"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("metavec-idempotency-key"), "{bad:?}");
     let token = merged(&tokens);
     let want = exact_answers(&mut one, &data, 0..6, "").await;
     for (f, front) in fronts.iter_mut().enumerate() {

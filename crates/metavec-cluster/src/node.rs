@@ -51,6 +51,32 @@ impl NodeOptions {
     }
 }
 
+/// How long a shard stream remembers message ids: a keyed write retried within it is applied once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A write's batch id (its messages' ids derive from it): random, or from an idempotency key,
+/// the write's index within the client's request, the collection and the shard.
+fn batch_id(entry: &CollectionEntry, shard: u32, key: Option<(&str, u64)>) -> [u8; 16] {
+    use sha2::Digest;
+    let Some((key, index)) = key else {
+        return rand::random();
+    };
+    let mut h = sha2::Sha256::new();
+    for part in [
+        b"metavec-write".as_slice(),
+        entry.uid.as_bytes(),
+        key.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(shard.to_le_bytes());
+    h.update(index.to_le_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
+}
+
 /// A comma-separated server list as the client takes it.
 pub fn servers(urls: &str) -> Vec<String> {
     urls.split(',')
@@ -266,7 +292,7 @@ impl Node {
                     name: entry.stream(s),
                     subjects: vec![entry.subject(s)],
                     num_replicas: self.opts.stream_replicas,
-                    duplicate_window: Duration::from_secs(120),
+                    duplicate_window: DUPLICATE_WINDOW,
                     max_message_size: (self.opts.max_message_bytes + 4096) as i32,
                     ..Default::default()
                 })
@@ -355,7 +381,21 @@ impl Node {
     /// Upserts documents: validated and normalised here (replicas apply the same bits), split
     /// per shard, each shard's share published as one message or as parts and a commit.
     /// Returns once every publish is acknowledged by JetStream.
-    pub async fn upsert(&self, name: &str, mut docs: Vec<Document>) -> Result<ReadToken> {
+    pub async fn upsert(&self, name: &str, docs: Vec<Document>) -> Result<ReadToken> {
+        self.upsert_keyed(name, docs, None).await
+    }
+
+    /// [`Node::upsert`] with an idempotency key: the messages' ids derive from `key` (with the
+    /// collection, the shard and `key.1`, the write's index within the client's request), so a
+    /// retry of the same write with the same key within the streams' duplicate window
+    /// ([`DUPLICATE_WINDOW`]) is dropped by JetStream and answers with the first one's
+    /// sequences. Without a key every write gets random ids.
+    pub async fn upsert_keyed(
+        &self,
+        name: &str,
+        mut docs: Vec<Document>,
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken> {
         let entry = self.entry(name).await?;
         prepare_batch(&mut docs, &entry.config)?;
         let mut per: Vec<Vec<Document>> = vec![Vec::new(); entry.shards as usize];
@@ -376,7 +416,7 @@ impl Node {
                 continue;
             }
             let s = s as u32;
-            let batch: [u8; 16] = rand::random();
+            let batch = batch_id(&entry, s, key);
             let runs = log::split(docs, limit);
             let msgs: Vec<(u32, Vec<u8>)> = if runs.len() == 1 {
                 vec![(0, log::whole(&batch, &record::encode_upsert(0, docs)))]
@@ -397,6 +437,16 @@ impl Node {
 
     /// Deletes documents by id (ids that do not exist are ignored).
     pub async fn delete(&self, name: &str, ids: &[String]) -> Result<ReadToken> {
+        self.delete_keyed(name, ids, None).await
+    }
+
+    /// [`Node::delete`] with an idempotency key (see [`Node::upsert_keyed`]).
+    pub async fn delete_keyed(
+        &self,
+        name: &str,
+        ids: &[String],
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken> {
         let entry = self.entry(name).await?;
         let mut per: Vec<Vec<String>> = vec![Vec::new(); entry.shards as usize];
         for (i, id) in ids.iter().enumerate() {
@@ -408,7 +458,7 @@ impl Node {
             if ids.is_empty() {
                 continue;
             }
-            let batch: [u8; 16] = rand::random();
+            let batch = batch_id(&entry, s as u32, key);
             let body = log::whole(&batch, &record::encode_delete(0, ids));
             acks.push((
                 s as u32,

@@ -40,6 +40,10 @@ pub const MIN_SEQ_HEADER: &str = "metavec-min-seq";
 /// A write's answer carries its read token here; a search may send it back (read-your-writes).
 pub const READ_TOKEN_HEADER: &str = "metavec-read-token";
 
+/// A write's idempotency key (1..=128 visible ASCII characters): a retry with the same key within
+/// two minutes is applied once (docs/CLUSTER.md).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "metavec-idempotency-key";
+
 /// A cluster node's gRPC API.
 #[derive(Clone)]
 pub struct ClusterApi(Arc<Inner>);
@@ -118,6 +122,21 @@ fn read_token(md: &MetadataMap) -> Result<Option<ReadToken>, Status> {
         Status::invalid_argument(format!("{READ_TOKEN_HEADER} header is not ASCII text"))
     })?;
     text.parse().map(Some).map_err(status)
+}
+
+/// The client's idempotency key, if any.
+fn idempotency_key(md: &MetadataMap) -> Result<Option<String>, Status> {
+    let Some(v) = md.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(Status::invalid_argument(format!(
+            "{IDEMPOTENCY_KEY_HEADER} header: 1..=128 visible ASCII characters"
+        ))),
+    }
 }
 
 fn header_number<T: std::str::FromStr>(md: &MetadataMap, name: &str) -> Result<Option<T>, Status> {
@@ -417,22 +436,25 @@ impl Collections for ClusterApi {
 #[tonic::async_trait]
 impl Documents for ClusterApi {
     /// Each message is one write: split per shard, published, acknowledged once every publish
-    /// is. The response's `metavec-read-token` header covers every message of the stream.
+    /// is. The response's `metavec-read-token` header covers every message of the stream; with
+    /// a `metavec-idempotency-key` header, a retried stream is applied once.
     async fn upsert(
         &self,
         req: Request<Streaming<pb::UpsertRequest>>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let key = idempotency_key(req.metadata())?;
         let mut stream = req.into_inner();
         let mut out = pb::UpsertResponse::default();
         let mut token = ReadToken::default();
         while let Some(msg) = stream.message().await? {
+            let key = key.as_deref().map(|k| (k, u64::from(out.batches)));
             let entry = self.entry(&msg.collection).await?;
             let n = msg.documents.len() as u64;
             let docs =
                 convert::documents(msg.documents, &entry.config).map_err(|e| to_status(&e))?;
             let t = self
                 .node()
-                .upsert(&msg.collection, docs)
+                .upsert_keyed(&msg.collection, docs, key)
                 .await
                 .map_err(status)?;
             token.merge(&t);
@@ -451,6 +473,7 @@ impl Documents for ClusterApi {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let key = idempotency_key(req.metadata())?;
         let r = req.into_inner();
         let existing = self
             .get(Request::new(pb::GetRequest {
@@ -462,7 +485,7 @@ impl Documents for ClusterApi {
             .into_inner();
         let token = self
             .node()
-            .delete(&r.collection, &r.ids)
+            .delete_keyed(&r.collection, &r.ids, key.as_deref().map(|k| (k, 0)))
             .await
             .map_err(status)?;
         let mut resp = Response::new(pb::DeleteResponse {
