@@ -578,11 +578,7 @@ impl Node {
                 let (req, entry) = (req.clone(), &entry);
                 async move {
                     match target {
-                        Target::Local(c) => tokio::task::spawn_blocking(move || c.search(&req))
-                            .await
-                            .map_err(|e| ClusterError::Peer(format!("search task: {e}")))?
-                            .map(|r| r.hits)
-                            .map_err(ClusterError::from),
+                        Target::Local(c) => search_in(c, req).await,
                         Target::Remote(node, min_seq) => {
                             peers.search(&node, entry, s, req, min_seq).await
                         }
@@ -640,12 +636,16 @@ impl Node {
         req: SearchRequest,
         min_seq: u64,
     ) -> Result<Vec<Hit>> {
-        let c = self.local_replica(entry, shard, min_seq).await?;
-        let resp = tokio::task::spawn_blocking(move || c.search(&req))
-            .await
-            .map_err(|e| ClusterError::Peer(format!("search task: {e}")))??;
-        Ok(resp.hits)
+        search_in(self.local_replica(entry, shard, min_seq).await?, req).await
     }
+}
+
+/// Searches a local replica's collection on the blocking pool.
+async fn search_in(c: Arc<Collection>, req: SearchRequest) -> Result<Vec<Hit>> {
+    let resp = tokio::task::spawn_blocking(move || c.search(&req))
+        .await
+        .map_err(|e| ClusterError::Peer(format!("search task: {e}")))??;
+    Ok(resp.hits)
 }
 
 #[cfg(test)]

@@ -260,6 +260,49 @@ pub(crate) fn merge_scroll(pages: Vec<pb::ScrollResponse>, limit: usize) -> pb::
     }
 }
 
+/// Every shard's SearchBatch answer, split per query and merged as [`merge_search`] does.
+pub(crate) fn merge_search_batch(
+    parts: Vec<pb::SearchBatchResponse>,
+    queries: usize,
+    k: usize,
+    failed: Vec<String>,
+) -> pb::SearchBatchResponse {
+    let mut per_query: Vec<Vec<pb::SearchResponse>> = vec![Vec::new(); queries];
+    for p in parts {
+        for (i, res) in p.results.into_iter().enumerate().take(queries) {
+            per_query[i].push(res);
+        }
+    }
+    pb::SearchBatchResponse {
+        results: per_query
+            .into_iter()
+            .map(|q| merge_search(q, k, failed.clone()))
+            .collect(),
+    }
+}
+
+/// Adds one part's sizes (a shard's, a replica's) to a collection's stats.
+pub(crate) fn add_stats(into: &mut pb::CollectionStats, c: &pb::CollectionStats) {
+    into.live_docs += c.live_docs;
+    into.memtable_docs += c.memtable_docs;
+    into.segments += c.segments;
+    into.segment_bytes += c.segment_bytes;
+    into.index_bytes += c.index_bytes;
+    into.wal_bytes += c.wal_bytes;
+}
+
+/// Adds one part's compaction report to `into`; times add up (parts compacted one after
+/// another; a caller running them in parallel keeps the largest instead).
+pub(crate) fn add_compaction(into: &mut pb::CompactResponse, c: pb::CompactResponse) {
+    into.merged_segments.extend(c.merged_segments);
+    into.docs_in += c.docs_in;
+    into.docs_out += c.docs_out;
+    into.bytes_before += c.bytes_before;
+    into.bytes_after += c.bytes_after;
+    into.elapsed_ms += c.elapsed_ms;
+    into.stored_vectors = c.stored_vectors;
+}
+
 /// Hits of every shard, best first by (score descending, id ascending), the best `k`.
 pub(crate) fn merge_search(
     parts: Vec<pb::SearchResponse>,
@@ -538,18 +581,12 @@ impl pb::search_server::Search for Router {
                 each!(self, s => search_client.search_batch(r.clone())),
             )
             .await?;
-        let mut per_query: Vec<Vec<pb::SearchResponse>> = vec![Vec::new(); r.queries.len()];
-        for p in parts {
-            for (i, res) in p.results.into_iter().enumerate().take(r.queries.len()) {
-                per_query[i].push(res);
-            }
-        }
-        Ok(Response::new(pb::SearchBatchResponse {
-            results: per_query
-                .into_iter()
-                .map(|q| merge_search(q, r.k as usize, failed.clone()))
-                .collect(),
-        }))
+        Ok(Response::new(merge_search_batch(
+            parts,
+            r.queries.len(),
+            r.k as usize,
+            failed,
+        )))
     }
 }
 
@@ -585,12 +622,7 @@ impl pb::admin_server::Admin for Router {
                     name: c.name.clone(),
                     ..Default::default()
                 });
-            e.live_docs += c.live_docs;
-            e.memtable_docs += c.memtable_docs;
-            e.segments += c.segments;
-            e.segment_bytes += c.segment_bytes;
-            e.index_bytes += c.index_bytes;
-            e.wal_bytes += c.wal_bytes;
+            add_stats(e, &c);
         }
         Ok(Response::new(pb::StatsResponse {
             collections: by_name.into_values().collect(),
@@ -607,13 +639,10 @@ impl pb::admin_server::Admin for Router {
             .await?;
         let mut out = pb::CompactResponse::default();
         for c in all {
-            out.merged_segments.extend(c.merged_segments);
-            out.docs_in += c.docs_in;
-            out.docs_out += c.docs_out;
-            out.bytes_before += c.bytes_before;
-            out.bytes_after += c.bytes_after;
-            out.elapsed_ms = out.elapsed_ms.max(c.elapsed_ms);
-            out.stored_vectors = c.stored_vectors;
+            // Shards compact in parallel: the slowest one is the time.
+            let elapsed_ms = out.elapsed_ms.max(c.elapsed_ms);
+            add_compaction(&mut out, c);
+            out.elapsed_ms = elapsed_ms;
         }
         Ok(Response::new(out))
     }

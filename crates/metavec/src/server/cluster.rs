@@ -31,7 +31,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::service::Api;
-use crate::router::{merge_get, merge_info, merge_scroll, merge_search, scroll_limit};
+use crate::router::{
+    add_compaction, add_stats, merge_get, merge_info, merge_scroll, merge_search,
+    merge_search_batch, scroll_limit,
+};
 
 /// Marks a request another node sends to one of this node's replicas: the shard number.
 pub const SHARD_HEADER: &str = "metavec-shard";
@@ -124,6 +127,15 @@ fn read_token(md: &MetadataMap) -> Result<Option<ReadToken>, Status> {
     text.parse().map(Some).map_err(status)
 }
 
+/// A write's answer, its read token in the `metavec-read-token` header (digits, ':' and ',').
+fn with_read_token<T>(msg: T, token: &ReadToken) -> Response<T> {
+    let mut resp = Response::new(msg);
+    if let Ok(v) = token.to_string().parse() {
+        resp.metadata_mut().insert(READ_TOKEN_HEADER, v);
+    }
+    resp
+}
+
 /// The client's idempotency key, if any.
 fn idempotency_key(md: &MetadataMap) -> Result<Option<String>, Status> {
     let Some(v) = md.get(IDEMPOTENCY_KEY_HEADER) else {
@@ -168,6 +180,21 @@ macro_rules! on_replica {
             }
         }
     }};
+}
+
+/// A request another node addressed to one of this node's replicas (see
+/// [`ClusterApi::addressed`]) is answered here by the local service, on the replica's collection.
+macro_rules! answer_addressed {
+    ($api:expr, $req:ident, $method:ident) => {
+        if let Some(local) = $api
+            .addressed($req.metadata(), &$req.get_ref().collection)
+            .await?
+        {
+            let mut r = $req.into_inner();
+            r.collection = local;
+            return $api.0.local.$method(Request::new(r)).await;
+        }
+    };
 }
 
 impl ClusterApi {
@@ -461,11 +488,7 @@ impl Documents for ClusterApi {
             out.upserted += n;
             out.batches += 1;
         }
-        let mut resp = Response::new(out);
-        if let Ok(v) = token.to_string().parse() {
-            resp.metadata_mut().insert(READ_TOKEN_HEADER, v);
-        }
-        Ok(resp)
+        Ok(with_read_token(out, &token))
     }
 
     /// `deleted` counts the requested ids that existed when the delete was published.
@@ -488,24 +511,12 @@ impl Documents for ClusterApi {
             .delete_keyed(&r.collection, &r.ids, key.as_deref().map(|k| (k, 0)))
             .await
             .map_err(status)?;
-        let mut resp = Response::new(pb::DeleteResponse {
-            deleted: existing.documents.len() as u64,
-        });
-        if let Ok(v) = token.to_string().parse() {
-            resp.metadata_mut().insert(READ_TOKEN_HEADER, v);
-        }
-        Ok(resp)
+        let deleted = existing.documents.len() as u64;
+        Ok(with_read_token(pb::DeleteResponse { deleted }, &token))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        if let Some(local) = self
-            .addressed(req.metadata(), &req.get_ref().collection)
-            .await?
-        {
-            let mut r = req.into_inner();
-            r.collection = local;
-            return self.0.local.get(Request::new(r)).await;
-        }
+        answer_addressed!(self, req, get);
         let token = read_token(req.metadata())?;
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
@@ -538,14 +549,7 @@ impl Documents for ClusterApi {
         &self,
         req: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
-        if let Some(local) = self
-            .addressed(req.metadata(), &req.get_ref().collection)
-            .await?
-        {
-            let mut r = req.into_inner();
-            r.collection = local;
-            return self.0.local.scroll(Request::new(r)).await;
-        }
+        answer_addressed!(self, req, scroll);
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
         let pages = self
@@ -561,14 +565,7 @@ impl Documents for ClusterApi {
         &self,
         req: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
-        if let Some(local) = self
-            .addressed(req.metadata(), &req.get_ref().collection)
-            .await?
-        {
-            let mut r = req.into_inner();
-            r.collection = local;
-            return self.0.local.count(Request::new(r)).await;
-        }
+        answer_addressed!(self, req, count);
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
         let counts = self
@@ -603,14 +600,7 @@ impl Search for ClusterApi {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        if let Some(local) = self
-            .addressed(req.metadata(), &req.get_ref().collection)
-            .await?
-        {
-            let mut r = req.into_inner();
-            r.collection = local;
-            return self.0.local.search(Request::new(r)).await;
-        }
+        answer_addressed!(self, req, search);
         let token = read_token(req.metadata())?;
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
@@ -627,14 +617,7 @@ impl Search for ClusterApi {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
-        if let Some(local) = self
-            .addressed(req.metadata(), &req.get_ref().collection)
-            .await?
-        {
-            let mut r = req.into_inner();
-            r.collection = local;
-            return self.0.local.search_batch(Request::new(r)).await;
-        }
+        answer_addressed!(self, req, search_batch);
         let token = read_token(req.metadata())?;
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
@@ -644,18 +627,12 @@ impl Search for ClusterApi {
                 async move { on_replica!(self, via, req, SearchClient.search_batch, collection) }
             })
             .await?;
-        let mut per_query: Vec<Vec<pb::SearchResponse>> = vec![Vec::new(); r.queries.len()];
-        for p in parts {
-            for (i, res) in p.results.into_iter().enumerate().take(r.queries.len()) {
-                per_query[i].push(res);
-            }
-        }
-        Ok(Response::new(pb::SearchBatchResponse {
-            results: per_query
-                .into_iter()
-                .map(|q| merge_search(q, r.k as usize, failed.clone()))
-                .collect(),
-        }))
+        Ok(Response::new(merge_search_batch(
+            parts,
+            r.queries.len(),
+            r.k as usize,
+            failed,
+        )))
     }
 }
 
@@ -702,13 +679,7 @@ impl Admin for ClusterApi {
                 }))
                 .await?
                 .into_inner();
-            out.merged_segments.extend(c.merged_segments);
-            out.docs_in += c.docs_in;
-            out.docs_out += c.docs_out;
-            out.bytes_before += c.bytes_before;
-            out.bytes_after += c.bytes_after;
-            out.elapsed_ms += c.elapsed_ms;
-            out.stored_vectors = c.stored_vectors;
+            add_compaction(&mut out, c);
         }
         Ok(Response::new(out))
     }
@@ -733,12 +704,7 @@ impl Admin for ClusterApi {
                         name: name.clone(),
                         ..Default::default()
                     });
-                e.live_docs += c.live_docs;
-                e.memtable_docs += c.memtable_docs;
-                e.segments += c.segments;
-                e.segment_bytes += c.segment_bytes;
-                e.index_bytes += c.index_bytes;
-                e.wal_bytes += c.wal_bytes;
+                add_stats(e, &c);
             }
         }
         Ok(Response::new(pb::StatsResponse {
