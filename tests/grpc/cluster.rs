@@ -21,6 +21,7 @@ use metavec_api::pb;
 use metavec_core::synth::{generate, SynthData, SynthSpec};
 use tonic::Request;
 
+use crate::http::{error, Http};
 use crate::support::*;
 
 const DIM: u32 = 384;
@@ -42,6 +43,8 @@ fn start_node(i: usize, dir: &std::path::Path, nats: &nats::NatsCluster) -> Serv
             &format!("n{}", i + 1),
             "--memtable-mb",
             "4",
+            "--http-listen",
+            &format!("127.0.0.{}:0", i + 1),
         ],
         "warn",
         Stdio::inherit(),
@@ -102,6 +105,113 @@ fn hits(r: &pb::SearchResponse) -> Vec<(String, u32)> {
         .iter()
         .map(|h| (h.id.clone(), h.score.to_bits()))
         .collect()
+}
+
+/// A query or a document's vectors as base64 f32 JSON (bit for bit).
+fn json_vectors(v: &[f32]) -> serde_json::Value {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    serde_json::json!({"dtype": "f32", "shape": [v.len() / DIM as usize, DIM],
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes)})
+}
+
+/// The HTTP/JSON API of the nodes (`--http-listen`): exact searches equal the single server's
+/// (`want`: its exact answers to queries 0 and 1 at every budget), a write answers with a read
+/// token in the same header as gRPC and dedups on the same idempotency key, reads take the
+/// token, a cluster collection is created with shards and replicas, and what the cluster does
+/// not serve yet is 501. Returns the write's read token.
+fn http_checks(
+    nodes: &[Option<Server>],
+    data: &SynthData,
+    token: &str,
+    want: &[Vec<(String, u32)>],
+) -> String {
+    let h: Vec<Http> = nodes.iter().flatten().map(Http::new).collect();
+    for qi in 0..2 {
+        for (bi, b) in BUDGETS.iter().enumerate() {
+            let body = serde_json::json!({"query": json_vectors(data.query(qi)),
+                "budget": [b.0, b.1], "k": 10, "exact": true});
+            let r = h[(qi + bi) % 3]
+                .with_key("metavec-read-token", token)
+                .post("/v1/collections/c/search", body);
+            assert_eq!(r.status, 200, "{}", r.body);
+            let got: Vec<(String, u32)> = r.body["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    let score = x["score"].as_f64().unwrap() as f32;
+                    (x["id"].as_str().unwrap().to_string(), score.to_bits())
+                })
+                .collect();
+            assert_eq!(
+                got,
+                want[qi * BUDGETS.len() + bi],
+                "HTTP query {qi} at {b:?}"
+            );
+        }
+    }
+    // Document 7 written again, as it is, through node 3's HTTP port under a key, twice.
+    let doc = serde_json::json!({"documents": [{"id": SynthData::id(7),
+        "vectors": json_vectors(data.doc(7)), "payload": {"i": 7}}]});
+    let write = || {
+        let r = h[2]
+            .with_key("metavec-idempotency-key", "http-1")
+            .post("/v1/collections/c/documents", doc.clone());
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["upserted"], 1);
+        r.headers
+            .get("metavec-read-token")
+            .expect("an HTTP write in cluster mode answers with a read token")
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (first, again) = (write(), write());
+    assert_eq!(
+        first, again,
+        "the same idempotency key over HTTP is one write"
+    );
+    let read = h[0].with_key("metavec-read-token", &first);
+    let r = read.ok("/v1/collections/c/documents/count", serde_json::json!({}));
+    assert_eq!(r["count"], (N / 2) as u64);
+    let r = read.ok(
+        "/v1/collections/c/documents/get",
+        serde_json::json!({"ids": [SynthData::id(7), "nope"]}),
+    );
+    assert_eq!(
+        r["documents"][0]["payload"]["i"], 7,
+        "{}",
+        r["documents"][0]["payload"]
+    );
+    assert_eq!(r["missing_ids"], serde_json::json!(["nope"]));
+    let bad = h[1]
+        .with_key("metavec-read-token", "x")
+        .post("/v1/collections/c/documents/count", serde_json::json!({}));
+    let m = error(&bad, 400, "invalid_argument");
+    assert!(
+        m.contains("read token") || m.contains("metavec-read-token"),
+        "{m}"
+    );
+    let m = error(&h[0].delete("/v1/collections/c"), 501, "unimplemented");
+    assert!(m.contains("cluster mode"), "{m}");
+    // A cluster collection made over HTTP, with its shards and replicas.
+    let made = h[1].ok(
+        "/v1/collections",
+        serde_json::json!({"name": "h", "dim": 8, "doc_vectors": 4, "query_vectors": 2,
+            "shards": 2, "replicas": 1}),
+    );
+    assert_eq!(made["name"], "h");
+    let listed = h[2].get("/v1/collections");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let names: Vec<&str> = listed.body["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"c") && names.contains(&"h"), "{names:?}");
+    first
 }
 
 /// Exact answers at every budget for queries `qs` from `c` (with `token`).
@@ -330,6 +440,12 @@ async fn three_node_processes_answer_as_one_server_through_a_node_kill_and_a_ful
         .into_inner()
         .count;
     assert_eq!(count, first.len() as u64);
+    let started = Instant::now();
+    tokens.push(http_checks(&nodes, &data, &token, &want));
+    println!(
+        "HTTP/JSON through the nodes: exact answers equal, keyed write, reads with its token ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
 
     // Phase 2: the second half through node 1 while node 1 also searches; node 3 is killed.
     let rest: Vec<usize> = (N / 2..N).collect();

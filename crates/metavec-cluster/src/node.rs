@@ -180,6 +180,8 @@ pub struct Node {
     kv: kv::Store,
     engine: Arc<Engine>,
     replicas: Mutex<HashMap<(String, u32), Arc<Replica>>>,
+    /// Held through [`Node::sync`], so two syncs never start the same replica twice.
+    syncing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -228,6 +230,7 @@ impl Node {
             kv,
             engine,
             replicas: Mutex::new(HashMap::new()),
+            syncing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -350,6 +353,7 @@ impl Node {
     /// Starts the replicas the map assigns this node and that are not running yet (a local
     /// collection is created on first start and reopened after a restart).
     pub async fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self.syncing.lock().await;
         for entry in self.collections().await? {
             for s in entry.shards_of(self.id()) {
                 let key = (entry.uid.clone(), s);
@@ -607,6 +611,10 @@ impl Node {
         shard: u32,
         min_seq: u64,
     ) -> Result<Arc<Collection>> {
+        if self.replica(entry, shard).is_none() && entry.shards_of(self.id()).contains(&shard) {
+            // Assigned since the last sync (a collection just created): start it now.
+            self.sync().await?;
+        }
         let r = self
             .replica(entry, shard)
             .ok_or_else(|| ClusterError::Unavailable {

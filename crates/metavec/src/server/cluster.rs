@@ -275,6 +275,21 @@ impl ClusterApi {
         Ok(Some(entry.local_name(shard)))
     }
 
+    /// One upsert message, split per shard and published (the `index`th write under an
+    /// idempotency key); its read token.
+    async fn publish_upsert(
+        &self,
+        msg: pb::UpsertRequest,
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken, Status> {
+        let entry = self.entry(&msg.collection).await?;
+        let docs = convert::documents(msg.documents, &entry.config).map_err(|e| to_status(&e))?;
+        self.node()
+            .upsert_keyed(&msg.collection, docs, key)
+            .await
+            .map_err(status)
+    }
+
     async fn entry(&self, name: &str) -> Result<CollectionEntry, Status> {
         self.node().entry(name).await.map_err(status)
     }
@@ -319,10 +334,12 @@ impl ClusterApi {
             .map_err(status)
     }
 
-    /// Every shard's answer; the first failure fails the call.
+    /// Every shard's answer (from replicas that handled `token`); the first failure fails the
+    /// call.
     async fn on_every_shard<T, F, Fut>(
         &self,
         entry: &CollectionEntry,
+        token: Option<&ReadToken>,
         call: F,
     ) -> Result<Vec<T>, Status>
     where
@@ -330,7 +347,7 @@ impl ClusterApi {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let shards: Vec<u32> = (0..entry.shards).collect();
-        self.fan(entry, &shards, None, call)
+        self.fan(entry, &shards, token, call)
             .await?
             .into_iter()
             .map(|(_, r)| r.map_err(status))
@@ -366,9 +383,13 @@ impl ClusterApi {
     }
 
     /// A collection's info: its shards' infos (one replica each) summed under its name.
-    async fn info(&self, entry: &CollectionEntry) -> Result<pb::CollectionInfo, Status> {
+    async fn info(
+        &self,
+        entry: &CollectionEntry,
+        token: Option<&ReadToken>,
+    ) -> Result<pb::CollectionInfo, Status> {
         let infos = self
-            .on_every_shard(entry, |_, via| async move {
+            .on_every_shard(entry, token, |_, via| async move {
                 let req = pb::GetCollectionRequest {
                     name: entry.name.clone(),
                 };
@@ -437,8 +458,9 @@ impl Collections for ClusterApi {
                 .get_collection(Request::new(pb::GetCollectionRequest { name: local }))
                 .await;
         }
+        let token = read_token(req.metadata())?;
         let entry = self.entry(&req.get_ref().name).await?;
-        Ok(Response::new(self.info(&entry).await?))
+        Ok(Response::new(self.info(&entry, token.as_ref()).await?))
     }
 
     async fn list_collections(
@@ -447,7 +469,7 @@ impl Collections for ClusterApi {
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
         let mut collections = Vec::new();
         for e in self.node().collections().await.map_err(status)? {
-            collections.push(self.info(&e).await?);
+            collections.push(self.info(&e, None).await?);
         }
         Ok(Response::new(pb::ListCollectionsResponse { collections }))
     }
@@ -475,17 +497,8 @@ impl Documents for ClusterApi {
         let mut token = ReadToken::default();
         while let Some(msg) = stream.message().await? {
             let key = key.as_deref().map(|k| (k, u64::from(out.batches)));
-            let entry = self.entry(&msg.collection).await?;
-            let n = msg.documents.len() as u64;
-            let docs =
-                convert::documents(msg.documents, &entry.config).map_err(|e| to_status(&e))?;
-            let t = self
-                .node()
-                .upsert_keyed(&msg.collection, docs, key)
-                .await
-                .map_err(status)?;
-            token.merge(&t);
-            out.upserted += n;
+            out.upserted += msg.documents.len() as u64;
+            token.merge(&self.publish_upsert(msg, key).await?);
             out.batches += 1;
         }
         Ok(with_read_token(out, &token))
@@ -550,10 +563,11 @@ impl Documents for ClusterApi {
         req: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
         answer_addressed!(self, req, scroll);
+        let token = read_token(req.metadata())?;
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
         let pages = self
-            .on_every_shard(&entry, |_, via| {
+            .on_every_shard(&entry, token.as_ref(), |_, via| {
                 let req = r.clone();
                 async move { on_replica!(self, via, req, DocumentsClient.scroll, collection) }
             })
@@ -566,10 +580,11 @@ impl Documents for ClusterApi {
         req: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
         answer_addressed!(self, req, count);
+        let token = read_token(req.metadata())?;
         let r = req.into_inner();
         let entry = self.entry(&r.collection).await?;
         let counts = self
-            .on_every_shard(&entry, |_, via| {
+            .on_every_shard(&entry, token.as_ref(), |_, via| {
                 let req = r.clone();
                 async move { on_replica!(self, via, req, DocumentsClient.count, collection) }
             })
@@ -591,6 +606,28 @@ impl Documents for ClusterApi {
         _req: Request<pb::SetPayloadRequest>,
     ) -> Result<Response<pb::SetPayloadResponse>, Status> {
         Err(unimplemented("SetPayload"))
+    }
+}
+
+/// The HTTP API's upsert: one message, as one message of the Upsert stream.
+#[tonic::async_trait]
+impl super::web::Backend for ClusterApi {
+    async fn upsert_message(
+        &self,
+        md: MetadataMap,
+        msg: pb::UpsertRequest,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let key = idempotency_key(&md)?;
+        let upserted = msg.documents.len() as u64;
+        let token = self
+            .publish_upsert(msg, key.as_deref().map(|k| (k, 0)))
+            .await?;
+        let out = pb::UpsertResponse {
+            upserted,
+            batches: 1,
+            last_seq: 0,
+        };
+        Ok(with_read_token(out, &token))
     }
 }
 

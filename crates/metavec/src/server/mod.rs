@@ -375,8 +375,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
-    if args.cluster.is_some() && (http_listener.is_some() || !args.shards.is_empty()) {
-        return Err("--cluster serves gRPC only: drop --http-listen and --shards".into());
+    if args.cluster.is_some() && !args.shards.is_empty() {
+        return Err(
+            "--shards is for a router (--router); a cluster's shards are in its map: drop --shards"
+                .into(),
+        );
     }
     if args.cluster.is_none() && (args.node_id.is_some() || args.advertise.is_some()) {
         return Err(
@@ -394,7 +397,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(urls) = args.cluster.clone() {
         let capi = join_cluster(&args, &urls, &listener, api).await?;
+        let http_task = serve_http(http_listener, Arc::new(capi.clone()), &args, cors)?;
         run(capi, listener, &args, "cluster node").await?;
+        if let Some(t) = http_task {
+            t.await??;
+        }
         drop(engine);
         return Ok(());
     }
@@ -403,26 +410,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.data_dir.display(),
         engine.list_collections().len()
     );
-    let http_task = match http_listener {
-        Some(l) => {
-            let local = l.local_addr()?;
-            let state = web::HttpState {
-                api: api.clone(),
-                keys: keys(&args),
-                max_body: args.max_message_bytes,
-                bench_plot: args.bench_plot.clone(),
-            };
-            let router = web::router(state, cors.as_ref());
-            tracing::info!(addr = %local, cors = ?args.http_cors_origin, "HTTP API and console");
-            if args.tls_cert.is_some() && !local.ip().is_loopback() {
-                tracing::warn!(addr = %local, "the HTTP port is plain HTTP (--tls-cert is the gRPC port's): keys sent to it travel in the clear; put a TLS proxy in front or bind it to loopback");
-            }
-            // Before the gRPC line, which tests and scripts wait for.
-            println!("metavec http on {local}");
-            Some(tokio::spawn(web::serve(l, router, shutdown_signal())))
-        }
-        None => None,
-    };
+    let http_task = serve_http(http_listener, Arc::new(api.clone()), &args, cors)?;
     run(api, listener, &args, &what).await?;
     if let Some(t) = http_task {
         t.await??;
@@ -430,6 +418,33 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down: in-flight requests finished; every acknowledged write is already in the fsynced WAL");
     drop(engine);
     Ok(())
+}
+
+/// Starts the HTTP/JSON API and console on `listener` (`--http-listen`), if given, over `api`.
+fn serve_http(
+    listener: Option<tokio::net::TcpListener>,
+    api: Arc<dyn web::Backend>,
+    args: &ServeArgs,
+    cors: Option<::http::HeaderValue>,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, Box<dyn std::error::Error>> {
+    let Some(l) = listener else {
+        return Ok(None);
+    };
+    let local = l.local_addr()?;
+    let state = web::HttpState {
+        api,
+        keys: keys(args),
+        max_body: args.max_message_bytes,
+        bench_plot: args.bench_plot.clone(),
+    };
+    let router = web::router(state, cors.as_ref());
+    tracing::info!(addr = %local, cors = ?args.http_cors_origin, "HTTP API and console");
+    if args.tls_cert.is_some() && !local.ip().is_loopback() {
+        tracing::warn!(addr = %local, "the HTTP port is plain HTTP (--tls-cert is the gRPC port's): keys sent to it travel in the clear; put a TLS proxy in front or bind it to loopback");
+    }
+    // Before the gRPC line, which tests and scripts wait for.
+    println!("metavec http on {local}");
+    Ok(Some(tokio::spawn(web::serve(l, router, shutdown_signal()))))
 }
 
 /// Registers this node in the cluster at `urls`, starts the replicas the map gives it and a

@@ -71,6 +71,12 @@ pub struct CreateCollection {
     /// "bf16" (default), "f32", "f16" or "int8".
     #[serde(default)]
     pub dtype: String,
+    /// Cluster mode only: shards, fixed at creation (0 or absent: 4 x nodes).
+    #[serde(default)]
+    pub shards: u32,
+    /// Cluster mode only: serving replicas of each shard (0 or absent: min(2, nodes)).
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 impl CreateCollection {
@@ -82,6 +88,8 @@ impl CreateCollection {
             query_vectors: self.query_vectors,
             budgets: self.budgets.into_iter().map(|b| b.0).collect(),
             dtype: self.dtype,
+            shards: self.shards,
+            replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -194,7 +202,8 @@ impl Upsert {
 pub struct Upserted {
     /// Documents written.
     pub upserted: u64,
-    /// WAL sequence number of the write.
+    /// WAL sequence number of the write (0 in cluster mode, whose answer carries a read token in
+    /// the `metavec-read-token` header instead).
     pub last_seq: u64,
 }
 

@@ -1,10 +1,13 @@
 //! The HTTP/JSON API (`--http-listen`) and the web console, beside the gRPC port in the same
-//! process. Every route is one gRPC method called in-process on the same [`Api`]: its JSON body
+//! process. Every route is one gRPC method called in-process on the same [`Backend`] (a data
+//! server's [`Api`] or a cluster node's [`ClusterApi`](super::cluster::ClusterApi)): its JSON body
 //! becomes that method's request, the key is checked by the same [`Keys::check`] under that
 //! method's name (so the read-only key reads and nothing more), and a failed call's
 //! `tonic::Status` becomes one error body, `{"error": {"code", "message"}}`, under the HTTP
 //! status of [`http_status`]. Upsert, a client stream in gRPC, goes through
-//! [`Api::upsert_batch`], the function each message of that stream goes through.
+//! [`Backend::upsert_message`], what each message of that stream goes through. The request's
+//! `metavec-*` headers (a cluster's read token and idempotency key) travel as the call's gRPC
+//! metadata, and the answer's (a cluster write's read token) come back as HTTP headers.
 
 mod console;
 pub mod json;
@@ -24,6 +27,7 @@ use metavec_api::pb::{
     search_server::Search,
 };
 use serde::de::DeserializeOwned;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use utoipa::OpenApi;
 
@@ -31,10 +35,39 @@ use super::auth::Keys;
 use super::Api;
 use json::*;
 
+/// What the HTTP API calls: the four gRPC services, and one message of an upsert (a gRPC client
+/// stream cannot be made in-process).
+#[tonic::async_trait]
+pub trait Backend: Collections + Documents + Search + Admin + Send + Sync + 'static {
+    /// Writes one upsert message as the Upsert stream writes each of its messages; `md` is the
+    /// request's metadata.
+    async fn upsert_message(
+        &self,
+        md: MetadataMap,
+        msg: pb::UpsertRequest,
+    ) -> std::result::Result<tonic::Response<pb::UpsertResponse>, Status>;
+}
+
+#[tonic::async_trait]
+impl Backend for Api {
+    async fn upsert_message(
+        &self,
+        _md: MetadataMap,
+        msg: pb::UpsertRequest,
+    ) -> std::result::Result<tonic::Response<pb::UpsertResponse>, Status> {
+        let ack = self.upsert_batch(msg, true).await?;
+        Ok(tonic::Response::new(pb::UpsertResponse {
+            upserted: ack.count as u64,
+            batches: 1,
+            last_seq: ack.seq,
+        }))
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct HttpState {
-    pub api: Api,
+    pub api: std::sync::Arc<dyn Backend>,
     pub keys: Keys,
     /// The largest request body, in bytes (`--max-message-bytes`).
     pub max_body: usize,
@@ -95,6 +128,31 @@ impl IntoResponse for ApiError {
 }
 
 type Result<T> = std::result::Result<Json<T>, ApiError>;
+
+/// An answer with the `metavec-*` headers of the gRPC answer it came from.
+type Tagged<T> = std::result::Result<(HeaderMap, Json<T>), ApiError>;
+
+/// The request's `metavec-*` headers, as the metadata of the gRPC call that serves it.
+fn metadata(headers: &HeaderMap) -> MetadataMap {
+    let mut md = HeaderMap::new();
+    for (k, v) in headers {
+        if k.as_str().starts_with("metavec-") {
+            md.append(k.clone(), v.clone());
+        }
+    }
+    MetadataMap::from_headers(md)
+}
+
+/// The `metavec-*` headers of a gRPC answer, for the HTTP answer.
+fn answer_headers(md: MetadataMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in md.into_headers() {
+        if let Some(k) = k.filter(|k| k.as_str().starts_with("metavec-")) {
+            out.append(k, v);
+        }
+    }
+    out
+}
 
 /// A JSON request body, read within the body limit and parsed with the path of a bad field in
 /// the message (`documents[0].vectors: ...`). An empty body is `{}`; the content type is not
@@ -175,7 +233,8 @@ impl HttpState {
 }
 
 /// Runs one gRPC method of the API in-process (the key was checked by the route's
-/// [`check_key`] layer), returning its message or the error body.
+/// [`check_key`] layer), returning its message or the error body. With the request's `headers`:
+/// their `metavec-*` ones go along, and the answer's come back beside the message.
 macro_rules! call {
     ($state:expr, $method:ident, $req:expr) => {
         $state
@@ -185,6 +244,16 @@ macro_rules! call {
             .map_err(ApiError)?
             .into_inner()
     };
+    ($state:expr, $method:ident, $req:expr, $headers:expr) => {{
+        let req = tonic::Request::from_parts(metadata($headers), Default::default(), $req);
+        let (md, msg, _) = $state
+            .api
+            .$method(req)
+            .await
+            .map_err(ApiError)?
+            .into_parts();
+        (answer_headers(md), msg)
+    }};
 }
 
 /// The route's key check as for the gRPC method `rpc` ("/metavec.v1.Service/Method"), run as a
@@ -257,14 +326,22 @@ async fn delete_collection(State(s): State<HttpState>, Name(name): Name) -> Resu
     responses((status = 200, body = Upserted), (status = "4XX", body = ErrorBody)))]
 async fn upsert(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(name): Name,
     Body(b): Body<Upsert>,
-) -> Result<Upserted> {
-    let ack = s.api.upsert_batch(b.into_pb(name), true).await?;
-    Ok(Json(Upserted {
-        upserted: ack.count as u64,
-        last_seq: ack.seq,
-    }))
+) -> Tagged<Upserted> {
+    let (md, ack, _) = s
+        .api
+        .upsert_message(metadata(&headers), b.into_pb(name))
+        .await?
+        .into_parts();
+    Ok((
+        answer_headers(md),
+        Json(Upserted {
+            upserted: ack.upserted,
+            last_seq: ack.last_seq,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/documents/get", tag = "documents",
@@ -272,23 +349,27 @@ async fn upsert(
     responses((status = 200, body = DocumentList), (status = "4XX", body = ErrorBody)))]
 async fn get_documents(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(collection): Name,
     Body(b): Body<GetDocuments>,
-) -> Result<DocumentList> {
+) -> Tagged<DocumentList> {
     let req = pb::GetRequest {
         collection,
         ids: b.ids,
         ids_only: b.ids_only,
     };
-    let r = call!(s, get, req);
-    Ok(Json(DocumentList {
-        documents: r
-            .documents
-            .into_iter()
-            .map(|d| DocumentOut::new(d, b.packed))
-            .collect(),
-        missing_ids: r.missing_ids,
-    }))
+    let (h, r) = call!(s, get, req, &headers);
+    Ok((
+        h,
+        Json(DocumentList {
+            documents: r
+                .documents
+                .into_iter()
+                .map(|d| DocumentOut::new(d, b.packed))
+                .collect(),
+            missing_ids: r.missing_ids,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/documents/delete", tag = "documents",
@@ -296,14 +377,15 @@ async fn get_documents(
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)))]
 async fn delete_documents(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(collection): Name,
     Body(b): Body<DeleteDocuments>,
-) -> Result<Deleted> {
-    let r = match b.into_pb(collection)? {
-        Deletion::Ids(req) => call!(s, delete, req),
-        Deletion::Filter(req) => call!(s, delete_by_filter, req),
+) -> Tagged<Deleted> {
+    let (h, r) = match b.into_pb(collection)? {
+        Deletion::Ids(req) => call!(s, delete, req, &headers),
+        Deletion::Filter(req) => call!(s, delete_by_filter, req, &headers),
     };
-    Ok(Json(Deleted { deleted: r.deleted }))
+    Ok((h, Json(Deleted { deleted: r.deleted })))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/documents/scroll", tag = "documents",
@@ -311,19 +393,23 @@ async fn delete_documents(
     responses((status = 200, body = Page), (status = "4XX", body = ErrorBody)))]
 async fn scroll(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(collection): Name,
     Body(b): Body<Scroll>,
-) -> Result<Page> {
+) -> Tagged<Page> {
     let packed = b.packed;
-    let r = call!(s, scroll, b.into_pb(collection));
-    Ok(Json(Page {
-        documents: r
-            .documents
-            .into_iter()
-            .map(|d| DocumentOut::new(d, packed))
-            .collect(),
-        next_cursor: (!r.next_cursor.is_empty()).then_some(r.next_cursor),
-    }))
+    let (h, r) = call!(s, scroll, b.into_pb(collection), &headers);
+    Ok((
+        h,
+        Json(Page {
+            documents: r
+                .documents
+                .into_iter()
+                .map(|d| DocumentOut::new(d, packed))
+                .collect(),
+            next_cursor: (!r.next_cursor.is_empty()).then_some(r.next_cursor),
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/documents/count", tag = "documents",
@@ -331,11 +417,12 @@ async fn scroll(
     responses((status = 200, body = Counted), (status = "4XX", body = ErrorBody)))]
 async fn count(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(collection): Name,
     Body(b): Body<Count>,
-) -> Result<Counted> {
-    let r = call!(s, count, b.into_pb(collection));
-    Ok(Json(Counted { count: r.count }))
+) -> Tagged<Counted> {
+    let (h, r) = call!(s, count, b.into_pb(collection), &headers);
+    Ok((h, Json(Counted { count: r.count })))
 }
 
 #[utoipa::path(post, path = "/v1/collections/{name}/documents/payload", tag = "documents",
@@ -355,12 +442,13 @@ async fn set_payload(
     responses((status = 200, body = SearchResult), (status = "4XX", body = ErrorBody)))]
 async fn search(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     Name(collection): Name,
     Body(b): Body<json::Search>,
-) -> Result<SearchResult> {
+) -> Tagged<SearchResult> {
     let query = match (b.query.as_ref().is_some(), b.query_id.clone()) {
         (true, None) => b.query.as_ref().map(|q| q.0.clone()),
-        (false, Some(id)) => Some(query_of(&s, &collection, id).await?),
+        (false, Some(id)) => Some(query_of(&s, &headers, &collection, id).await?),
         _ => {
             return Err(ApiError(Status::invalid_argument(
                 "set exactly one of query and query_id",
@@ -370,14 +458,15 @@ async fn search(
     let mut b = b;
     b.query = None;
     let req = b.into_pb(collection, query);
-    let r = call!(s, search, req);
-    Ok(Json(r.into()))
+    let (h, r) = call!(s, search, req, &headers);
+    Ok((h, Json(r.into())))
 }
 
 /// A stored document's first vectors as a query: as many as the collection's query_vectors
 /// allows (a search at budget (r_q, r_c) uses the first r_q of them).
 async fn query_of(
     s: &HttpState,
+    headers: &HeaderMap,
     collection: &str,
     id: String,
 ) -> std::result::Result<pb::Vectors, ApiError> {
@@ -388,14 +477,15 @@ async fn query_of(
             name: collection.into()
         }
     );
-    let got = call!(
+    let (_, got) = call!(
         s,
         get,
         pb::GetRequest {
             collection: collection.into(),
             ids: vec![id.clone()],
             ids_only: false
-        }
+        },
+        headers
     );
     let mut v = got
         .documents
@@ -649,7 +739,10 @@ pub fn router(state: HttpState, cors_origin: Option<&HeaderValue>) -> Router {
                     http::header::AUTHORIZATION,
                     http::header::CONTENT_TYPE,
                     http::HeaderName::from_static("x-api-key"),
-                ]),
+                    http::HeaderName::from_static("metavec-read-token"),
+                    http::HeaderName::from_static("metavec-idempotency-key"),
+                ])
+                .expose_headers([http::HeaderName::from_static("metavec-read-token")]),
         );
     }
     r
