@@ -6,6 +6,9 @@
 //!   kind 1 Whole:  body is one WAL record (metavec-core's `wal::record` framing, checksummed)
 //!   kind 2 Part:   body is one WAL upsert record holding part `part` of `parts` of `batch`
 //!   kind 3 Commit: no body; the batch's `parts` parts are applied, in part order, as one upsert
+//!   kind 4 Op:     body is one conditional write as JSON ([`Op`]): a delete by filter or a
+//!                  payload update, evaluated by each replica against its state at that point
+//!                  of the stream (the same on every replica), with a crc32 of the JSON after it
 //! ```
 //! The WAL framing carries its own crc32, so a message is checked end to end. A replica buffers
 //! parts until their commit; parts whose commit never comes (the front died between publishes)
@@ -26,6 +29,23 @@ pub enum Kind {
     Whole = 1,
     Part = 2,
     Commit = 3,
+    Op = 4,
+}
+
+/// A write whose effect depends on the state it meets: replicas evaluate it where it stands in
+/// the stream, so a front never reads and then writes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Deletes the documents whose payload matches `filter` (filter JSON, as a request gives it).
+    DeleteByFilter { filter: String },
+    /// Sets (or with `merge`, merges into) the payload of `ids`; None clears it. Every id must
+    /// be stored, else nothing changes.
+    SetPayload {
+        ids: Vec<String>,
+        payload: Option<String>,
+        merge: bool,
+    },
 }
 
 /// A decoded stream message.
@@ -35,8 +55,10 @@ pub struct Message {
     pub batch: [u8; 16],
     pub part: u32,
     pub parts: u32,
-    /// `None` for a commit.
+    /// `None` for a commit and an op.
     pub record: Option<Record>,
+    /// An op message's write.
+    pub op: Option<Op>,
 }
 
 /// The `Nats-Msg-Id` of a message: the batch in hex and the part.
@@ -76,6 +98,15 @@ pub fn part(batch: &[u8; 16], part: u32, parts: u32, docs: &[Document]) -> Vec<u
     out
 }
 
+/// One message holding a conditional write.
+pub fn op(batch: &[u8; 16], op: &Op) -> Vec<u8> {
+    let json = serde_json::to_vec(op).expect("an op serialises");
+    let mut out = header(Kind::Op, batch, 0, 1, json.len() + 4);
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out
+}
+
 /// The commit record of a batch of `parts` parts.
 pub fn commit(batch: &[u8; 16], parts: u32) -> Vec<u8> {
     header(Kind::Commit, batch, parts, parts, 0)
@@ -92,6 +123,7 @@ pub fn decode(buf: &[u8], floats_per_doc: usize) -> Result<Message> {
         1 => Kind::Whole,
         2 => Kind::Part,
         3 => Kind::Commit,
+        4 => Kind::Op,
         k => return Err(ClusterError::Corrupt(format!("unknown message kind {k}"))),
     };
     let mut batch = [0u8; 16];
@@ -99,8 +131,24 @@ pub fn decode(buf: &[u8], floats_per_doc: usize) -> Result<Message> {
     let part = u32::from_le_bytes(buf[24..28].try_into().unwrap());
     let parts = u32::from_le_bytes(buf[28..32].try_into().unwrap());
     let body = &buf[HEADER_LEN..];
+    let op = match kind {
+        Kind::Op => {
+            let (json, crc) = body
+                .split_last_chunk::<4>()
+                .ok_or_else(|| ClusterError::Corrupt("op message without its checksum".into()))?;
+            if crc32fast::hash(json) != u32::from_le_bytes(*crc) {
+                return Err(ClusterError::Corrupt(
+                    "op message: checksum mismatch".into(),
+                ));
+            }
+            let op = serde_json::from_slice(json)
+                .map_err(|e| ClusterError::Corrupt(format!("op message: {e}")))?;
+            Some(op)
+        }
+        _ => None,
+    };
     let record = match kind {
-        Kind::Commit => None,
+        Kind::Commit | Kind::Op => None,
         Kind::Whole | Kind::Part => {
             let (rec, len) = record::decode(body, floats_per_doc)
                 .map_err(|e| ClusterError::Corrupt(format!("stream record: {e:?}")))?;
@@ -119,6 +167,7 @@ pub fn decode(buf: &[u8], floats_per_doc: usize) -> Result<Message> {
         part,
         parts,
         record,
+        op,
     })
 }
 
@@ -188,6 +237,26 @@ mod tests {
         bad[last] ^= 1;
         assert!(decode(&bad, 8).is_err());
         assert!(decode(b"nope", 8).is_err());
+        for o in [
+            Op::DeleteByFilter {
+                filter: r#"{"eq":{"field":"x","value":1}}"#.into(),
+            },
+            Op::SetPayload {
+                ids: vec!["a".into(), "b".into()],
+                payload: None,
+                merge: true,
+            },
+        ] {
+            let mut msg = op(&b, &o);
+            let m = decode(&msg, 8).unwrap();
+            assert_eq!((m.kind, m.op, m.record), (Kind::Op, Some(o), None));
+            let at = HEADER_LEN + 3;
+            msg[at] ^= 1;
+            assert!(
+                decode(&msg, 8).is_err(),
+                "a flipped byte in an op is caught"
+            );
+        }
         assert_eq!(message_id(&[0xab; 16], 2), format!("{}-2", "ab".repeat(16)));
     }
 

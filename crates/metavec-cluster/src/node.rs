@@ -77,6 +77,31 @@ fn batch_id(entry: &CollectionEntry, shard: u32, key: Option<(&str, u64)>) -> [u
     out
 }
 
+/// A payload update's arguments as a single server checks them: 1..=1000 distinct valid ids, a
+/// payload that is a JSON object within the size limit.
+pub fn check_set_payload(ids: &[String], payload: Option<&str>) -> Result<()> {
+    let max = metavec_core::collection::MAX_SET_PAYLOAD_IDS;
+    if ids.is_empty() || ids.len() > max {
+        return Err(ClusterError::Invalid(format!(
+            "ids has {} entries: a payload update names 1..={max} ids",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        metavec_core::document::validate_id(id, &format!("ids[{i}]"))?;
+        if !seen.insert(id.as_str()) {
+            return Err(ClusterError::Invalid(format!(
+                "ids[{i}] {id:?} appears twice"
+            )));
+        }
+    }
+    if let Some(p) = payload {
+        metavec_core::document::validate_payload(p, "payload")?;
+    }
+    Ok(())
+}
+
 /// A comma-separated server list as the client takes it.
 pub fn servers(urls: &str) -> Vec<String> {
     urls.split(',')
@@ -468,6 +493,78 @@ impl Node {
                 s as u32,
                 self.publish(&entry, s as u32, &batch, 0, body).await?,
             ));
+        }
+        self.settle(acks).await
+    }
+
+    /// Deletes the documents whose payload matches `filter` (filter JSON): one op to every
+    /// shard, evaluated by each replica where it stands in the stream.
+    pub async fn delete_by_filter_keyed(
+        &self,
+        name: &str,
+        filter: &str,
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken> {
+        let entry = self.entry(name).await?;
+        metavec_core::search::Filter::parse(filter)?;
+        let op = log::Op::DeleteByFilter {
+            filter: filter.to_string(),
+        };
+        let shards: Vec<(u32, log::Op)> = (0..entry.shards).map(|s| (s, op.clone())).collect();
+        self.publish_ops(&entry, shards, key).await
+    }
+
+    /// Sets (`merge`: merges into) the payload of `ids` (1..=1000 distinct ids; None clears
+    /// it): one op to each shard holding some of them. Whether they exist is the caller's to
+    /// check; a replica that finds one missing changes nothing on that shard.
+    pub async fn set_payload_keyed(
+        &self,
+        name: &str,
+        ids: &[String],
+        payload: Option<&str>,
+        merge: bool,
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken> {
+        let entry = self.entry(name).await?;
+        check_set_payload(ids, payload)?;
+        let mut per: Vec<Vec<String>> = vec![Vec::new(); entry.shards as usize];
+        for id in ids {
+            per[entry.shard_of(id) as usize].push(id.clone());
+        }
+        let shards = per
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(s, ids)| {
+                let op = log::Op::SetPayload {
+                    ids,
+                    payload: payload.map(str::to_string),
+                    merge,
+                };
+                (s as u32, op)
+            })
+            .collect();
+        self.publish_ops(&entry, shards, key).await
+    }
+
+    async fn publish_ops(
+        &self,
+        entry: &CollectionEntry,
+        ops: Vec<(u32, log::Op)>,
+        key: Option<(&str, u64)>,
+    ) -> Result<ReadToken> {
+        let mut acks = Vec::new();
+        for (s, op) in ops {
+            let batch = batch_id(entry, s, key);
+            let body = log::op(&batch, &op);
+            if body.len() > self.opts.max_message_bytes {
+                return Err(ClusterError::Invalid(format!(
+                    "the write is {} bytes encoded, above the cluster's message limit of {}",
+                    body.len(),
+                    self.opts.max_message_bytes
+                )));
+            }
+            acks.push((s, self.publish(entry, s, &batch, 0, body).await?));
         }
         self.settle(acks).await
     }

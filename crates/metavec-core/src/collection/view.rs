@@ -204,6 +204,12 @@ impl Collection {
         self.len() == 0
     }
 
+    /// The sequence number of the last write in the WAL (0: none yet). A write that changes
+    /// nothing (a delete by filter matching no document) writes no record and leaves it.
+    pub fn last_seq(&self) -> u64 {
+        self.state.read().next_seq.saturating_sub(1)
+    }
+
     pub fn info(&self) -> CollectionInfo {
         let st = self.state.read();
         CollectionInfo {

@@ -9,8 +9,10 @@
 //! (`metavec-shard`) and the sequence its replica must have handled first (`metavec-min-seq`).
 //! Searches merge by (score desc, id asc), the single server's order.
 //!
-//! Not in cluster mode yet (UNIMPLEMENTED, naming issue #21): DeleteCollection, DeleteByFilter,
-//! SetPayload, snapshots. Flush, Compact and Stats act on this node's replicas.
+//! DeleteByFilter and SetPayload are published as ops that every replica evaluates where they
+//! stand in the stream (no read-then-write at the front). Not in cluster mode yet
+//! (UNIMPLEMENTED, naming issue #21): DeleteCollection and snapshots. Flush, Compact and Stats
+//! act on this node's replicas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -594,18 +596,86 @@ impl Documents for ClusterApi {
         }))
     }
 
+    /// Published to every shard as an op each replica evaluates where it stands in the stream;
+    /// `deleted` counts the documents that matched when it was published (read with the
+    /// request's read token).
     async fn delete_by_filter(
         &self,
-        _req: Request<pb::DeleteByFilterRequest>,
+        req: Request<pb::DeleteByFilterRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Err(unimplemented("DeleteByFilter"))
+        let key = idempotency_key(req.metadata())?;
+        let token = read_token(req.metadata())?;
+        let r = req.into_inner();
+        if convert::filter(&r.filter)
+            .map_err(|e| to_status(&e))?
+            .is_none()
+        {
+            return Err(Status::invalid_argument(
+                "filter is empty: DeleteByFilter needs a filter (to delete every document, \
+                 delete the collection)",
+            ));
+        }
+        let entry = self.entry(&r.collection).await?;
+        let counts = self
+            .on_every_shard(&entry, token.as_ref(), |_, via| {
+                let req = pb::CountRequest {
+                    collection: r.collection.clone(),
+                    filter: r.filter.clone(),
+                };
+                async move { on_replica!(self, via, req, DocumentsClient.count, collection) }
+            })
+            .await?;
+        let written = self
+            .node()
+            .delete_by_filter_keyed(&r.collection, &r.filter, key.as_deref().map(|k| (k, 0)))
+            .await
+            .map_err(status)?;
+        let deleted = counts.iter().map(|c| c.count).sum();
+        Ok(with_read_token(pb::DeleteResponse { deleted }, &written))
     }
 
+    /// Every id must be stored (read with the request's read token), else NOT_FOUND and
+    /// nothing is published; then one op per shard holding some of the ids.
     async fn set_payload(
         &self,
-        _req: Request<pb::SetPayloadRequest>,
+        req: Request<pb::SetPayloadRequest>,
     ) -> Result<Response<pb::SetPayloadResponse>, Status> {
-        Err(unimplemented("SetPayload"))
+        let key = idempotency_key(req.metadata())?;
+        let token = req.metadata().get(READ_TOKEN_HEADER).cloned();
+        let r = req.into_inner();
+        let payload = (!r.payload.is_empty()).then_some(r.payload.as_str());
+        metavec_cluster::node::check_set_payload(&r.ids, payload).map_err(status)?;
+        let mut get = Request::new(pb::GetRequest {
+            collection: r.collection.clone(),
+            ids: r.ids.clone(),
+            ids_only: true,
+        });
+        if let Some(t) = token {
+            get.metadata_mut().insert(READ_TOKEN_HEADER, t);
+        }
+        let found = self.get(get).await?.into_inner();
+        if let Some(id) = found.missing_ids.first() {
+            return Err(Status::not_found(format!(
+                "document {id:?} is not in collection {:?}",
+                r.collection
+            )));
+        }
+        let written = self
+            .node()
+            .set_payload_keyed(
+                &r.collection,
+                &r.ids,
+                payload,
+                r.merge,
+                key.as_deref().map(|k| (k, 0)),
+            )
+            .await
+            .map_err(status)?;
+        let updated = r.ids.len() as u64;
+        Ok(with_read_token(
+            pb::SetPayloadResponse { updated },
+            &written,
+        ))
     }
 }
 
