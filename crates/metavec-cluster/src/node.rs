@@ -21,6 +21,20 @@ use crate::log;
 use crate::map::{self, CollectionEntry, NodeEntry};
 use crate::replica::Replica;
 
+/// How long a write's whole messages (and a node's registration) are retried while a stream
+/// has no leader to take them.
+const SETTLE_RETRY: Duration = Duration::from_secs(15);
+
+/// One message of a write, sent and waiting for its ack.
+struct Sent {
+    shard: u32,
+    subject: String,
+    id: String,
+    /// The body, kept when the message may be sent again on its own.
+    body: Option<bytes::Bytes>,
+    ack: PublishAckFuture,
+}
+
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -243,12 +257,22 @@ impl Node {
             id: opts.node_id.clone(),
             addr: opts.advertise.clone(),
         };
-        kv.put(
-            map::node_key(&me.id),
-            serde_json::to_vec(&me).unwrap().into(),
-        )
-        .await
-        .map_err(ClusterError::nats)?;
+        let value: bytes::Bytes = serde_json::to_vec(&me).unwrap().into();
+        // A bucket just made (here or by a node starting beside this one) may not have elected
+        // its leader yet: its first put finds no stream. A put is idempotent, so retry it.
+        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match kv.put(map::node_key(&me.id), value.clone()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "registering in the cluster map; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(ClusterError::nats(e)),
+            }
+        }
         Ok(Arc::new(Node {
             opts,
             js,
@@ -326,6 +350,9 @@ impl Node {
                 })
                 .await
                 .map_err(ClusterError::nats)?;
+        }
+        for s in 0..shards {
+            self.await_leader(&entry.stream(s)).await?;
         }
         let value = serde_json::to_vec(&entry).unwrap();
         match self
@@ -439,7 +466,7 @@ impl Node {
                 log::doc_bytes(d)
             )));
         }
-        let mut acks: Vec<(u32, PublishAckFuture)> = Vec::new();
+        let mut acks: Vec<Sent> = Vec::new();
         for (s, docs) in per.iter().enumerate() {
             if docs.is_empty() {
                 continue;
@@ -457,8 +484,9 @@ impl Node {
                     .chain(std::iter::once((n, log::commit(&batch, n))))
                     .collect()
             };
+            let whole = msgs.len() == 1;
             for (part, body) in msgs {
-                acks.push((s, self.publish(&entry, s, &batch, part, body).await?));
+                acks.push(self.publish(&entry, s, &batch, part, body, whole).await?);
             }
         }
         self.settle(acks).await
@@ -489,10 +517,10 @@ impl Node {
             }
             let batch = batch_id(&entry, s as u32, key);
             let body = log::whole(&batch, &record::encode_delete(0, ids));
-            acks.push((
-                s as u32,
-                self.publish(&entry, s as u32, &batch, 0, body).await?,
-            ));
+            acks.push(
+                self.publish(&entry, s as u32, &batch, 0, body, true)
+                    .await?,
+            );
         }
         self.settle(acks).await
     }
@@ -564,11 +592,13 @@ impl Node {
                     self.opts.max_message_bytes
                 )));
             }
-            acks.push((s, self.publish(entry, s, &batch, 0, body).await?));
+            acks.push(self.publish(entry, s, &batch, 0, body, true).await?);
         }
         self.settle(acks).await
     }
 
+    /// Sends one message of a write; its ack is awaited by [`Node::settle`]. `whole`: the
+    /// message is the write's only one on its shard, so it may be sent again on its own.
     async fn publish(
         &self,
         entry: &CollectionEntry,
@@ -576,27 +606,93 @@ impl Node {
         batch: &[u8; 16],
         part: u32,
         body: Vec<u8>,
-    ) -> Result<PublishAckFuture> {
+        whole: bool,
+    ) -> Result<Sent> {
+        let subject = entry.subject(shard);
+        let id = log::message_id(batch, part);
+        let body = bytes::Bytes::from(body);
+        let ack = self.send(&subject, &id, body.clone()).await?;
+        Ok(Sent {
+            shard,
+            subject,
+            id,
+            body: whole.then_some(body),
+            ack,
+        })
+    }
+
+    async fn send(&self, subject: &str, id: &str, body: bytes::Bytes) -> Result<PublishAckFuture> {
         self.js
             .send_publish(
-                entry.subject(shard),
+                subject.to_string(),
                 jetstream::message::PublishMessage::build()
-                    .payload(body.into())
-                    .message_id(log::message_id(batch, part)),
+                    .payload(body)
+                    .message_id(id),
             )
             .await
             .map_err(ClusterError::nats)
     }
 
-    async fn settle(&self, acks: Vec<(u32, PublishAckFuture)>) -> Result<ReadToken> {
+    /// Awaits every ack; the answer's read token holds each shard's last sequence. A whole
+    /// message whose stream had no leader to take it (just created, or electing after a NATS
+    /// server was lost) or whose ack timed out is sent again under the same message id (the
+    /// stream's duplicate window drops a second copy) until [`SETTLE_RETRY`] has passed. The
+    /// parts of a multi-part batch are not: sent again alone they would land after their commit,
+    /// so their failure is the write's (the client retries the whole write).
+    async fn settle(&self, acks: Vec<Sent>) -> Result<ReadToken> {
+        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
         let mut token = ReadToken::default();
-        for (s, ack) in acks {
-            let ack = ack.await.map_err(ClusterError::nats)?;
-            token.0.retain(|(x, _)| *x != s);
-            token.0.push((s, ack.sequence));
+        for sent in acks {
+            let mut ack = sent.ack.await;
+            let mut pause = Duration::from_millis(50);
+            while let (Err(e), Some(body)) = (&ack, &sent.body) {
+                let transient = matches!(
+                    e.kind(),
+                    jetstream::context::PublishErrorKind::StreamNotFound
+                        | jetstream::context::PublishErrorKind::TimedOut
+                );
+                if !transient || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tracing::debug!(error = %e, subject = %sent.subject, "publish not taken; sending again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                ack = match self.send(&sent.subject, &sent.id, body.clone()).await {
+                    Ok(f) => f.await,
+                    Err(e) => return Err(e),
+                };
+            }
+            let ack = ack.map_err(ClusterError::nats)?;
+            token.0.retain(|(x, _)| *x != sent.shard);
+            token.0.push((sent.shard, ack.sequence));
         }
         token.0.sort_unstable();
         Ok(token)
+    }
+
+    /// Waits until stream `name` has a leader (a stream just created elects one within about a
+    /// second), so the first write to it is taken.
+    async fn await_leader(&self, name: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
+        loop {
+            let mut stream = self.js.get_stream(name).await.map_err(ClusterError::nats)?;
+            let led = match stream.info().await {
+                Ok(info) => info
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty())),
+                Err(_) => false,
+            };
+            if led {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Nats(format!(
+                    "stream {name} has no leader after {SETTLE_RETRY:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs `call` once per shard of `shards`, in parallel, each on one replica that has handled
