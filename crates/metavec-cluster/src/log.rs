@@ -11,8 +11,9 @@
 //!                  of the stream (the same on every replica), with a crc32 of the JSON after it
 //! ```
 //! The WAL framing carries its own crc32, so a message is checked end to end. A replica buffers
-//! parts until their commit; parts whose commit never comes (the front died between publishes)
-//! are never applied. Every message has a `Nats-Msg-Id` of `batch` and `part` (the commit's part
+//! parts until the batch is complete (its commit and every part it names, in any order: a part
+//! sent again lands after the commit); a batch never completed (the front died between
+//! publishes) is never applied. Every message has a `Nats-Msg-Id` of `batch` and `part` (the commit's part
 //! is `parts`), so a front's retry of a publish is dropped by the stream's duplicate window.
 
 use metavec_core::wal::record::{self, Record};

@@ -30,8 +30,8 @@ struct Sent {
     shard: u32,
     subject: String,
     id: String,
-    /// The body, kept when the message may be sent again on its own.
-    body: Option<bytes::Bytes>,
+    /// The body, kept to send it again.
+    body: bytes::Bytes,
     ack: PublishAckFuture,
 }
 
@@ -484,9 +484,8 @@ impl Node {
                     .chain(std::iter::once((n, log::commit(&batch, n))))
                     .collect()
             };
-            let whole = msgs.len() == 1;
             for (part, body) in msgs {
-                acks.push(self.publish(&entry, s, &batch, part, body, whole).await?);
+                acks.push(self.publish(&entry, s, &batch, part, body).await?);
             }
         }
         self.settle(acks).await
@@ -517,10 +516,7 @@ impl Node {
             }
             let batch = batch_id(&entry, s as u32, key);
             let body = log::whole(&batch, &record::encode_delete(0, ids));
-            acks.push(
-                self.publish(&entry, s as u32, &batch, 0, body, true)
-                    .await?,
-            );
+            acks.push(self.publish(&entry, s as u32, &batch, 0, body).await?);
         }
         self.settle(acks).await
     }
@@ -592,13 +588,12 @@ impl Node {
                     self.opts.max_message_bytes
                 )));
             }
-            acks.push(self.publish(entry, s, &batch, 0, body, true).await?);
+            acks.push(self.publish(entry, s, &batch, 0, body).await?);
         }
         self.settle(acks).await
     }
 
-    /// Sends one message of a write; its ack is awaited by [`Node::settle`]. `whole`: the
-    /// message is the write's only one on its shard, so it may be sent again on its own.
+    /// Sends one message of a write; its ack is awaited by [`Node::settle`].
     async fn publish(
         &self,
         entry: &CollectionEntry,
@@ -606,7 +601,6 @@ impl Node {
         batch: &[u8; 16],
         part: u32,
         body: Vec<u8>,
-        whole: bool,
     ) -> Result<Sent> {
         let subject = entry.subject(shard);
         let id = log::message_id(batch, part);
@@ -616,7 +610,7 @@ impl Node {
             shard,
             subject,
             id,
-            body: whole.then_some(body),
+            body,
             ack,
         })
     }
@@ -633,19 +627,19 @@ impl Node {
             .map_err(ClusterError::nats)
     }
 
-    /// Awaits every ack; the answer's read token holds each shard's last sequence. A whole
-    /// message whose stream had no leader to take it (just created, or electing after a NATS
-    /// server was lost) or whose ack timed out is sent again under the same message id (the
-    /// stream's duplicate window drops a second copy) until [`SETTLE_RETRY`] has passed. The
-    /// parts of a multi-part batch are not: sent again alone they would land after their commit,
-    /// so their failure is the write's (the client retries the whole write).
+    /// Awaits every ack; the answer's read token holds each shard's last sequence. A message
+    /// whose stream had no leader to take it (just created, or electing after a NATS server was
+    /// lost) or whose ack timed out is sent again under the same message id (the stream's
+    /// duplicate window drops a second copy) until [`SETTLE_RETRY`] has passed. A part sent
+    /// again may land after its batch's commit: a replica applies a batch when it is complete,
+    /// whichever message completes it.
     async fn settle(&self, acks: Vec<Sent>) -> Result<ReadToken> {
         let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
         let mut token = ReadToken::default();
         for sent in acks {
             let mut ack = sent.ack.await;
             let mut pause = Duration::from_millis(50);
-            while let (Err(e), Some(body)) = (&ack, &sent.body) {
+            while let Err(e) = &ack {
                 let transient = matches!(
                     e.kind(),
                     jetstream::context::PublishErrorKind::StreamNotFound
@@ -657,7 +651,7 @@ impl Node {
                 tracing::debug!(error = %e, subject = %sent.subject, "publish not taken; sending again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
-                ack = match self.send(&sent.subject, &sent.id, body.clone()).await {
+                ack = match self.send(&sent.subject, &sent.id, sent.body.clone()).await {
                     Ok(f) => f.await,
                     Err(e) => return Err(e),
                 };

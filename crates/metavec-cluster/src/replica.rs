@@ -15,9 +15,11 @@
 //! means the op is in (an op writes one WAL record, or none when it changes nothing, in which
 //! case applying it again changes nothing either).
 //!
-//! **Batches.** Parts are buffered by batch id until their commit; a batch whose commit has not
-//! come within [`ABANDONED_AFTER`] of its first part (stream timestamps, so every replica drops the
-//! same ones) is dropped: its front failed before committing, and it acknowledged nothing.
+//! **Batches.** Parts are buffered by batch id until the batch is complete: its commit and every
+//! part it names are in (a part whose publish failed is sent again under its message id and may
+//! land after the commit). A batch not complete within [`ABANDONED_AFTER`] of its first message
+//! (stream timestamps, so every replica drops the same ones) is dropped: its front failed before
+//! every publish was acknowledged, and it acknowledged nothing.
 //!
 //! **Ops a replica refuses** (a SetPayload naming a document deleted since the front checked it,
 //! a merged payload over the size limit) are refused by every replica alike, at the same point of
@@ -129,6 +131,16 @@ struct Pending {
     first_seq: u64,
     first_at: i128,
     parts: BTreeMap<u32, Vec<Document>>,
+    /// The part count its commit gave, once the commit came: a part sent again after a failed
+    /// publish can land after its commit, and the batch applies when its last part is in.
+    committed: Option<u32>,
+}
+
+impl Pending {
+    fn complete(&self) -> bool {
+        self.committed
+            .is_some_and(|n| self.parts.len() as u32 == n && self.parts.keys().copied().eq(0..n))
+    }
 }
 
 /// What `cluster-resume` records: `resume applied`, or `resume applied op engine` while an op
@@ -230,27 +242,27 @@ async fn consume(
                 apply(coll, m.record.expect("a whole message holds a record")).await?
             }
             Kind::Whole => {}
-            Kind::Part => {
+            Kind::Part | Kind::Commit => {
                 let p = pending.entry(m.batch).or_insert(Pending {
                     first_seq: seq,
                     first_at: at,
                     parts: BTreeMap::new(),
+                    committed: None,
                 });
-                if let Some(Record::Upsert { docs, .. }) = m.record {
-                    p.parts.insert(m.part, docs);
+                match (m.kind, m.record) {
+                    (Kind::Part, Some(Record::Upsert { docs, .. })) => {
+                        p.parts.insert(m.part, docs);
+                    }
+                    (Kind::Commit, _) => p.committed = Some(m.parts),
+                    _ => {}
                 }
-            }
-            Kind::Commit => {
-                if let Some(p) = pending.remove(&m.batch).filter(|_| !done) {
-                    if p.parts.len() as u32 == m.parts && p.parts.keys().copied().eq(0..m.parts) {
+                // The batch applies at the message that completes it (its commit, or a part sent
+                // again that lands after the commit); on a replay that message is `done`.
+                if p.complete() {
+                    let p = pending.remove(&m.batch).expect("just seen");
+                    if !done {
                         let docs: Vec<Document> = p.parts.into_values().flatten().collect();
                         apply(coll, Record::Upsert { seq: 0, docs }).await?;
-                    } else {
-                        tracing::warn!(
-                            stream,
-                            seq,
-                            "a commit without all its parts: batch dropped"
-                        );
                     }
                 }
             }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use metavec_cluster::log;
 use metavec_cluster::node::ShardFuture;
 use metavec_cluster::{ClusterError, CollectionEntry, Node, NodeEntry, NodeOptions, Peers};
 use metavec_core::{
@@ -398,6 +399,8 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
         );
     }
     settle(&c.nodes, &entry, &token).await;
+    let (late, torn) = out_of_order_batches(&c, &entry).await;
+    present_or_not(&c.nodes, &entry, &late, &torn);
     let qs = queries(10, 5);
     let answer = |hits: Vec<metavec_core::Hit>| {
         hits.into_iter()
@@ -450,6 +453,91 @@ async fn after_restarting_everything_the_cluster_answers_the_same() {
         assert_eq!(&got, want);
     }
     all_present(&c.nodes, &entry, &normalised(&all));
+    present_or_not(&c.nodes, &entry, &late, &torn);
+}
+
+/// Publishes two batches straight to shard 0's stream as a front whose part publishes failed and
+/// were sent again would leave them: batch A as part 0, part 2, commit (3 parts), then part 1;
+/// batch B as part 0 and commit (2 parts), its part 1 never sent. Returns A's documents (which
+/// every replica applies, at the part that completes the batch) and B's (which none applies).
+async fn out_of_order_batches(
+    c: &Cluster,
+    entry: &CollectionEntry,
+) -> (Vec<Document>, Vec<Document>) {
+    let mut mine: Vec<Document> = docs(200, 77)
+        .into_iter()
+        .map(|mut d| {
+            d.id = format!("late-{}", d.id);
+            d
+        })
+        .filter(|d| entry.shard_of(&d.id) == 0)
+        .take(5)
+        .collect();
+    assert_eq!(mine.len(), 5);
+    metavec_core::document::prepare_batch(&mut mine, &entry.config).unwrap();
+    let torn = mine.split_off(3);
+    let (a, b) = ([0xa1u8; 16], [0xb2u8; 16]);
+    let one = |batch: &[u8; 16], i: u32, n: u32, d: &Document| {
+        (
+            log::message_id(batch, i),
+            log::part(batch, i, n, std::slice::from_ref(d)),
+        )
+    };
+    let msgs = vec![
+        one(&a, 0, 3, &mine[0]),
+        one(&a, 2, 3, &mine[2]),
+        (log::message_id(&a, 3), log::commit(&a, 3)),
+        one(&a, 1, 3, &mine[1]),
+        one(&b, 0, 2, &torn[0]),
+        (log::message_id(&b, 2), log::commit(&b, 2)),
+    ];
+    let client = async_nats::connect(c.nats.url().split(',').next().unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut last = 0;
+    for (id, body) in msgs {
+        let ack = js
+            .send_publish(
+                entry.subject(0),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(body.into())
+                    .message_id(id),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        last = ack.sequence;
+    }
+    settle(
+        &c.nodes,
+        entry,
+        &metavec_cluster::ReadToken(vec![(0, last)]),
+    )
+    .await;
+    (mine, torn)
+}
+
+/// `late` is in every replica of shard 0 (bit for bit), `torn` in none.
+fn present_or_not(
+    nodes: &[Arc<Node>],
+    entry: &CollectionEntry,
+    late: &[Document],
+    torn: &[Document],
+) {
+    all_present(nodes, entry, late);
+    let ids: Vec<String> = torn.iter().map(|d| d.id.clone()).collect();
+    for n in nodes {
+        if let Some(r) = n.replica(entry, 0) {
+            let got = r.collection.get(&ids).unwrap();
+            assert!(
+                got.iter().all(Option::is_none),
+                "a torn batch applied on {}",
+                n.id()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
