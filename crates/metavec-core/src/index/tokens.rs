@@ -209,7 +209,7 @@ impl Quick {
             .filter(|&c| {
                 postings[offsets[c] as usize..offsets[c + 1] as usize]
                     .iter()
-                    .any(|&t| t as usize % nv == 0)
+                    .any(|&t| (t as usize).is_multiple_of(nv))
             })
             .map(|c| c as u32)
             .collect();
