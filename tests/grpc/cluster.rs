@@ -7,7 +7,9 @@
 //! them; (2) kill -9 of one metavec node during ingest and searches: searches go on (the time to
 //! the first full answer is printed), writes go on, every acknowledged document is there bit for
 //! bit; restarted, the node catches up from its resume points and answers its shards alone as the
-//! other replicas do; (3) every process stopped (metavec kill -9, NATS kill -9) and started again
+//! other replicas do; (2b) kill -9 of the NATS server leading shard 0's stream during ingest:
+//! writes resume (the time to the first acknowledgement is printed), every acknowledged document
+//! is there bit for bit; (3) every process stopped (metavec kill -9, NATS kill -9) and started again
 //! on the same directories answers the same. Times are printed, never asserted.
 
 #[allow(dead_code)]
@@ -394,21 +396,33 @@ where
 
 /// Every document of `ids` as `c` returns it: (id, vector bits, payload).
 async fn documents(c: &mut Clients, ids: &[usize], token: &str) -> Vec<(String, Vec<u32>, String)> {
+    let ids: Vec<String> = ids.iter().map(|&i| SynthData::id(i)).collect();
+    documents_named(c, &ids, token).await
+}
+
+/// [`documents`] by id.
+async fn documents_named(
+    c: &mut Clients,
+    ids: &[String],
+    token: &str,
+) -> Vec<(String, Vec<u32>, String)> {
     let mut out = Vec::new();
     for chunk in ids.chunks(50) {
-        let got = c
-            .documents
-            .get(with_token(
+        // A replica that lost its consumer with a NATS server catches up within seconds; until
+        // then a read with the token is UNAVAILABLE (retryable).
+        let got = retrying(|| {
+            let mut d = c.documents.clone();
+            let req = with_token(
                 pb::GetRequest {
                     collection: "c".into(),
-                    ids: chunk.iter().map(|&i| SynthData::id(i)).collect(),
+                    ids: chunk.to_vec(),
                     ids_only: false,
                 },
                 token,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+            );
+            async move { d.get(req).await }
+        })
+        .await;
         assert!(got.missing_ids.is_empty(), "missing {:?}", got.missing_ids);
         out.extend(got.documents.into_iter().map(|d| {
             let bits = d
@@ -422,6 +436,109 @@ async fn documents(c: &mut Clients, ids: &[usize], token: &str) -> Vec<(String, 
         }));
     }
     out
+}
+
+/// Phase 2b: 400 more documents through node 1 while the NATS server leading shard 0's stream
+/// is killed (-9) after the first two batches; every write is retried until acknowledged (the
+/// front itself sends again what a stream without a leader did not take). Every acknowledged
+/// document is then read back through node 2 equal to the single server's. Returns the writes'
+/// read tokens.
+async fn nats_leader_killed_during_ingest(
+    nats: &mut nats::NatsCluster,
+    front: &mut Clients,
+    reader: &mut Clients,
+    one: &mut Clients,
+    data: &SynthData,
+) -> Vec<String> {
+    let client = async_nats::connect(
+        nats.url()
+            .split(',')
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = js
+        .get_key_value(metavec_cluster::map::BUCKET)
+        .await
+        .unwrap();
+    let entry: metavec_cluster::CollectionEntry = serde_json::from_slice(
+        &kv.get(metavec_cluster::map::collection_key("c"))
+            .await
+            .unwrap()
+            .expect("collection c in the map"),
+    )
+    .unwrap();
+    let late = |ids: &[usize]| pb::UpsertRequest {
+        collection: "c".into(),
+        documents: ids
+            .iter()
+            .map(|&i| {
+                let mut d = synth_doc(data, i);
+                d.id = format!("late-{}", d.id);
+                d.payload = format!(r#"{{"late":{i}}}"#);
+                d
+            })
+            .collect(),
+    };
+    let ids: Vec<usize> = (0..400).collect();
+    let mut tokens = Vec::new();
+    let mut killed: Option<Instant> = None;
+    let mut first_ack_after = None;
+    let mut retries = 0;
+    for (i, chunk) in ids.chunks(50).enumerate() {
+        if i == 2 {
+            let leader = nats.leader(&entry.stream(0)).await;
+            println!(
+                "kill -9 nats server n{} (leader of shard 0's stream)",
+                leader + 1
+            );
+            nats.kill(leader);
+            killed = Some(Instant::now());
+        }
+        let started = Instant::now();
+        let t = loop {
+            match write(front, late(chunk)).await {
+                Ok(t) => break t,
+                Err(e) => {
+                    retries += 1;
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "writes did not resume within 60 s: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        if let Some(k) = killed {
+            first_ack_after.get_or_insert(k.elapsed());
+        }
+        tokens.push(t);
+        upsert(one, vec![late(chunk)]).await.unwrap();
+    }
+    println!(
+        "NATS leader killed during ingest: first acknowledgement {:.1}s after, {retries} calls retried",
+        first_ack_after.unwrap().as_secs_f64()
+    );
+    let names: Vec<String> = ids
+        .iter()
+        .map(|&i| format!("late-{}", SynthData::id(i)))
+        .collect();
+    let token = merged(&tokens);
+    let acked = Instant::now();
+    let got = documents_named(reader, &names, &token).await;
+    println!(
+        "every acknowledged document read back through node 2 {:.1}s after the last acknowledgement",
+        acked.elapsed().as_secs_f64()
+    );
+    let want = documents_named(one, &names, "").await;
+    assert_eq!(got.len(), names.len());
+    assert!(
+        got == want,
+        "acknowledged documents differ from the single server's"
+    );
+    tokens
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -709,6 +826,29 @@ async fn three_node_processes_answer_as_one_server_through_a_node_kill_and_a_ful
         restarted.elapsed().as_secs_f64()
     );
     fronts[2] = n3;
+
+    let started = Instant::now();
+    let (f0, rest_fronts) = fronts.split_at_mut(1);
+    tokens.extend(
+        nats_leader_killed_during_ingest(
+            &mut nats,
+            &mut f0[0],
+            &mut rest_fronts[0],
+            &mut one,
+            &data,
+        )
+        .await,
+    );
+    println!(
+        "phase with the NATS leader killed: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let token = merged(&tokens);
+    let want = exact_answers(&mut one, &data, 0..4, "").await;
+    assert_eq!(
+        exact_answers(&mut fronts[1], &data, 0..4, &token).await,
+        want
+    );
 
     // Phase 3: everything stops hard and starts again on the same directories.
     for n in nodes.iter_mut().flatten() {

@@ -287,19 +287,39 @@ impl Node {
         &self.opts.node_id
     }
 
+    /// The map's keys that start with `prefix` (deleted ones included: their get finds
+    /// nothing). One stream-info request to the bucket's stream leader, where the KV client's
+    /// `keys()` creates a consumer for each listing, and timed out on every call while one of
+    /// three NATS servers was down (nats-server issue 3791; measured here: every map sync and
+    /// every search through the node that had been connected to it failed for minutes).
+    async fn map_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let head = format!("$KV.{}.", map::BUCKET);
+        let mut subjects = self
+            .kv
+            .stream
+            .info_with_subjects(format!("{head}{prefix}>"))
+            .await
+            .map_err(ClusterError::nats)?;
+        let mut out = Vec::new();
+        while let Some(x) = subjects.next().await {
+            let (subject, _) = x.map_err(ClusterError::nats)?;
+            if let Some(key) = subject.strip_prefix(&head) {
+                out.push(key.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The nodes registered in the map, by id.
     pub async fn nodes(&self) -> Result<Vec<NodeEntry>> {
-        let mut keys = self.kv.keys().await.map_err(ClusterError::nats)?;
         let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(ClusterError::nats)?;
-            if k.starts_with("node.") {
-                if let Some(v) = self.kv.get(&k).await.map_err(ClusterError::nats)? {
-                    out.push(
-                        serde_json::from_slice::<NodeEntry>(&v)
-                            .map_err(|e| ClusterError::Corrupt(format!("map entry {k}: {e}")))?,
-                    );
-                }
+        for k in self.map_keys("node.").await? {
+            if let Some(v) = self.kv.get(&k).await.map_err(ClusterError::nats)? {
+                out.push(
+                    serde_json::from_slice::<NodeEntry>(&v)
+                        .map_err(|e| ClusterError::Corrupt(format!("map entry {k}: {e}")))?,
+                );
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -381,15 +401,12 @@ impl Node {
 
     /// Every collection of the cluster map, by name.
     pub async fn collections(&self) -> Result<Vec<CollectionEntry>> {
-        let mut keys = self.kv.keys().await.map_err(ClusterError::nats)?;
-        let mut names = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(ClusterError::nats)?;
-            if let Some(name) = k.strip_prefix("collection.") {
-                names.push(name.to_string());
-            }
-        }
-        names.sort();
+        let names: Vec<String> = self
+            .map_keys("collection.")
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix("collection.").map(str::to_string))
+            .collect();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             match self.entry(&name).await {
