@@ -21,9 +21,34 @@ use crate::log;
 use crate::map::{self, CollectionEntry, NodeEntry};
 use crate::replica::Replica;
 
-/// How long a write's whole messages (and a node's registration) are retried while a stream
-/// has no leader to take them.
+/// How long a write's messages (and a node's registration, and a new collection's wait for its
+/// streams' leaders) are retried while a stream has no leader to take them.
 const SETTLE_RETRY: Duration = Duration::from_secs(15);
+
+/// Pauses between tries until [`SETTLE_RETRY`] has passed: 50 ms, doubling up to 1 s.
+struct Backoff {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            deadline: tokio::time::Instant::now() + SETTLE_RETRY,
+            pause: Duration::from_millis(50),
+        }
+    }
+
+    /// Sleeps before the next try; false (at once) once the time is up.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        true
+    }
+}
 
 /// One message of a write, sent and waiting for its ack.
 struct Sent {
@@ -241,17 +266,32 @@ impl Node {
             .await
             .map_err(|e| ClusterError::Nats(format!("connect to {}: {e}", opts.nats_url)))?;
         let js = jetstream::new(client);
-        let kv = match js.get_key_value(map::BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: map::BUCKET.to_string(),
-                    history: 5,
-                    num_replicas: opts.stream_replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(ClusterError::nats)?,
+        // The map's bucket: opened, or made by the first node. A NATS cluster that has just
+        // started may not have elected its JetStream leader yet (the request times out), and
+        // nodes starting side by side race to make the bucket: retry both.
+        let mut backoff = Backoff::new();
+        let kv = loop {
+            let made = match js.get_key_value(map::BUCKET).await {
+                Ok(kv) => Ok(kv),
+                Err(_) => js
+                    .create_key_value(kv::Config {
+                        bucket: map::BUCKET.to_string(),
+                        history: 5,
+                        num_replicas: opts.stream_replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(ClusterError::nats),
+            };
+            match made {
+                Ok(kv) => break kv,
+                Err(e) => {
+                    tracing::debug!(error = %e, "opening the cluster map; retrying");
+                    if !backoff.wait().await {
+                        return Err(e);
+                    }
+                }
+            }
         };
         let me = NodeEntry {
             id: opts.node_id.clone(),
@@ -260,17 +300,15 @@ impl Node {
         let value: bytes::Bytes = serde_json::to_vec(&me).unwrap().into();
         // A bucket just made (here or by a node starting beside this one) may not have elected
         // its leader yet: its first put finds no stream. A put is idempotent, so retry it.
-        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
-        let mut pause = Duration::from_millis(50);
         loop {
             match kv.put(map::node_key(&me.id), value.clone()).await {
                 Ok(_) => break,
-                Err(e) if tokio::time::Instant::now() < deadline => {
+                Err(e) => {
                     tracing::debug!(error = %e, "registering in the cluster map; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    if !backoff.wait().await {
+                        return Err(ClusterError::nats(e));
+                    }
                 }
-                Err(e) => return Err(ClusterError::nats(e)),
             }
         }
         Ok(Arc::new(Node {
@@ -651,23 +689,20 @@ impl Node {
     /// again may land after its batch's commit: a replica applies a batch when it is complete,
     /// whichever message completes it.
     async fn settle(&self, acks: Vec<Sent>) -> Result<ReadToken> {
-        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
+        let mut backoff = Backoff::new();
         let mut token = ReadToken::default();
         for sent in acks {
             let mut ack = sent.ack.await;
-            let mut pause = Duration::from_millis(50);
             while let Err(e) = &ack {
                 let transient = matches!(
                     e.kind(),
                     jetstream::context::PublishErrorKind::StreamNotFound
                         | jetstream::context::PublishErrorKind::TimedOut
                 );
-                if !transient || tokio::time::Instant::now() >= deadline {
+                tracing::debug!(error = %e, subject = %sent.subject, "publish not taken; sending again");
+                if !transient || !backoff.wait().await {
                     break;
                 }
-                tracing::debug!(error = %e, subject = %sent.subject, "publish not taken; sending again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
                 ack = match self.send(&sent.subject, &sent.id, sent.body.clone()).await {
                     Ok(f) => f.await,
                     Err(e) => return Err(e),
@@ -684,7 +719,7 @@ impl Node {
     /// Waits until stream `name` has a leader (a stream just created elects one within about a
     /// second), so the first write to it is taken.
     async fn await_leader(&self, name: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + SETTLE_RETRY;
+        let mut backoff = Backoff::new();
         loop {
             let mut stream = self.js.get_stream(name).await.map_err(ClusterError::nats)?;
             let led = match stream.info().await {
@@ -697,12 +732,11 @@ impl Node {
             if led {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
+            if !backoff.wait().await {
                 return Err(ClusterError::Nats(format!(
                     "stream {name} has no leader after {SETTLE_RETRY:?}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
