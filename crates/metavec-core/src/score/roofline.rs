@@ -6,7 +6,8 @@
 //!   rows where the CPU lacks `vdpbf16ps`: decoded to f32 in registers), `vdpbf16ps` for bf16
 //!   rows in the `avx512dp` set (bf16 pairs into f32 lanes), `vpmaddwd` for int8 rows (i16 query
 //!   x int8 row pairs summed into i32), or VNNI's `vpdpwssd` (the same with the add fused) in the
-//!   `avx512dp` set. Counted as FLOP/s with a multiply-add = 2, as the rerank's
+//!   `avx512dp` set; AMX's `tdpbf16ps` for bf16 rows in the `amx` set (a bf16 tile product,
+//!   8,192 multiply-adds per instruction). Counted as FLOP/s with a multiply-add = 2, as the rerank's
 //!   `2 x dot products x dim` is.
 //! - **Memory**: one core reading blocks of a given size at random places of a memory-mapped file
 //!   (the rerank's access pattern: each candidate's first `r_c` rows sit together at a random
@@ -31,6 +32,9 @@ pub struct ComputePeaks {
     pub dpbf16_gflops: Option<f64>,
     /// `vpdpwssd`: the int8 kernel's in the `avx512dp` set (None elsewhere).
     pub dpwssd_gflops: Option<f64>,
+    /// AMX `tdpbf16ps` (a 16 x 32 by 32 x 16 bf16 tile product per instruction): the bf16
+    /// kernel's in the `amx` set (None elsewhere).
+    pub tile_bf16_gflops: Option<f64>,
 }
 
 impl ComputePeaks {
@@ -38,6 +42,9 @@ impl ComputePeaks {
     /// `dtype` (vector 0, always f32, is the caller's to special-case).
     pub fn for_dtype(&self, dtype: crate::config::Dtype) -> (&'static str, f64) {
         use crate::config::Dtype;
+        if let (Dtype::Bf16, Some(p)) = (dtype, self.tile_bf16_gflops) {
+            return ("tdpbf16ps", p);
+        }
         match (dtype, self.dpbf16_gflops, self.dpwssd_gflops) {
             (Dtype::Int8, _, Some(p)) => ("vpdpwssd", p),
             (Dtype::Int8, _, None) => ("vpmaddwd", self.madd_gflops),
@@ -51,6 +58,7 @@ impl ComputePeaks {
         let mut v = vec![("vfmadd", self.fma_gflops), ("vpmaddwd", self.madd_gflops)];
         v.extend(self.dpbf16_gflops.map(|p| ("vdpbf16ps", p)));
         v.extend(self.dpwssd_gflops.map(|p| ("vpdpwssd", p)));
+        v.extend(self.tile_bf16_gflops.map(|p| ("tdpbf16ps", p)));
         v
     }
 }
@@ -65,7 +73,7 @@ pub fn compute_peaks(time: Duration) -> ComputePeaks {
     type Loop = fn(usize) -> f64;
     let (fma, madd, dp): (Loop, Loop, Option<(Loop, Loop)>) = match kernel {
         #[cfg(target_arch = "x86_64")]
-        "avx512dp" => (
+        "avx512dp" | "amx" => (
             x86::fma512,
             x86::madd512,
             Some((x86::dpbf16_512, x86::dpwssd512)),
@@ -82,6 +90,9 @@ pub fn compute_peaks(time: Duration) -> ComputePeaks {
         madd_gflops: best_rate(time, madd),
         dpbf16_gflops: dp.map(|(b, _)| best_rate(time, b)),
         dpwssd_gflops: dp.map(|(_, w)| best_rate(time, w)),
+        tile_bf16_gflops: (kernel == "amx")
+            .then(|| super::simd::tile_bf16_peak(time))
+            .flatten(),
     }
 }
 

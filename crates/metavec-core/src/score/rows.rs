@@ -14,6 +14,9 @@ pub struct QueryForms<'a> {
     pub int8: Option<(&'a [i16], &'a [f32])>,
     /// Rounded to bf16 for bf16 rows ([`compact::Bf16Query::rows`]).
     pub bf16: Option<(&'a [u16], &'a [f32])>,
+    /// The whole query rounded to bf16 in the tile layout, and the first of its rows these are:
+    /// bf16 rows go through [`CompactKernel::bf16_tiles`] where the kernel set has it.
+    pub bf16_tiles: Option<(&'a compact::TileQuery, usize)>,
 }
 
 /// Consecutive vectors of one document as they sit in a segment (or the memtable, always f32).
@@ -55,9 +58,14 @@ impl Rows<'_> {
     ) {
         match *self {
             Rows::F32(d) => (kern.update)(query, r_q, dim, d, maxes),
-            Rows::Bf16(d) => match forms.bf16 {
-                Some((qb, qf)) => (ck.bf16_q)(qb, qf, r_q, dim, d, maxes),
-                None => (ck.bf16)(query, r_q, dim, d, maxes),
+            Rows::Bf16(d) => match (forms.bf16_tiles, ck.bf16_tiles, forms.bf16) {
+                (Some((tq, first)), Some(tiles), _)
+                    if r_q * d.len() >= compact::TILE_MIN_DOTS * dim =>
+                {
+                    tiles(tq, first, r_q, dim, d, maxes)
+                }
+                (_, _, Some((qb, qf))) => (ck.bf16_q)(qb, qf, r_q, dim, d, maxes),
+                _ => (ck.bf16)(query, r_q, dim, d, maxes),
             },
             Rows::F16(d) => (ck.f16)(query, r_q, dim, d, maxes),
             Rows::Int8 { values, scales } => {

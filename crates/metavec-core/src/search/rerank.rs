@@ -69,6 +69,8 @@ struct Scorer<'a> {
     quant: Option<score::compact::QuantQuery>,
     /// `q` rounded to bf16 for bf16 rows' kernel; `None` as `quant` is.
     bf16: Option<score::compact::Bf16Query>,
+    /// `bf16` in the tile layout, where the kernels score bf16 rows on tiles.
+    tiles: Option<score::compact::TileQuery>,
     dim: usize,
     kern: score::Kernel,
     compact: score::compact::CompactKernel,
@@ -121,6 +123,7 @@ fn extend<'a>(
         let forms = score::QueryForms {
             int8: s.quant.as_ref().map(|x| x.rows(dim, qa, qb)),
             bf16: s.bf16.as_ref().map(|x| x.rows(dim, qa, qb)),
+            bf16_tiles: s.tiles.as_ref().map(|t| (t, qa)),
         };
         match &c.doc {
             DocRef::Mem(d) => {
@@ -267,13 +270,20 @@ impl<'a> Scorer<'a> {
         // An exact search scores every dtype against the f32 query, as the exact scan does.
         let stores =
             |d: Dtype| !req.exact && (0..view.segments().len()).any(|si| view.seg(si).stores(d));
+        let compact = score::compact::compact_kernel();
+        let bf16 = stores(Dtype::Bf16).then(|| score::compact::Bf16Query::new(q));
+        let tiles = bf16
+            .as_ref()
+            .filter(|_| compact.bf16_tiles.is_some() && score::compact::TileQuery::fits(dim))
+            .map(|b| score::compact::TileQuery::new(&b.bits, dim));
         Scorer {
             q,
             quant: stores(Dtype::Int8).then(|| score::compact::QuantQuery::new(q, dim)),
-            bf16: stores(Dtype::Bf16).then(|| score::compact::Bf16Query::new(q)),
+            bf16,
+            tiles,
             dim,
             kern: score::kernel(),
-            compact: score::compact::compact_kernel(),
+            compact,
             view,
         }
     }

@@ -56,6 +56,53 @@ proptest! {
     }
 }
 
+proptest! {
+    /// bf16 rows on tiles (AMX where the CPU has it) against the scalar bf16-query reference:
+    /// any number of rows (full blocks of 16 and a tail), query rows from any offset of a query of
+    /// up to two tile blocks, widths of one to twelve steps.
+    #[test]
+    fn tile_kernels_match_the_bf16_query_reference(
+        rows in 1usize..70, total in 1usize..33, from in 0usize..32, steps in 1usize..13,
+        seed in 0u64..1000,
+    ) {
+        let dim = 32 * steps;
+        let first = from % total;
+        let r_q = total - first;
+        let q = vecs(total * dim, seed);
+        let d = vecs(rows * dim, seed + 1);
+        let (qb, bits) = (Bf16Query::new(&q), encode_bf16(&d));
+        let tq = TileQuery::new(&qb.bits, dim);
+        let mut want = vec![f32::NEG_INFINITY; r_q];
+        let (qr, qf) = qb.rows(dim, first, total);
+        update_bf16_q_scalar(qr, qf, r_q, dim, &bits, &mut want);
+        for set in crate::score::simd::under_test() {
+            let Some(tiles) = set.compact.bf16_tiles else { continue };
+            let mut got = vec![f32::NEG_INFINITY; r_q];
+            tiles(&tq, first, r_q, dim, &bits, &mut got);
+            close(&want, &got, 1e-4)
+                .map_err(|e| TestCaseError::fail(format!("{} bf16_tiles: {e}", set.name)))?;
+        }
+    }
+}
+
+#[test]
+fn a_tile_query_holds_each_value_pair_where_the_tile_multiply_reads_it() {
+    let (rows, dim) = (18, 64);
+    let bits: Vec<u16> = (0..rows * dim).map(|i| i as u16).collect();
+    let tq = TileQuery::new(&bits, dim);
+    assert_eq!(tq.tiles.len(), 2 * 2 * 256);
+    for g in 0..rows {
+        for p in 0..dim / 2 {
+            let word = tq.tile(g / 16, p / 16)[(p % 16) * 16 + g % 16];
+            assert_eq!(word & 0xffff, (g * dim + 2 * p) as u32);
+            assert_eq!(word >> 16, (g * dim + 2 * p + 1) as u32);
+        }
+    }
+    // The second block's padding columns are zeros.
+    assert!(tq.tile(1, 0)[2..16].iter().all(|&w| w == 0));
+    assert!(!TileQuery::fits(0) && !TileQuery::fits(100) && TileQuery::fits(3584));
+}
+
 fn check_kernel(
     name: &str,
     k: CompactKernel,

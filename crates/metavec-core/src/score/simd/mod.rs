@@ -471,6 +471,7 @@ macro_rules! compact_entry_points {
             int8: update_int8,
             int8_q: update_int8_q,
             int8_dots: dots_int8,
+            bf16_tiles: None,
             column_dots: None,
             bf16_q_lead: 0,
         };
@@ -530,6 +531,8 @@ macro_rules! compact_entry_points {
     };
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -596,8 +599,21 @@ const SCALAR: KernelSet = KernelSet {
 /// compact kernels are chosen together (a CPU with AVX-512F but not BW and VL, i.e. only Knights
 /// Landing, runs the AVX2 set). `avx512dp` is the AVX-512 set with the dot-product instructions
 /// for bf16 (`vdpbf16ps`) and int8 (VNNI) rows: Sapphire Rapids and later, Zen 4 and later.
+/// `amx` is that set with bf16 rows on AMX tiles (`tdpbf16ps`): Sapphire Rapids and later; its
+/// detection also asks Linux for the tile state ([`amx::detected`]).
 #[cfg(target_arch = "x86_64")]
 static TABLE: &[KernelSet] = &[
+    KernelSet {
+        name: "amx",
+        features: amx::FEATURES,
+        f32: Kernel {
+            update: avx512::maxsim_update,
+            update_pair: avx512::maxsim_update_pair,
+            dot: avx512::dot,
+        },
+        compact: amx::KERNEL,
+        detected: amx::detected,
+    },
     kernel_set!(
         name: "avx512dp",
         features: ["avx512f", "avx512bw", "avx512vl", "avx512bf16", "avx512vnni"],
@@ -652,6 +668,20 @@ pub fn chosen() -> &'static KernelSet {
         tracing::debug!(kernel = k.name, "MaxSim kernels selected");
         k
     })
+}
+
+/// One core's `tdpbf16ps` rate on tile registers for about `time` (GFLOP/s), where the `amx` set
+/// is available: the roofline's compute bound for bf16 rows on tiles.
+pub fn tile_bf16_peak(time: std::time::Duration) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::peak_gflops(time.as_secs_f64())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = time;
+        None
+    }
 }
 
 /// Every entry of the table the running CPU supports, best first (the scalar references last),
@@ -811,9 +841,17 @@ mod tests {
         {
             assert_eq!(choose(TABLE, "avx2", all).name, "avx2");
             assert_eq!(choose(TABLE, "avx512", all).name, "avx512");
-            assert_eq!(choose(TABLE, "", |k| k.name != "avx512dp").name, "avx512");
+            assert_eq!(choose(TABLE, "", all).name, "amx");
+            assert_eq!(choose(TABLE, "avx512dp", all).name, "avx512dp");
+            assert_eq!(choose(TABLE, "", |k| k.name != "amx").name, "avx512dp");
             assert_eq!(
-                choose(TABLE, "", |k| !k.name.starts_with("avx512")).name,
+                choose(TABLE, "", |k| !matches!(k.name, "amx" | "avx512dp")).name,
+                "avx512"
+            );
+            assert_eq!(
+                choose(TABLE, "", |k| !k.name.starts_with("avx512")
+                    && k.name != "amx")
+                .name,
                 "avx2"
             );
             assert_eq!(choose(TABLE, "avx512", |k| k.name != "avx512").name, "avx2");
@@ -831,23 +869,30 @@ mod tests {
         assert!(err.contains("\"avx513f\""), "{err}");
         #[cfg(target_arch = "x86_64")]
         {
-            let no512 = |k: &KernelSet| !k.name.starts_with("avx512");
+            let no512 = |k: &KernelSet| !k.name.starts_with("avx512") && k.name != "amx";
             let plan = test_plan(TABLE, "", no512).unwrap();
             assert_eq!(names(&plan.run), ["avx2", "scalar"]);
-            assert_eq!(names(&plan.skipped), ["avx512dp", "avx512"]);
+            assert_eq!(names(&plan.skipped), ["amx", "avx512dp", "avx512"]);
             let plan = test_plan(TABLE, " avx2 ,fma,", no512).unwrap();
-            assert_eq!(names(&plan.skipped), ["avx512dp", "avx512"]);
+            assert_eq!(names(&plan.skipped), ["amx", "avx512dp", "avx512"]);
+            // The dot-product instructions without AMX (Zen 4 and 5): expecting avx512bf16 tests
+            // the avx512dp set, expecting amx-bf16 fails.
+            let no_amx = |k: &KernelSet| k.name != "amx";
+            let plan = test_plan(TABLE, "avx512bf16", no_amx).unwrap();
+            assert_eq!(names(&plan.run), ["avx512dp", "avx512", "avx2", "scalar"]);
+            let err = test_plan(TABLE, "amx-bf16", no_amx).err().unwrap();
+            assert!(err.contains("amx kernels"), "{err}");
             // AVX-512 without the dot-product instructions (Skylake-X, Ice Lake servers run VNNI
             // but not bf16): expecting avx512f tests the plain set, expecting avx512bf16 fails.
-            let no_dp = |k: &KernelSet| k.name != "avx512dp";
+            let no_dp = |k: &KernelSet| !matches!(k.name, "amx" | "avx512dp");
             let plan = test_plan(TABLE, "avx512f", no_dp).unwrap();
             assert_eq!(names(&plan.run), ["avx512", "avx2", "scalar"]);
             let err = test_plan(TABLE, "avx512bf16", no_dp).err().unwrap();
-            assert!(err.contains("avx512dp kernels"), "{err}");
+            assert!(err.contains("amx kernels"), "{err}");
             // CI claims AVX-512 on a machine without it: the kernel tests fail.
             let err = test_plan(TABLE, "avx512f,avx2", no512).err().unwrap();
             assert!(
-                err.contains("avx512f") && err.contains("avx512dp kernels"),
+                err.contains("avx512f") && err.contains("amx kernels"),
                 "{err}"
             );
             let err = test_plan(TABLE, "f16c", |k| k.name == "scalar")
