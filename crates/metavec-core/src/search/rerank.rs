@@ -145,36 +145,27 @@ fn extend<'a>(
                         }
                     }
                 }
-                if s.tiles.is_some() && parts.len() > 1 {
-                    // On tiles a call costs ~0.2 us however few rows it brings: the small
-                    // groups' bf16 rows (1, 3, 4, 8 of them) are copied side by side and
-                    // scored in one call, the large ones where they lie.
+                let update = |p: &score::Rows<'_>, maxes: &mut [f32]| {
+                    p.update(&kern, &ck, qs, forms, qb - qa, dim, maxes)
+                };
+                // On tiles a call costs ~0.2 us however few rows it brings: the small groups'
+                // bf16 rows (1, 3, 4, 8 of them) are copied side by side and scored in one call,
+                // the large ones where they lie.
+                let small =
+                    |p: &score::Rows<'_>| matches!(p, score::Rows::Bf16(d) if d.len() < 16 * dim);
+                if s.tiles.is_some() && parts.iter().filter(|p| small(p)).count() > 1 {
                     TILE_ROWS.with_borrow_mut(|merged| {
                         merged.clear();
                         for p in parts.iter() {
                             match p {
-                                score::Rows::Bf16(d) if d.len() < 16 * dim => {
-                                    merged.extend_from_slice(d)
-                                }
-                                p => p.update(&kern, &ck, qs, forms, qb - qa, dim, maxes),
+                                score::Rows::Bf16(d) if small(p) => merged.extend_from_slice(d),
+                                p => update(p, maxes),
                             }
                         }
-                        if !merged.is_empty() {
-                            score::Rows::Bf16(merged).update(
-                                &kern,
-                                &ck,
-                                qs,
-                                forms,
-                                qb - qa,
-                                dim,
-                                maxes,
-                            );
-                        }
+                        update(&score::Rows::Bf16(merged), maxes);
                     });
                 } else {
-                    for p in parts.iter() {
-                        p.update(&kern, &ck, qs, forms, qb - qa, dim, maxes);
-                    }
+                    parts.iter().for_each(|p| update(p, maxes));
                 }
             }
         }
